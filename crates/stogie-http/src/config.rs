@@ -1,0 +1,97 @@
+//! Every setting of the engine in one place, with defaults that protect a server on the
+//! open internet.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Settings read by connections. A running server reads them per connection and per
+/// request, so a change made through [`LiveConfig`] takes effect for the next request.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Seconds a client may take to send a request head, to keep a body or the response
+    /// moving, or to stay idle between keep-alive requests (Cheroot's `timeout`).
+    pub timeout: Duration,
+    /// Largest whole request head in bytes; 0 means only the per-line limits apply.
+    pub max_request_header_size: usize,
+    /// Largest request body in bytes; 0 means no limit.
+    pub max_request_body_size: u64,
+    /// Longest request line (414 past it).
+    pub max_request_line: usize,
+    /// Most header fields in one request (431 past it).
+    pub max_header_count: usize,
+    /// Longest single header field line (431 past it).
+    pub max_header_field: usize,
+    /// Bodies up to this size are read completely before the app is called, so a Python
+    /// thread never waits on a slow client for them.
+    pub prefetch_body_limit: u64,
+    /// How much of a body the app left unread is drained to keep the connection alive;
+    /// past it the connection is closed instead.
+    pub drain_limit: u64,
+    /// The `Server` response header, unless the app sets its own.
+    pub server_software: String,
+    /// The protocol the server speaks, as in the status line (`HTTP/1.1`).
+    pub protocol: String,
+    /// Whether request header names containing `_` are kept (they alias `-` names).
+    pub allow_underscore_headers: bool,
+    /// Whether stats counters are kept.
+    pub stats_enabled: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            timeout: Duration::from_secs(10),
+            max_request_header_size: 0,
+            max_request_body_size: 0,
+            max_request_line: 8190,
+            max_header_count: 100,
+            max_header_field: 8190,
+            prefetch_body_limit: 64 * 1024,
+            drain_limit: 256 * 1024,
+            server_software: concat!("Stogie/", env!("CARGO_PKG_VERSION")).to_string(),
+            protocol: "HTTP/1.1".to_string(),
+            allow_underscore_headers: false,
+            stats_enabled: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The largest head the reader will buffer before answering 431.
+    pub fn head_limit(&self) -> usize {
+        if self.max_request_header_size > 0 {
+            self.max_request_header_size
+        } else {
+            // request line + every field at its limit, plus the CRLFs
+            self.max_request_line + self.max_header_count * (self.max_header_field + 2) + 4
+        }
+    }
+}
+
+/// A [`ServerConfig`] that can be replaced while the server runs.
+#[derive(Clone, Debug, Default)]
+pub struct LiveConfig {
+    inner: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl LiveConfig {
+    /// Wraps a starting configuration.
+    pub fn new(config: ServerConfig) -> Self {
+        LiveConfig {
+            inner: Arc::new(RwLock::new(Arc::new(config))),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn get(&self) -> Arc<ServerConfig> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the configuration for every request that starts after this call.
+    pub fn update(&self, change: impl FnOnce(&mut ServerConfig)) {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**guard).clone();
+        change(&mut next);
+        *guard = Arc::new(next);
+    }
+}

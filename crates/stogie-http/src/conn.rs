@@ -1,0 +1,753 @@
+//! One connection: read a head, hand the request to the gateway, stream the body to it and
+//! its response back, keep alive or close. The only module besides the listener that
+//! touches a socket.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use crate::config::ServerConfig;
+use crate::error::HttpError;
+use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
+use crate::h1::body::{BodyDecoder, BodyError, Decoded};
+use crate::h1::head::{self, BodyFraming, RequestHead, Version};
+use crate::h1::response::{self, ResponseContext, ResponseFraming};
+use crate::stats::Stats;
+use crate::transport::Transport;
+use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
+
+/// What every connection of one server shares.
+pub(crate) struct Shared {
+    pub config: LiveConfig,
+    pub gateway: Arc<dyn Gateway>,
+    pub stats: Arc<Stats>,
+    pub log: Arc<dyn ErrorLog>,
+    pub shutdown: watch::Receiver<bool>,
+    pub local: LocalAddr,
+    pub scheme: &'static str,
+}
+
+/// Bytes read per read call while a head or body is coming in.
+const READ_CHUNK: usize = 16 * 1024;
+/// Response pieces up to this size are copied into the write buffer so that a small
+/// response leaves in one write; larger ones are written from their own memory.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Chunks of a streamed request body waiting for the app.
+const BODY_CHANNEL: usize = 4;
+/// Response events waiting for the socket.
+const RESPONSE_CHANNEL: usize = 16;
+/// What a closing connection reads and throws away so the client sees the answer, not a reset.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+enum HeadOutcome {
+    Head(RequestHead),
+    Closed,
+    Refused(HttpError),
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    let mut conn = Conn {
+        stream,
+        peer,
+        shared,
+        buf: BytesMut::new(),
+        wbuf: Vec::new(),
+        shutdown,
+    };
+    conn.run().await;
+}
+
+struct Conn<S> {
+    stream: S,
+    peer: PeerAddr,
+    shared: Arc<Shared>,
+    buf: BytesMut,
+    wbuf: Vec<u8>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// How the response in progress is framed on the wire.
+struct Outgoing {
+    version: Version,
+    is_head: bool,
+    keep_alive: bool,
+    head_sent: bool,
+    framing: ResponseFraming,
+    remaining: u64,
+    close: bool,
+    done: bool,
+}
+
+/// A request body on its way from the socket to the app.
+struct Pump {
+    pipe: Pipe,
+    demand: Option<oneshot::Receiver<()>>,
+    deadline: Instant,
+    failed: bool,
+}
+
+/// The part of a [`Pump`] that moves bytes.
+struct Pipe {
+    tx: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
+    decoder: BodyDecoder,
+    pending: VecDeque<Bytes>,
+}
+
+enum Step {
+    Event(Option<ResponseEvent>),
+    Demand,
+    Pumped(Result<bool, ()>),
+    BodyTimeout,
+}
+
+impl<S: Transport> Conn<S> {
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            let cfg = self.shared.config.get();
+            let head = match self.read_head(&cfg, first).await {
+                HeadOutcome::Head(h) => h,
+                HeadOutcome::Closed => return,
+                HeadOutcome::Refused(e) => {
+                    self.refuse(&e, Version::Http11, &cfg).await;
+                    return;
+                }
+            };
+            first = false;
+            self.shared.stats.add_request();
+            let keep = self.exchange(head, &cfg).await;
+            if !keep || *self.shutdown.borrow() {
+                self.linger().await;
+                return;
+            }
+            if self.buf.is_empty() {
+                // An idle keep-alive connection holds no read buffer.
+                self.buf = BytesMut::new();
+            }
+        }
+    }
+
+    async fn read_head(&mut self, cfg: &ServerConfig, first: bool) -> HeadOutcome {
+        let started = Instant::now();
+        let deadline = started + cfg.timeout;
+        loop {
+            if !self.buf.is_empty() {
+                match head::parse(&mut self.buf, cfg) {
+                    Ok(Some(h)) => return HeadOutcome::Head(h),
+                    Ok(None) => {}
+                    Err(e) => return HeadOutcome::Refused(e),
+                }
+            }
+            let idle = self.buf.is_empty();
+            if idle && !first && *self.shutdown.borrow() {
+                return HeadOutcome::Closed;
+            }
+            self.buf.reserve(READ_CHUNK);
+            tokio::select! {
+                r = self.stream.read_buf(&mut self.buf) => match r {
+                    Ok(0) | Err(_) => return HeadOutcome::Closed,
+                    Ok(n) => self.shared.stats.add_read(n),
+                },
+                _ = sleep_until(deadline) => {
+                    return if idle { HeadOutcome::Closed } else { HeadOutcome::Refused(HttpError::RequestTimeout) };
+                }
+                _ = self.shutdown.changed(), if idle => return HeadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Sends an error answer and closes.
+    async fn refuse(&mut self, err: &HttpError, version: Version, cfg: &ServerConfig) {
+        let bytes = response::error_response(err, version, &cfg.server_software);
+        let _ = self.write_now(&bytes, cfg).await;
+        self.linger().await;
+    }
+
+    async fn write_now(&mut self, data: &[u8], cfg: &ServerConfig) -> Result<(), ()> {
+        match timeout(cfg.timeout, self.stream.write_all(data)).await {
+            Ok(Ok(())) => {
+                self.shared.stats.add_written(data.len());
+                Ok(())
+            }
+            _ => {
+                self.shared.stats.add_socket_error();
+                Err(())
+            }
+        }
+    }
+
+    async fn flush(&mut self, cfg: &ServerConfig) -> Result<(), ()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.wbuf);
+        let res = self.write_now(&data, cfg).await;
+        self.wbuf = data;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 64 * 1024 {
+            self.wbuf = Vec::new();
+        }
+        res
+    }
+
+    /// Closes the way a client can still read what was sent: FIN first, then read and
+    /// drop what the client still sends, for a bounded time and size.
+    async fn linger(&mut self) {
+        let _ = timeout(LINGER_TIME, self.stream.shutdown()).await;
+        let mut scratch = [0u8; 4096];
+        let mut total = 0;
+        let _ = timeout(LINGER_TIME, async {
+            while total < LINGER_BYTES {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Reads `n` body bytes into the buffer (for bodies read before the app runs).
+    async fn fill(&mut self, n: usize, cfg: &ServerConfig) -> Result<(), BodyError> {
+        while self.buf.len() < n {
+            self.buf.reserve((n - self.buf.len()).min(READ_CHUNK * 4));
+            match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Truncated),
+                Ok(Ok(k)) => self.shared.stats.add_read(k),
+                Err(_) => return Err(BodyError::Timeout),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a chunked body ahead while it stays small; returns the pieces and whether
+    /// the body is complete.
+    async fn prefetch_chunked(
+        &mut self,
+        dec: &mut BodyDecoder,
+        cfg: &ServerConfig,
+    ) -> Result<(Vec<Bytes>, bool), BodyError> {
+        let mut pieces = Vec::new();
+        let mut total = 0u64;
+        loop {
+            match dec.decode(&mut self.buf)? {
+                Decoded::Data(b) => {
+                    total += b.len() as u64;
+                    pieces.push(b);
+                    if total > cfg.prefetch_body_limit {
+                        return Ok((pieces, false));
+                    }
+                }
+                Decoded::Done => return Ok((pieces, true)),
+                Decoded::NeedMore => {
+                    self.buf.reserve(READ_CHUNK);
+                    match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Truncated),
+                        Ok(Ok(k)) => self.shared.stats.add_read(k),
+                        Err(_) => return Err(BodyError::Timeout),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one request/response exchange; returns whether the connection stays open.
+    async fn exchange(&mut self, head: RequestHead, cfg: &Arc<ServerConfig>) -> bool {
+        let version = head.version;
+        let mut out = Outgoing {
+            version,
+            is_head: head.is_head(),
+            keep_alive: head.keep_alive,
+            head_sent: false,
+            framing: ResponseFraming::NoBody,
+            remaining: 0,
+            close: false,
+            done: false,
+        };
+
+        let (body, mut pump) = match self.take_body(&head, cfg).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.refuse(&e.as_http(), version, cfg).await;
+                return false;
+            }
+        };
+
+        let (resp_tx, mut resp_rx) = mpsc::channel(RESPONSE_CHANNEL);
+        let request = Request {
+            head,
+            peer: self.peer.clone(),
+            local: self.shared.local.clone(),
+            scheme: self.shared.scheme,
+            can_sendfile: self.stream.can_sendfile(),
+            body,
+            response: ResponseSender::new(resp_tx),
+        };
+        if !self.dispatch(request).await {
+            self.refuse(&HttpError::ServiceUnavailable, version, cfg)
+                .await;
+            return false;
+        }
+
+        loop {
+            let pumping = pump
+                .as_ref()
+                .is_some_and(|p| p.pipe.tx.is_some() && p.demand.is_none());
+            let waiting_demand = pump.as_ref().is_some_and(|p| p.demand.is_some());
+            let step = {
+                let stream = &mut self.stream;
+                let buf = &mut self.buf;
+                let stats = &self.shared.stats;
+                let deadline = pump.as_ref().map_or_else(Instant::now, |p| p.deadline);
+                let (pipe, demand) = match pump.as_mut() {
+                    Some(p) => (Some(&mut p.pipe), p.demand.as_mut()),
+                    None => (None, None),
+                };
+                tokio::select! {
+                    biased;
+                    ev = resp_rx.recv() => Step::Event(ev),
+                    _ = async move {
+                        if let Some(d) = demand {
+                            let _ = d.await;
+                        }
+                    }, if waiting_demand => Step::Demand,
+                    r = pump_step(stream, buf, pipe, stats), if pumping => Step::Pumped(r),
+                    _ = sleep_until(deadline), if pumping => Step::BodyTimeout,
+                }
+            };
+            match step {
+                Step::Event(ev) => {
+                    if self.on_event(ev, &mut out, cfg).await.is_err() {
+                        return false;
+                    }
+                    // Take whatever else is ready, so chunks leave in as few writes as possible.
+                    while !out.done {
+                        match resp_rx.try_recv() {
+                            Ok(ev) => {
+                                if self.on_event(Some(ev), &mut out, cfg).await.is_err() {
+                                    return false;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if self.flush(cfg).await.is_err() {
+                        return false;
+                    }
+                    if out.done {
+                        break;
+                    }
+                }
+                Step::Demand => {
+                    let p = pump.as_mut().unwrap();
+                    p.demand = None;
+                    p.deadline = Instant::now() + cfg.timeout;
+                    if !out.head_sent
+                        && self
+                            .write_now(b"HTTP/1.1 100 Continue\r\n\r\n", cfg)
+                            .await
+                            .is_err()
+                    {
+                        return false;
+                    }
+                }
+                Step::Pumped(r) => {
+                    let p = pump.as_mut().unwrap();
+                    p.deadline = Instant::now() + cfg.timeout;
+                    match r {
+                        Ok(true) => p.pipe.tx = None,
+                        Ok(false) => {}
+                        Err(()) => {
+                            p.pipe.tx = None;
+                            p.failed = true;
+                        }
+                    }
+                }
+                Step::BodyTimeout => {
+                    let p = pump.as_mut().unwrap();
+                    p.failed = true;
+                    if let Some(tx) = p.pipe.tx.take() {
+                        tokio::spawn(async move {
+                            let _ = tx.send(Err(BodyError::Timeout)).await;
+                        });
+                    }
+                }
+            }
+        }
+        drop(resp_rx);
+
+        let mut keep = out.keep_alive && !out.close;
+        if let Some(mut p) = pump {
+            p.pipe.tx = None;
+            if p.failed || p.demand.is_some() {
+                keep = false;
+            } else if keep && !p.pipe.decoder.is_done() {
+                keep = self.drain(&mut p.pipe.decoder, cfg).await;
+            }
+        }
+        keep
+    }
+
+    /// Decides how the body reaches the app: read now (small), or streamed.
+    async fn take_body(
+        &mut self,
+        head: &RequestHead,
+        cfg: &ServerConfig,
+    ) -> Result<(RequestBody, Option<Pump>), BodyError> {
+        let mut decoder = match head.framing {
+            BodyFraming::None => return Ok((RequestBody::full(Bytes::new()), None)),
+            BodyFraming::Length(n) => {
+                if n <= cfg.prefetch_body_limit && !head.expect_continue {
+                    self.fill(n as usize, cfg).await?;
+                    return Ok((
+                        RequestBody::full(self.buf.split_to(n as usize).freeze()),
+                        None,
+                    ));
+                }
+                BodyDecoder::length(n)
+            }
+            BodyFraming::Chunked => BodyDecoder::chunked(cfg.max_request_body_size),
+        };
+        let mut pending = VecDeque::new();
+        if matches!(head.framing, BodyFraming::Chunked) && !head.expect_continue {
+            let (pieces, complete) = self.prefetch_chunked(&mut decoder, cfg).await?;
+            if complete {
+                let data = match pieces.len() {
+                    0 => Bytes::new(),
+                    1 => pieces.into_iter().next().unwrap_or_default(),
+                    _ => Bytes::from(pieces.concat()),
+                };
+                return Ok((RequestBody::full(data), None));
+            }
+            pending.extend(pieces);
+        }
+        let (tx, rx) = mpsc::channel(BODY_CHANNEL);
+        let (demand_tx, demand_rx) = if head.expect_continue {
+            let (a, b) = oneshot::channel();
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        let pump = Pump {
+            pipe: Pipe {
+                tx: Some(tx),
+                decoder,
+                pending,
+            },
+            demand: demand_rx,
+            deadline: Instant::now() + cfg.timeout,
+            failed: false,
+        };
+        Ok((RequestBody::stream(rx, demand_tx), Some(pump)))
+    }
+
+    /// Hands the request over, waiting up to the gateway's queue timeout for room.
+    async fn dispatch(&mut self, mut request: Request) -> bool {
+        let gateway = self.shared.gateway.clone();
+        let deadline = Instant::now() + gateway.queue_timeout();
+        let mut wait = std::time::Duration::from_millis(1);
+        loop {
+            match gateway.dispatch(request) {
+                Ok(()) => return true,
+                Err(back) => request = back,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Discards the rest of a body the app did not read, within the drain limit.
+    async fn drain(&mut self, decoder: &mut BodyDecoder, cfg: &ServerConfig) -> bool {
+        let mut drained = 0u64;
+        loop {
+            match decoder.decode(&mut self.buf) {
+                Ok(Decoded::Data(b)) => {
+                    drained += b.len() as u64;
+                    if drained > cfg.drain_limit {
+                        return false;
+                    }
+                }
+                Ok(Decoded::Done) => return true,
+                Ok(Decoded::NeedMore) => {
+                    self.buf.reserve(READ_CHUNK);
+                    match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
+                        Ok(Ok(n)) if n > 0 => self.shared.stats.add_read(n),
+                        _ => return false,
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Applies one response event; `Err` means the connection must close now.
+    async fn on_event(
+        &mut self,
+        ev: Option<ResponseEvent>,
+        out: &mut Outgoing,
+        cfg: &ServerConfig,
+    ) -> Result<(), ()> {
+        let Some(ev) = ev else {
+            // The gateway dropped the response without finishing it.
+            return self.abort(out, cfg).await;
+        };
+        match ev {
+            ResponseEvent::Head { head, body, end } => {
+                if out.head_sent {
+                    return self.abort(out, cfg).await;
+                }
+                let ctx = ResponseContext {
+                    version: out.version,
+                    is_head: out.is_head,
+                    keep_alive: out.keep_alive && !*self.shutdown.borrow(),
+                    server: &cfg.server_software,
+                };
+                let mut wbuf = std::mem::take(&mut self.wbuf);
+                let encoded = response::encode_head(&mut wbuf, &head, &ctx);
+                self.wbuf = wbuf;
+                match encoded {
+                    Ok(e) => {
+                        out.head_sent = true;
+                        out.framing = e.framing;
+                        out.close = e.close;
+                        if let ResponseFraming::Length(n) = e.framing {
+                            out.remaining = n;
+                        }
+                    }
+                    Err(msg) => {
+                        self.wbuf.clear();
+                        self.shared.log.log(
+                            LogLevel::Error,
+                            &format!("Refused to send the response: {msg}"),
+                        );
+                        let bytes = response::error_response(
+                            &HttpError::Internal,
+                            out.version,
+                            &cfg.server_software,
+                        );
+                        let _ = self.write_now(&bytes, cfg).await;
+                        return Err(());
+                    }
+                }
+                self.push_body(body, out, cfg).await?;
+                if end {
+                    self.finish(out);
+                }
+            }
+            ResponseEvent::Body(b) => {
+                if !out.head_sent {
+                    return self.abort(out, cfg).await;
+                }
+                self.push_body(b, out, cfg).await?;
+            }
+            ResponseEvent::Bodies(v) => {
+                if !out.head_sent {
+                    return self.abort(out, cfg).await;
+                }
+                for b in v {
+                    self.push_body(b, out, cfg).await?;
+                }
+            }
+            ResponseEvent::File { file, offset, len } => {
+                if !out.head_sent {
+                    return self.abort(out, cfg).await;
+                }
+                self.send_file(file, offset, len, out, cfg).await?;
+            }
+            ResponseEvent::End => {
+                if !out.head_sent {
+                    return self.abort(out, cfg).await;
+                }
+                self.finish(out);
+            }
+            ResponseEvent::Abort => return self.abort(out, cfg).await,
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Outgoing) {
+        match out.framing {
+            ResponseFraming::Chunked => self.wbuf.extend_from_slice(b"0\r\n\r\n"),
+            ResponseFraming::Length(_) if out.remaining > 0 => {
+                // Fewer bytes than the app declared: the client can only tell by the close.
+                self.shared.log.log(
+                    LogLevel::Warning,
+                    &format!("Response ended {} bytes short of its Content-Length; closing the connection", out.remaining),
+                );
+                out.close = true;
+            }
+            _ => {}
+        }
+        out.done = true;
+    }
+
+    async fn abort(&mut self, out: &mut Outgoing, cfg: &ServerConfig) -> Result<(), ()> {
+        if !out.head_sent {
+            self.wbuf.clear();
+            let bytes =
+                response::error_response(&HttpError::Internal, out.version, &cfg.server_software);
+            let _ = self.write_now(&bytes, cfg).await;
+        } else {
+            let _ = self.flush(cfg).await;
+        }
+        Err(())
+    }
+
+    /// Frames body bytes and queues them (copying small ones, writing large ones).
+    async fn push_body(
+        &mut self,
+        mut data: Bytes,
+        out: &mut Outgoing,
+        cfg: &ServerConfig,
+    ) -> Result<(), ()> {
+        if data.is_empty() || out.done {
+            return Ok(());
+        }
+        match out.framing {
+            ResponseFraming::NoBody => return Ok(()),
+            ResponseFraming::Length(_) => {
+                if data.len() as u64 > out.remaining {
+                    self.shared.log.log(
+                        LogLevel::Warning,
+                        "Response has more bytes than its Content-Length; truncating and closing the connection",
+                    );
+                    data.truncate(out.remaining as usize);
+                    out.close = true;
+                }
+                out.remaining -= data.len() as u64;
+                self.queue(data, cfg).await?;
+                if out.close && out.remaining == 0 {
+                    out.done = true;
+                }
+            }
+            ResponseFraming::Chunked => {
+                response::chunk_header(&mut self.wbuf, data.len());
+                self.queue(data, cfg).await?;
+                self.wbuf.extend_from_slice(b"\r\n");
+            }
+            ResponseFraming::Close => self.queue(data, cfg).await?,
+        }
+        Ok(())
+    }
+
+    async fn queue(&mut self, data: Bytes, cfg: &ServerConfig) -> Result<(), ()> {
+        if data.len() <= COPY_LIMIT {
+            self.wbuf.extend_from_slice(&data);
+            if self.wbuf.len() >= 4 * COPY_LIMIT {
+                self.flush(cfg).await?;
+            }
+            Ok(())
+        } else {
+            self.flush(cfg).await?;
+            self.write_now(&data, cfg).await
+        }
+    }
+
+    async fn send_file(
+        &mut self,
+        file: File,
+        offset: u64,
+        len: Option<u64>,
+        out: &mut Outgoing,
+        cfg: &ServerConfig,
+    ) -> Result<(), ()> {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut len = len
+            .unwrap_or(size.saturating_sub(offset))
+            .min(size.saturating_sub(offset));
+        match out.framing {
+            ResponseFraming::NoBody => return Ok(()),
+            ResponseFraming::Length(_) => {
+                if len > out.remaining {
+                    len = out.remaining;
+                    out.close = true;
+                }
+                out.remaining -= len;
+            }
+            ResponseFraming::Chunked => {
+                if len == 0 {
+                    return Ok(());
+                }
+                response::chunk_header(&mut self.wbuf, len as usize);
+            }
+            ResponseFraming::Close => {}
+        }
+        self.flush(cfg).await?;
+        let mut off = offset;
+        let end = offset + len;
+        while off < end {
+            let want = (end - off).min(1 << 30) as usize;
+            match timeout(cfg.timeout, self.stream.sendfile(&file, off, want)).await {
+                Ok(Ok(0)) => return Err(()),
+                Ok(Ok(n)) => {
+                    off += n as u64;
+                    self.shared.stats.add_written(n);
+                }
+                _ => {
+                    self.shared.stats.add_socket_error();
+                    return Err(());
+                }
+            }
+        }
+        if out.framing == ResponseFraming::Chunked {
+            self.wbuf.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+}
+
+/// Moves one piece of request body from the socket to the app. `Ok(true)`: the body is
+/// complete. `Err`: the body failed (the error was sent to the app).
+async fn pump_step<S: Transport>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    pump: Option<&mut Pipe>,
+    stats: &Stats,
+) -> Result<bool, ()> {
+    let Some(pump) = pump else { return Ok(false) };
+    let Some(tx) = pump.tx.as_ref() else {
+        return Ok(true);
+    };
+    let Ok(permit) = tx.reserve().await else {
+        // The app dropped the body; what is left is drained after the response.
+        return Ok(true);
+    };
+    if let Some(piece) = pump.pending.pop_front() {
+        permit.send(Ok(piece));
+        return Ok(false);
+    }
+    loop {
+        match pump.decoder.decode(buf) {
+            Ok(Decoded::Data(b)) => {
+                permit.send(Ok(b));
+                return Ok(false);
+            }
+            Ok(Decoded::Done) => return Ok(true),
+            Ok(Decoded::NeedMore) => {
+                buf.reserve(READ_CHUNK);
+                match stream.read_buf(buf).await {
+                    Ok(0) | Err(_) => {
+                        permit.send(Err(BodyError::Truncated));
+                        return Err(());
+                    }
+                    Ok(n) => stats.add_read(n),
+                }
+            }
+            Err(e) => {
+                permit.send(Err(e));
+                return Err(());
+            }
+        }
+    }
+}

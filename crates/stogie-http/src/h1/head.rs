@@ -1,0 +1,604 @@
+//! Request heads: httparse tokenizes, this module validates (RFC 9112, RFC 9110) and works
+//! out the body framing and the connection's fate.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::ServerConfig;
+use crate::error::HttpError;
+
+/// The request's HTTP version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+impl Version {
+    /// The protocol as written in a request or status line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// One request header field, as received (name spelling kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The field name.
+    pub name: Bytes,
+    /// The field value, leading and trailing whitespace removed.
+    pub value: Bytes,
+}
+
+/// A validated request head. Every byte field is a slice of the one buffer the head
+/// arrived in.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// The method token, case kept.
+    pub method: Bytes,
+    /// The request-target exactly as sent (Cheroot's `REQUEST_URI`).
+    pub target: Bytes,
+    /// The path part of the target, still percent-encoded.
+    pub path: Bytes,
+    /// The query part of the target without the `?`.
+    pub query: Bytes,
+    /// The scheme of an absolute-form target (`http`), if one was sent.
+    pub scheme: Option<Bytes>,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Header fields in arrival order (names with `_` dropped unless allowed).
+    pub headers: Vec<Header>,
+    /// How the body is delimited.
+    pub framing: BodyFraming,
+    /// Whether the client allows the connection to stay open after this request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// The first value of a header, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| &h.value)
+    }
+
+    /// Whether the method is HEAD (the response then carries no body).
+    pub fn is_head(&self) -> bool {
+        &self.method[..] == b"HEAD"
+    }
+}
+
+const MAX_HEADERS_HARD: usize = 1024;
+
+fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
+        | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// Whether `s` is a non-empty RFC 9110 token.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+fn bad(msg: &'static str) -> HttpError {
+    HttpError::BadRequest(msg)
+}
+
+/// Checks that every line end in `head` is CRLF: a bare LF or a bare CR is refused.
+fn check_line_ends(head: &[u8]) -> Result<(), HttpError> {
+    let mut i = 0;
+    while i < head.len() {
+        match head[i] {
+            b'\r' => {
+                if head.get(i + 1) != Some(&b'\n') {
+                    return Err(bad("HTTP requires CRLF terminators"));
+                }
+                i += 2;
+            }
+            b'\n' => return Err(bad("HTTP requires CRLF terminators")),
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Where the head ends (index past the blank line), if it is complete in `buf`.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    // A bare-LF blank line also ends the head so that it is refused at once, not waited on.
+    let mut i = 0;
+    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + pos;
+        if buf.get(at + 1) == Some(&b'\n') {
+            return Some(at + 2);
+        }
+        if buf.get(at + 1) == Some(&b'\r') && buf.get(at + 2) == Some(&b'\n') {
+            return Some(at + 3);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// Whether `v` is a well-formed `HTTP/d.d` that is neither 1.0 nor 1.1.
+fn is_other_version(line: &[u8]) -> bool {
+    let v = match line.rsplit(|&b| b == b' ').next() {
+        Some(v) => v,
+        None => return false,
+    };
+    v.len() == 8
+        && v.starts_with(b"HTTP/")
+        && v[5].is_ascii_digit()
+        && v[6] == b'.'
+        && v[7].is_ascii_digit()
+}
+
+/// Tries to take one request head off the front of `buf`.
+///
+/// `Ok(None)` means more bytes are needed; the caller must check the size limits with
+/// [`check_partial`] before reading more.
+pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHead>, HttpError> {
+    let end = match find_head_end(buf) {
+        Some(end) => end,
+        None => {
+            check_partial(buf, cfg)?;
+            return Ok(None);
+        }
+    };
+    let head = &buf[..end];
+    check_limits(head, cfg)?;
+    check_line_ends(head)?;
+
+    let mut storage = vec![httparse::EMPTY_HEADER; cfg.max_header_count.clamp(1, MAX_HEADERS_HARD)];
+    let mut req = httparse::Request::new(&mut storage);
+    let parsed = match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(bad("Malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderFieldsTooLarge),
+        Err(httparse::Error::Version) => {
+            let line_end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
+            if is_other_version(&head[..line_end]) {
+                return Err(HttpError::VersionNotSupported);
+            }
+            return Err(bad("Malformed Request-Line: bad version"));
+        }
+        Err(httparse::Error::Token) => return Err(bad("Malformed Request-Line: bad method")),
+        Err(httparse::Error::HeaderName) => return Err(bad("Illegal header name")),
+        Err(httparse::Error::HeaderValue) => return Err(bad("Illegal header value")),
+        Err(_) => return Err(bad("Malformed Request-Line")),
+    };
+    debug_assert_eq!(parsed, end);
+
+    let base = head.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = range(req.method.unwrap_or_default().as_bytes());
+    let target = range(req.path.unwrap_or_default().as_bytes());
+    let version = if req.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let fields: Vec<_> = req
+        .headers
+        .iter()
+        .map(|h| (range(h.name.as_bytes()), range(h.value)))
+        .collect();
+    drop(req);
+
+    let head = buf.split_to(end).freeze();
+    build(&head, method, target, version, fields, cfg).map(Some)
+}
+
+/// Refuses a partial head that is already past a limit, so that no buffer grows without
+/// bound while a client trickles bytes in.
+pub fn check_partial(buf: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        None if buf.len() > cfg.max_request_line => Err(HttpError::UriTooLong),
+        None => Ok(()),
+        Some(_) => {
+            if buf.len() > cfg.head_limit() {
+                return Err(HttpError::HeaderFieldsTooLarge);
+            }
+            check_limits(buf, cfg)
+        }
+    }
+}
+
+fn check_limits(head: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
+    let mut lines = head.split(|&b| b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    if first.len() > cfg.max_request_line + 1 {
+        return Err(HttpError::UriTooLong);
+    }
+    if cfg.max_request_header_size > 0 && first.len() > cfg.max_request_header_size {
+        return Err(HttpError::UriTooLong);
+    }
+    if head.len() > cfg.head_limit() {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    let mut count = 0usize;
+    for line in lines {
+        if line.len() > cfg.max_header_field + 1 {
+            return Err(HttpError::HeaderFieldsTooLarge);
+        }
+        if line.len() > 1 {
+            count += 1;
+        }
+    }
+    if count > cfg.max_header_count {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    Ok(())
+}
+
+type Range = std::ops::Range<usize>;
+
+fn build(
+    head: &Bytes,
+    method: Range,
+    target: Range,
+    version: Version,
+    fields: Vec<(Range, Range)>,
+    cfg: &ServerConfig,
+) -> Result<RequestHead, HttpError> {
+    let method = head.slice(method);
+    let target = head.slice(target);
+    if !is_token(&method) {
+        return Err(bad("Malformed Request-Line: bad method"));
+    }
+    if target.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
+        return Err(bad("Malformed Request-URI"));
+    }
+    if &method[..] == b"CONNECT" {
+        return Err(HttpError::MethodNotAllowed);
+    }
+    let (scheme, path, query) = split_target(&method, &target)?;
+
+    let mut headers = Vec::with_capacity(fields.len());
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<Vec<u8>> = None;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expect_continue = false;
+    let mut host_count = 0;
+
+    for (name, value) in fields {
+        let name = head.slice(name);
+        let value = head.slice(value);
+        if !is_token(&name) {
+            return Err(bad("Illegal header name"));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(bad("Illegal header value"));
+        }
+        let value = trim(value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(&value)?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(bad("Multiple differing Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let te = transfer_encoding.get_or_insert_with(Vec::new);
+            if !te.is_empty() {
+                te.push(b',');
+            }
+            te.extend_from_slice(&value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = trim_slice(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    connection_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    connection_keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+            if !is_valid_host(&value) {
+                return Err(bad("Invalid Host header"));
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = version == Version::Http11;
+            }
+        }
+        if !cfg.allow_underscore_headers && name.contains(&b'_') {
+            continue;
+        }
+        headers.push(Header { name, value });
+    }
+
+    if version == Version::Http11 && host_count == 0 {
+        return Err(bad("Missing Host header"));
+    }
+    if host_count > 1 {
+        return Err(bad("Multiple Host headers"));
+    }
+
+    let framing = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => {
+            return Err(bad("Both Transfer-Encoding and Content-Length are set"));
+        }
+        (Some(te), None) => {
+            if version == Version::Http10 {
+                return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0 requests"));
+            }
+            parse_transfer_encoding(&te)?
+        }
+        (None, Some(0)) | (None, None) => BodyFraming::None,
+        (None, Some(n)) => BodyFraming::Length(n),
+    };
+    if cfg.max_request_body_size > 0 {
+        if let BodyFraming::Length(n) = framing {
+            if n > cfg.max_request_body_size {
+                return Err(HttpError::PayloadTooLarge);
+            }
+        }
+    }
+
+    let keep_alive = match version {
+        Version::Http11 => !connection_close,
+        Version::Http10 => connection_keep_alive && !connection_close,
+    };
+    Ok(RequestHead {
+        method,
+        target,
+        path,
+        query,
+        scheme,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Splits the request-target into scheme, path and query.
+fn split_target(method: &[u8], target: &Bytes) -> Result<(Option<Bytes>, Bytes, Bytes), HttpError> {
+    if target.contains(&b'#') {
+        return Err(bad("Illegal #fragment in Request-URI."));
+    }
+    let (scheme, rest) = if target.starts_with(b"/") {
+        (None, target.clone())
+    } else if &target[..] == b"*" {
+        if method != b"OPTIONS" {
+            return Err(bad("Invalid path in Request-URI."));
+        }
+        (None, target.clone())
+    } else if let Some(pos) = find(target, b"://") {
+        // absolute-form: the path and query are used, the authority is checked only for shape.
+        let scheme = target.slice(..pos);
+        if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+            return Err(bad("Malformed Request-URI"));
+        }
+        let after = target.slice(pos + 3..);
+        let path_start = after
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(after.len());
+        if path_start == 0 || !is_valid_host(&after[..path_start]) {
+            return Err(bad("Malformed Request-URI"));
+        }
+        let rest = after.slice(path_start..);
+        let rest = if rest.is_empty() || rest.starts_with(b"?") {
+            let mut with_slash = Vec::with_capacity(rest.len() + 1);
+            with_slash.push(b'/');
+            with_slash.extend_from_slice(&rest);
+            Bytes::from(with_slash)
+        } else {
+            rest
+        };
+        (Some(scheme), rest)
+    } else {
+        return Err(bad("Invalid path in Request-URI."));
+    };
+    let (path, query) = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (rest.slice(..q), rest.slice(q + 1..)),
+        None => (rest.clone(), Bytes::new()),
+    };
+    Ok((scheme, path, query))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_slice(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+fn trim(v: Bytes) -> Bytes {
+    let t = trim_slice(&v);
+    if t.len() == v.len() {
+        v
+    } else {
+        v.slice_ref(t)
+    }
+}
+
+/// Content-Length is digits only; anything else (sign, list, spaces inside) is refused.
+fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(bad("Malformed Content-Length Header."));
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(bad("Malformed Content-Length Header."))
+}
+
+fn parse_transfer_encoding(te: &[u8]) -> Result<BodyFraming, HttpError> {
+    let codings: Vec<&[u8]> = te.split(|&b| b == b',').map(trim_slice).collect();
+    if codings.iter().any(|c| c.is_empty() || !is_token(c)) {
+        return Err(bad("Malformed Transfer-Encoding header"));
+    }
+    if codings.iter().any(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+        return Err(HttpError::NotImplemented);
+    }
+    if codings.len() > 1 {
+        return Err(bad("chunked may be applied only once"));
+    }
+    Ok(BodyFraming::Chunked)
+}
+
+/// `host[:port]` per RFC 3986: a reg-name, an IPv4 address or a bracketed IPv6 literal.
+pub fn is_valid_host(v: &[u8]) -> bool {
+    if v.is_empty() {
+        // RFC 9112 §3.2: an empty Host is allowed when the target has no authority.
+        return true;
+    }
+    let (host, port) = if v.starts_with(b"[") {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inner = &v[1..end];
+                if inner.is_empty()
+                    || !inner
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                (&v[..end + 1], &v[end + 1..])
+            }
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(c) => (&v[..c], &v[c..]),
+            None => (v, &b""[..]),
+        }
+    };
+    if !port.is_empty() {
+        let digits = &port[1..];
+        if !port.starts_with(b":") || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+    }
+    host.starts_with(b"[")
+        || host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(raw: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        let mut buf = BytesMut::from(raw);
+        parse(&mut buf, &ServerConfig::default())
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = p(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\nX-A: 1 \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&h.method[..], b"GET");
+        assert_eq!(&h.path[..], b"/a%20b");
+        assert_eq!(&h.query[..], b"x=1");
+        assert_eq!(&h.header("x-a").unwrap()[..], b"1");
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn partial_waits() {
+        assert!(p(b"GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\nHost: h\n\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+            (b"CONNECT h:1 HTTP/1.1\r\nHost: h\r\n\r\n", 405),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n", 400),
+            (b"GET /#f HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        ];
+        for (raw, code) in cases {
+            let e = p(raw).unwrap_err();
+            assert_eq!(e.code(), *code, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn long_line_is_414() {
+        let mut raw = b"GET /".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 9000));
+        assert_eq!(p(&raw).unwrap_err().code(), 414);
+    }
+
+    #[test]
+    fn http10_keep_alive() {
+        let h = p(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = p(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn absolute_form() {
+        let h = p(b"GET http://h:80?q HTTP/1.1\r\nHost: h:80\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&h.path[..], b"/");
+        assert_eq!(&h.query[..], b"q");
+    }
+}

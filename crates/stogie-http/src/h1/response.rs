@@ -1,0 +1,349 @@
+//! Response heads and body framing: the app's status line and header names go out as the
+//! app wrote them; the engine adds Date, Server and the framing headers it needs.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes};
+
+use super::head::{is_token, Version};
+use crate::error::HttpError;
+
+/// A response head as the application gave it.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseHead {
+    /// `"200 OK"`: the code and the reason phrase, as the app wrote them.
+    pub status: Bytes,
+    /// Header fields, in order, with the app's spelling.
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+impl ResponseHead {
+    /// A head from a status and header pairs.
+    pub fn new(status: impl Into<Bytes>, headers: Vec<(Bytes, Bytes)>) -> Self {
+        ResponseHead {
+            status: status.into(),
+            headers,
+        }
+    }
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body may be sent (HEAD, 1xx, 204, 304).
+    NoBody,
+    /// Exactly this many bytes (the app's Content-Length).
+    Length(u64),
+    /// Chunked transfer-coding (HTTP/1.1 without Content-Length).
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 without Content-Length).
+    Close,
+}
+
+/// What the writer needs to know about the request being answered.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseContext<'a> {
+    /// The request's version.
+    pub version: Version,
+    /// Whether the request method is HEAD.
+    pub is_head: bool,
+    /// Whether the connection may stay open after this response, as far as the request
+    /// and the server are concerned.
+    pub keep_alive: bool,
+    /// The `Server` header value.
+    pub server: &'a str,
+}
+
+/// The result of encoding a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodedHead {
+    /// The body framing chosen.
+    pub framing: ResponseFraming,
+    /// Whether the connection must close after this response.
+    pub close: bool,
+    /// The numeric status code.
+    pub code: u16,
+}
+
+fn has_bad_byte(s: &[u8]) -> bool {
+    s.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Parses and checks the status: three digits, a space, a reason phrase without CR/LF/NUL.
+pub fn status_code(status: &[u8]) -> Result<u16, &'static str> {
+    if status.len() < 3 || !status[..3].iter().all(u8::is_ascii_digit) {
+        return Err("status must start with a three-digit code");
+    }
+    if status.len() > 3 && status[3] != b' ' {
+        return Err("status code must be followed by a space and a reason phrase");
+    }
+    if has_bad_byte(status) {
+        return Err("status contains CR, LF or NUL");
+    }
+    let code = (status[0] - b'0') as u16 * 100
+        + (status[1] - b'0') as u16 * 10
+        + (status[2] - b'0') as u16;
+    if code < 100 {
+        return Err("status code must be 100 or more");
+    }
+    Ok(code)
+}
+
+/// Writes the status line and headers into `out` and decides the framing.
+///
+/// Fails (the caller answers 500 instead) when the status or a header cannot be sent
+/// safely: CR, LF or NUL anywhere, a header name that is not a token, a bad Content-Length.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    ctx: &ResponseContext<'_>,
+) -> Result<EncodedHead, String> {
+    let code = status_code(&head.status)
+        .map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(&head.status)))?;
+    let mut content_length: Option<u64> = None;
+    let mut app_close = false;
+    let mut has_date = false;
+    let mut has_server = false;
+    for (name, value) in &head.headers {
+        if !is_token(name) {
+            return Err(format!(
+                "response header name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if has_bad_byte(value) {
+            return Err(format!(
+                "response header {} has a value with CR, LF or NUL",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = std::str::from_utf8(value).ok().map(str::trim);
+            match v.and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) if content_length.is_none_or(|m| m == n) => content_length = Some(n),
+                _ => {
+                    return Err(format!(
+                        "bad Content-Length from the application: {:?}",
+                        String::from_utf8_lossy(value)
+                    ))
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            app_close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
+        } else if name.eq_ignore_ascii_case(b"server") {
+            has_server = true;
+        }
+    }
+
+    let no_body = ctx.is_head || code < 200 || code == 204 || code == 304;
+    let framing = if no_body {
+        ResponseFraming::NoBody
+    } else if let Some(n) = content_length {
+        ResponseFraming::Length(n)
+    } else if ctx.version == Version::Http11 {
+        ResponseFraming::Chunked
+    } else {
+        ResponseFraming::Close
+    };
+    // A HEAD answer without the app's Content-Length gives no length, which is still fine
+    // to keep alive: HEAD responses never carry a body.
+    let close = !ctx.keep_alive || app_close || framing == ResponseFraming::Close;
+
+    out.reserve(128 + head.headers.len() * 32);
+    out.extend_from_slice(ctx.version.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(&head.status);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The engine frames the body itself; an app's own framing header would lie.
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == ResponseFraming::Chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if close && !app_close && ctx.version == Version::Http11 {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if !close && ctx.version == Version::Http10 {
+        out.extend_from_slice(b"Connection: Keep-Alive\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_server && !ctx.server.is_empty() {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(ctx.server.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(EncodedHead {
+        framing,
+        close,
+        code,
+    })
+}
+
+/// A complete short error answer: `text/plain`, Content-Length, and `Connection: close`.
+pub fn error_response(err: &HttpError, version: Version, server: &str) -> Vec<u8> {
+    let msg = err.message();
+    let mut out = Vec::with_capacity(160 + msg.len());
+    out.extend_from_slice(version.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(err.status().as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    out.extend_from_slice(msg.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
+    with_date(|d| out.extend_from_slice(d));
+    if !server.is_empty() {
+        out.extend_from_slice(b"\r\nServer: ");
+        out.extend_from_slice(server.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
+
+/// Appends a chunk header (`size CRLF`) for `len` bytes of data.
+pub fn chunk_header(out: &mut impl BufMut, len: usize) {
+    let mut tmp = [0u8; 18];
+    let mut n = len;
+    let mut i = tmp.len() - 2;
+    tmp[16] = b'\r';
+    tmp[17] = b'\n';
+    loop {
+        i -= 1;
+        tmp[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&tmp[i..]);
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Calls `f` with the IMF-fixdate of the current second, formatted once per second.
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs || cell.1.is_empty() {
+            cell.0 = secs;
+            cell.1 = httpdate::fmt_http_date(now).into_bytes();
+        }
+        f(&cell.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(version: Version) -> ResponseContext<'static> {
+        ResponseContext {
+            version,
+            is_head: false,
+            keep_alive: true,
+            server: "S",
+        }
+    }
+
+    fn h(status: &'static str, headers: &[(&'static str, &'static str)]) -> ResponseHead {
+        ResponseHead::new(
+            status,
+            headers
+                .iter()
+                .map(|(a, b)| {
+                    (
+                        Bytes::from_static(a.as_bytes()),
+                        Bytes::from_static(b.as_bytes()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn keeps_spelling_and_adds_date() {
+        let mut out = Vec::new();
+        let e = encode_head(
+            &mut out,
+            &h("200 Fine", &[("X-mIxEd", "v"), ("Content-Length", "2")]),
+            &ctx(Version::Http11),
+        )
+        .unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 Fine\r\nX-mIxEd: v\r\n"));
+        assert!(s.contains("\r\nDate: "));
+        assert!(s.contains("\r\nServer: S\r\n"));
+        assert_eq!(e.framing, ResponseFraming::Length(2));
+        assert!(!e.close);
+    }
+
+    #[test]
+    fn framing_choices() {
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_head(&mut out, &h("200 OK", &[]), &ctx(Version::Http11))
+                .unwrap()
+                .framing,
+            ResponseFraming::Chunked
+        );
+        let e = encode_head(&mut out, &h("200 OK", &[]), &ctx(Version::Http10)).unwrap();
+        assert_eq!(e.framing, ResponseFraming::Close);
+        assert!(e.close);
+        assert_eq!(
+            encode_head(&mut out, &h("204 No Content", &[]), &ctx(Version::Http11))
+                .unwrap()
+                .framing,
+            ResponseFraming::NoBody
+        );
+    }
+
+    #[test]
+    fn refuses_injection() {
+        let mut out = Vec::new();
+        assert!(encode_head(
+            &mut out,
+            &h("200 OK", &[("X", "a\r\nY: b")]),
+            &ctx(Version::Http11)
+        )
+        .is_err());
+        assert!(encode_head(&mut out, &h("200 OK\r\n", &[]), &ctx(Version::Http11)).is_err());
+        assert!(encode_head(
+            &mut out,
+            &h("200 OK", &[("X Y", "a")]),
+            &ctx(Version::Http11)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn chunk_headers() {
+        let mut v = Vec::new();
+        chunk_header(&mut v, 0x1a2);
+        assert_eq!(v, b"1a2\r\n");
+        v.clear();
+        chunk_header(&mut v, 0);
+        assert_eq!(v, b"0\r\n");
+    }
+}

@@ -1,0 +1,210 @@
+//! Binding: TCP (IPv4, IPv6 dual stack), UNIX socket paths, Linux abstract names and
+//! inherited file descriptors, with the socket options a server wants.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::exchange::LocalAddr;
+
+/// What to listen on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindAddr {
+    /// A host (name or address; empty means every IPv4 address) and a port (0: any).
+    Tcp(String, u16),
+    /// A UNIX socket file.
+    Unix(PathBuf),
+    /// A Linux abstract socket name (without the leading NUL).
+    Abstract(Vec<u8>),
+    /// An already listening socket inherited from a parent process.
+    Fd(RawFd),
+}
+
+/// Options applied when binding.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenOptions {
+    /// The `listen()` backlog (Cheroot's `request_queue_size`).
+    pub backlog: i32,
+    /// SO_REUSEPORT, so several processes can share the address.
+    pub reuse_port: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 5,
+            reuse_port: false,
+        }
+    }
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// UNIX (path or abstract); a path is removed when the listener is closed.
+    Unix(UnixListener, LocalAddr),
+}
+
+impl Listener {
+    /// Binds and listens.
+    pub fn bind(addr: &BindAddr, opts: ListenOptions) -> io::Result<Listener> {
+        match addr {
+            BindAddr::Tcp(host, port) => bind_tcp(host, *port, opts),
+            BindAddr::Unix(path) => bind_unix_path(path, opts),
+            BindAddr::Abstract(name) => bind_abstract(name, opts),
+            BindAddr::Fd(fd) => from_fd(*fd),
+        }
+    }
+
+    /// The address actually bound (a port 0 resolved).
+    pub fn local_addr(&self) -> io::Result<LocalAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(LocalAddr::Tcp),
+            Listener::Unix(_, addr) => Ok(addr.clone()),
+        }
+    }
+
+    /// Removes the socket file of a UNIX path listener (called when the server stops).
+    pub fn cleanup(&self) {
+        if let Listener::Unix(_, LocalAddr::Unix(path)) = self {
+            if is_socket(path) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// A copy of the listening socket (for several accept loops or processes).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Unix(l, a) => Listener::Unix(l.try_clone()?, a.clone()),
+        })
+    }
+}
+
+fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("cannot resolve {host:?}"),
+        )
+    })
+}
+
+fn bind_tcp(host: &str, port: u16, opts: ListenOptions) -> io::Result<Listener> {
+    let addr = resolve(host, port)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if let SocketAddr::V6(v6) = addr {
+        // `::` serves IPv4 too (dual stack), as Cheroot does.
+        socket.set_only_v6(!v6.ip().is_unspecified())?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(opts.backlog.max(1))?;
+    socket.set_nonblocking(true)?;
+    Ok(Listener::Tcp(socket.into()))
+}
+
+fn is_socket(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+fn bind_unix_path(path: &std::path::Path, opts: ListenOptions) -> io::Result<Listener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: refusing to replace it",
+                    path.display()
+                ),
+            ));
+        }
+        // A socket file left by an earlier server: bind would fail on it.
+        std::fs::remove_file(path)?;
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(opts.backlog.max(1))?;
+    socket.set_nonblocking(true)?;
+    Ok(Listener::Unix(
+        socket.into(),
+        LocalAddr::Unix(path.to_path_buf()),
+    ))
+}
+
+fn bind_abstract(name: &[u8], opts: ListenOptions) -> io::Result<Listener> {
+    // socket2 builds a sockaddr_un from raw bytes; a leading NUL makes it abstract.
+    let mut raw = vec![0u8];
+    raw.extend_from_slice(name);
+    let addr = abstract_sockaddr(&raw)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&addr)?;
+    socket.listen(opts.backlog.max(1))?;
+    socket.set_nonblocking(true)?;
+    Ok(Listener::Unix(
+        socket.into(),
+        LocalAddr::Abstract(name.to_vec()),
+    ))
+}
+
+fn abstract_sockaddr(raw: &[u8]) -> io::Result<SockAddr> {
+    let mut storage: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if raw.len() > storage.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "abstract socket name too long",
+        ));
+    }
+    storage.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in storage.sun_path.iter_mut().zip(raw) {
+        *dst = *src as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + raw.len()) as libc::socklen_t;
+    // SAFETY: the storage holds a fully initialised sockaddr_un of `len` bytes.
+    let (_, addr) = unsafe {
+        SockAddr::try_init(|ss, l| {
+            std::ptr::copy_nonoverlapping(
+                &storage as *const libc::sockaddr_un as *const u8,
+                ss as *mut u8,
+                std::mem::size_of::<libc::sockaddr_un>(),
+            );
+            *l = len;
+            Ok(())
+        })?
+    };
+    Ok(addr)
+}
+
+fn from_fd(fd: RawFd) -> io::Result<Listener> {
+    // SAFETY: the caller hands over ownership of an open listening socket.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    if local.as_socket().is_some() {
+        Ok(Listener::Tcp(socket.into()))
+    } else {
+        let path = local.as_pathname().map(|p| p.to_path_buf());
+        let unix: UnixListener = socket.into();
+        let addr = match path {
+            Some(p) => LocalAddr::Unix(p),
+            None => LocalAddr::Abstract(Vec::new()),
+        };
+        Ok(Listener::Unix(unix, addr))
+    }
+}

@@ -1,0 +1,203 @@
+//! The accept loop and the server's lifecycle: start, graceful stop.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+use crate::conn::{self, Shared};
+use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
+use crate::listener::Listener;
+use crate::stats::Stats;
+use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
+
+/// Options fixed for the server's lifetime.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Threads running the async engine (sockets, parsing, writing).
+    pub io_threads: usize,
+    /// Read SO_PEERCRED on UNIX sockets.
+    pub peercreds: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            io_threads: 1,
+            peercreds: false,
+        }
+    }
+}
+
+/// A running HTTP/1.1 server: a listener, an async runtime, and a gateway behind them.
+pub struct HttpServer {
+    runtime: Option<Runtime>,
+    listener: Listener,
+    local: LocalAddr,
+    stats: Arc<Stats>,
+    config: LiveConfig,
+    shutdown: watch::Sender<bool>,
+}
+
+impl HttpServer {
+    /// Starts serving `listener` with `gateway`. Returns once the accept loop runs.
+    pub fn start(
+        listener: Listener,
+        config: LiveConfig,
+        gateway: Arc<dyn Gateway>,
+        log: Arc<dyn ErrorLog>,
+        stats: Arc<Stats>,
+        opts: EngineOptions,
+    ) -> io::Result<HttpServer> {
+        let local = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.io_threads.max(1))
+            .thread_name("stogie-io")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let scheme = "http";
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            gateway,
+            stats: stats.clone(),
+            log,
+            shutdown: shutdown_rx,
+            local: local.clone(),
+            scheme,
+        });
+        let accept_from = listener.try_clone()?;
+        let _guard = runtime.enter();
+        match accept_from {
+            Listener::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                runtime.spawn(accept_tcp(l, shared));
+            }
+            Listener::Unix(l, _) => {
+                let l = tokio::net::UnixListener::from_std(l)?;
+                runtime.spawn(accept_unix(l, shared, opts.peercreds));
+            }
+        }
+        drop(_guard);
+        Ok(HttpServer {
+            runtime: Some(runtime),
+            listener,
+            local,
+            stats,
+            config,
+            shutdown,
+        })
+    }
+
+    /// The address served.
+    pub fn local_addr(&self) -> &LocalAddr {
+        &self.local
+    }
+
+    /// The live configuration.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to `grace`, then closes
+    /// everything. Returns whether every connection finished in time.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(runtime) = self.runtime.take() else {
+            return true;
+        };
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + grace;
+        let mut clean = true;
+        while self.stats.snapshot().active_connections > 0 {
+            if Instant::now() >= deadline {
+                clean = false;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        runtime.shutdown_timeout(Duration::from_millis(200));
+        self.listener.cleanup();
+        clean
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
+
+/// Decrements the open-connection count however the connection task ends.
+struct Open(Arc<Stats>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
+    // Out of descriptors or memory: back off instead of spinning; the listener stays.
+    shared
+        .log
+        .log(LogLevel::Warning, &format!("accept() failed: {err}"));
+    Duration::from_millis(50)
+}
+
+async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    shared.stats.add_accept();
+                    shared.stats.open();
+                    let guard = Open(shared.stats.clone());
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        conn::serve(stream, PeerAddr::Tcp(addr), shared).await;
+                    });
+                }
+                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>, peercreds: bool) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let cred = if peercreds {
+                        stream.peer_cred().ok().map(|c| PeerCred { pid: c.pid(), uid: c.uid(), gid: c.gid() })
+                    } else {
+                        None
+                    };
+                    shared.stats.add_accept();
+                    shared.stats.open();
+                    let guard = Open(shared.stats.clone());
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        conn::serve(stream, PeerAddr::Unix(cred), shared).await;
+                    });
+                }
+                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

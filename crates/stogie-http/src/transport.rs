@@ -1,0 +1,74 @@
+//! The byte streams a connection runs over, and what each can do beyond read and write.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connected stream: TCP or UNIX now, TLS later.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`Transport::sendfile`] moves bytes in the kernel.
+    fn can_sendfile(&self) -> bool {
+        false
+    }
+
+    /// Sends up to `count` bytes of `file` from `offset`; returns how many went out.
+    fn sendfile(
+        &mut self,
+        _file: &File,
+        _offset: u64,
+        _count: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        async {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sendfile is not supported on this transport",
+            ))
+        }
+    }
+}
+
+macro_rules! kernel_sendfile {
+    ($t:ty) => {
+        impl Transport for $t {
+            fn can_sendfile(&self) -> bool {
+                true
+            }
+
+            fn sendfile(
+                &mut self,
+                file: &File,
+                offset: u64,
+                count: usize,
+            ) -> impl Future<Output = io::Result<usize>> + Send {
+                async move {
+                    loop {
+                        self.writable().await?;
+                        let res = self.try_io(Interest::WRITABLE, || {
+                            let mut off = offset as libc::off_t;
+                            // SAFETY: both descriptors are open for the duration of the call.
+                            let n = unsafe {
+                                libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, count)
+                            };
+                            if n < 0 {
+                                Err(io::Error::last_os_error())
+                            } else {
+                                Ok(n as usize)
+                            }
+                        });
+                        match res {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            other => return other,
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+kernel_sendfile!(TcpStream);
+kernel_sendfile!(UnixStream);
