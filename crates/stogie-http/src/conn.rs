@@ -572,6 +572,14 @@ impl<S: Transport> Conn<S> {
                 self.finish(out);
             }
             ResponseEvent::Abort => return self.abort(out, cfg).await,
+            ResponseEvent::Refuse(err) => {
+                if !out.head_sent {
+                    self.wbuf.clear();
+                    let bytes = response::error_response(&err, out.version, &cfg.server_software);
+                    let _ = self.write_now(&bytes, cfg).await;
+                }
+                return Err(());
+            }
         }
         Ok(())
     }

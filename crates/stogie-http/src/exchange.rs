@@ -187,6 +187,9 @@ pub enum ResponseEvent {
     End,
     /// The application failed: a 500 if nothing was sent yet, else the connection closes.
     Abort,
+    /// Answer with this error (if nothing was sent yet) and close: a body framing error
+    /// surfaced through the app's read gets its 400/413, not a 500.
+    Refuse(crate::error::HttpError),
 }
 
 /// The client has gone away (or the connection was cut): stop producing the response.

@@ -1,0 +1,249 @@
+//! What a worker thread does with one request: run the WSGI app (or a native Cheroot-style
+//! gateway), send what it returns, always call `close()`, and turn failures into 500s.
+
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use stogie_http::{Request, ResponseEvent};
+
+use crate::native::NativeRequest;
+use crate::pool::Handler;
+use crate::wsgi::environ::{self, EnvironParts, KeyCache};
+use crate::wsgi::input::Input;
+use crate::wsgi::respond::{sendfile_source, FileWrapper, Responder, StartResponse};
+
+/// How requests reach Python.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// WSGI 1.0 (`Gateway_10`).
+    Wsgi,
+    /// WSGI u.0 (`Gateway_u0`): PATH_INFO and QUERY_STRING decoded as UTF-8.
+    WsgiU0,
+    /// A Cheroot native gateway: the callable receives a `NativeRequest`.
+    Native,
+}
+
+/// The application side shared by all workers; live settings can be swapped.
+pub struct AppHandler {
+    /// The WSGI app, or the native dispatcher.
+    pub app: RwLock<Py<PyAny>>,
+    /// The environ template.
+    pub template: RwLock<Py<PyDict>>,
+    /// The gateway mode.
+    pub mode: RwLock<Mode>,
+    /// `on_error(message, exception)`: logs an application failure.
+    pub on_error: Py<PyAny>,
+    /// Resolve peer credentials to names.
+    pub resolve_peer: std::sync::atomic::AtomicBool,
+}
+
+fn read<T: Copy>(l: &RwLock<T>) -> T {
+    *l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_py<T>(py: Python<'_>, l: &RwLock<Py<T>>) -> Py<T> {
+    l.read().unwrap_or_else(|e| e.into_inner()).clone_ref(py)
+}
+
+impl Handler for std::sync::Arc<AppHandler> {
+    type Local = KeyCache;
+
+    fn handle(&self, py: Python<'_>, cache: &mut KeyCache, request: Request) {
+        match read(&self.mode) {
+            Mode::Native => self.native(py, request),
+            mode => self.wsgi(py, cache, request, mode == Mode::WsgiU0),
+        }
+    }
+}
+
+impl AppHandler {
+    fn report(&self, py: Python<'_>, msg: &str, err: PyErr) {
+        if let Err(e) = self.on_error.call1(py, (msg, err.into_value(py))) {
+            e.print(py);
+        }
+    }
+
+    /// Ends a failed request: its body error (400/413) if that caused it, else a 500 with
+    /// the traceback logged; once output went out, the connection just closes.
+    fn fail(
+        &self,
+        py: Python<'_>,
+        responder: &mut Responder,
+        input: Option<&Bound<'_, Input>>,
+        err: PyErr,
+    ) {
+        let body_error = input.and_then(|i| i.borrow().error().cloned());
+        if responder.finished {
+            // The client went away; nothing to answer and nothing worth a traceback.
+            return;
+        }
+        match body_error {
+            Some(e) if !responder.headers_sent => {
+                responder.abort(py, ResponseEvent::Refuse(e.as_http()));
+            }
+            _ => {
+                self.report(py, "Error in the application while serving a request", err);
+                responder.abort(py, ResponseEvent::Abort);
+            }
+        }
+    }
+
+    fn wsgi(&self, py: Python<'_>, cache: &mut KeyCache, request: Request, u0: bool) {
+        let Request {
+            head,
+            peer,
+            scheme,
+            can_sendfile,
+            body,
+            response,
+            ..
+        } = request;
+        let mut fallback = Responder::new(response.clone());
+        let template = read_py(py, &self.template);
+        let parts = EnvironParts {
+            head: &head,
+            peer: &peer,
+            scheme,
+            u0,
+            resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let env = match environ::build(py, template.bind(py), cache, &parts) {
+            Ok(env) => env,
+            Err(e) => return self.fail(py, &mut fallback, None, e),
+        };
+        let input = match Bound::new(py, Input::new(body)) {
+            Ok(i) => i,
+            Err(e) => return self.fail(py, &mut fallback, None, e),
+        };
+        let sr = match Bound::new(py, StartResponse::new(response)) {
+            Ok(s) => s,
+            Err(e) => return self.fail(py, &mut fallback, None, e),
+        };
+        if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
+            return self.fail(py, &mut fallback, None, e);
+        }
+        let app = read_py(py, &self.app);
+        let result = match app.bind(py).call1((env, &sr)) {
+            Ok(r) => r,
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e),
+        };
+        let sent = send_result(py, &sr, &result, can_sendfile);
+        // PEP 3333: close() is called however the iteration ended.
+        let closed = match result.hasattr(intern!(py, "close")) {
+            Ok(true) => result.call_method0(intern!(py, "close")).map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let mut me = sr.borrow_mut();
+        match sent.and(closed) {
+            Ok(()) => {
+                let _ = me.responder.finish(py);
+            }
+            Err(e) => self.fail(py, &mut me.responder, Some(&input), e),
+        }
+    }
+
+    fn native(&self, py: Python<'_>, request: Request) {
+        let app = read_py(py, &self.app);
+        let req = match NativeRequest::new(py, request) {
+            Ok(r) => r,
+            Err(e) => return self.report(py, "Error preparing a native request", e),
+        };
+        let outcome = app.bind(py).call1((&req,));
+        let mut me = req.borrow_mut();
+        match outcome {
+            Ok(_) => {
+                let _ = me.responder.finish(py);
+            }
+            Err(e) => {
+                let input = me.rfile.bind(py).clone();
+                self.fail(py, &mut me.responder, Some(&input), e)
+            }
+        }
+    }
+}
+
+fn not_started() -> PyErr {
+    PyRuntimeError::new_err("The WSGI application returned a body before calling start_response().")
+}
+
+fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let b = item.cast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "WSGI applications must yield bytes, not {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    Ok(Bytes::copy_from_slice(b.as_bytes()))
+}
+
+/// Sends the app's result: lists and tuples in one event, a FileWrapper with sendfile,
+/// anything else chunk by chunk.
+fn send_result(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    result: &Bound<'_, PyAny>,
+    can_sendfile: bool,
+) -> PyResult<()> {
+    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = result.cast_exact::<PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(t) = result.cast_exact::<PyTuple>() {
+        Some(t.iter().collect())
+    } else {
+        None
+    };
+    if let Some(items) = seq {
+        let mut parts = Vec::with_capacity(items.len());
+        for item in &items {
+            let b = chunk_bytes(item)?;
+            if !b.is_empty() {
+                parts.push(b);
+            }
+        }
+        let body = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => Bytes::from(parts.concat()),
+        };
+        let mut me = sr.borrow_mut();
+        if !me.responder.has_head() && !me.responder.headers_sent {
+            return Err(not_started());
+        }
+        let _ = me.responder.write(py, body, true);
+        return Ok(());
+    }
+    if can_sendfile {
+        if let Ok(fw) = result.cast::<FileWrapper>() {
+            if let Some((file, offset)) = sendfile_source(py, &fw.borrow()) {
+                let mut me = sr.borrow_mut();
+                if !me.responder.has_head() && !me.responder.headers_sent {
+                    return Err(not_started());
+                }
+                let _ = me.responder.send_file(py, file, offset);
+                return Ok(());
+            }
+        }
+    }
+    for item in result.try_iter()? {
+        let data = chunk_bytes(&item?)?;
+        if data.is_empty() {
+            continue;
+        }
+        let mut me = sr.borrow_mut();
+        if !me.responder.has_head() && !me.responder.headers_sent {
+            return Err(not_started());
+        }
+        if me.responder.write(py, data, false).is_err() {
+            // The client left: stop iterating; close() still runs.
+            return Ok(());
+        }
+    }
+    Ok(())
+}

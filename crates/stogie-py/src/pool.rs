@@ -1,0 +1,258 @@
+//! The Python worker pool: threads that hold the GIL while there is work and release it
+//! only to wait. It starts with `min` threads, grows on demand up to `max`, and threads
+//! idle for a while exit down to `min` (Cheroot's pool never grows; this one does).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use stogie_http::{Gateway, Request};
+
+/// What a worker does with a request, with the GIL held.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-thread state (caches) a worker keeps between requests.
+    type Local: Default;
+    /// Answers one request.
+    fn handle(&self, py: Python<'_>, local: &mut Self::Local, request: Request);
+}
+
+/// Sizes and limits of a pool.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    /// Threads kept even when idle.
+    pub min: usize,
+    /// Most threads; grows on demand up to it.
+    pub max: usize,
+    /// Most requests waiting for a thread; `None`: no limit.
+    pub queue: Option<usize>,
+    /// How long a request waits for room in a full queue before the client gets 503.
+    pub queue_timeout: Duration,
+    /// How long a thread above `min` stays idle before it exits.
+    pub idle_timeout: Duration,
+}
+
+struct State {
+    queue: VecDeque<Request>,
+    threads: usize,
+    idle: usize,
+    shutdown: bool,
+    handles: Vec<JoinHandle<()>>,
+}
+
+struct Inner<H: Handler> {
+    state: Mutex<State>,
+    wake: Condvar,
+    limits: Mutex<PoolLimits>,
+    handler: H,
+    work_ns: AtomicU64,
+    served: AtomicU64,
+}
+
+/// A pool of Python worker threads behind the [`Gateway`] seam.
+pub struct Pool<H: Handler> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: Handler> Clone for Pool<H> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Counters for `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolStats {
+    /// Requests waiting for a thread.
+    pub queued: usize,
+    /// Threads alive.
+    pub threads: usize,
+    /// Threads waiting for work.
+    pub idle: usize,
+    /// Requests answered.
+    pub served: u64,
+    /// Seconds spent in the application.
+    pub work_seconds: f64,
+}
+
+impl<H: Handler> Pool<H> {
+    /// A pool with `limits.min` threads started.
+    pub fn start(handler: H, limits: PoolLimits) -> Pool<H> {
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    threads: 0,
+                    idle: 0,
+                    shutdown: false,
+                    handles: Vec::new(),
+                }),
+                wake: Condvar::new(),
+                limits: Mutex::new(limits),
+                handler,
+                work_ns: AtomicU64::new(0),
+                served: AtomicU64::new(0),
+            }),
+        };
+        let mut st = pool.lock();
+        for _ in 0..limits.min.max(1) {
+            pool.spawn(&mut st);
+        }
+        drop(st);
+        pool
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn limits(&self) -> PoolLimits {
+        *self.inner.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the limits (Cheroot lets `numthreads` change on a running server).
+    pub fn set_limits(&self, limits: PoolLimits) {
+        *self.inner.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        let mut st = self.lock();
+        while st.threads < limits.min && !st.shutdown {
+            self.spawn(&mut st);
+        }
+    }
+
+    fn spawn(&self, st: &mut State) {
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stogie-worker".into())
+            .spawn(move || pool.work());
+        match spawned {
+            Ok(h) => {
+                st.threads += 1;
+                st.handles.retain(|h| !h.is_finished());
+                st.handles.push(h);
+            }
+            Err(e) => eprintln!("stogie: could not start a worker thread: {e}"),
+        }
+    }
+
+    fn work(&self) {
+        Python::attach(|py| {
+            let mut local = H::Local::default();
+            loop {
+                // Rule 1 of DESIGN.md: take the next queued request without giving up the GIL.
+                let next = self.lock().queue.pop_front();
+                let request = match next {
+                    Some(r) => r,
+                    None => match py.detach(|| self.wait()) {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
+                let started = Instant::now();
+                self.inner.handler.handle(py, &mut local, request);
+                self.inner
+                    .work_ns
+                    .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                self.inner.served.fetch_add(1, Relaxed);
+            }
+        })
+    }
+
+    /// Waits for a request; `None` when this thread should exit.
+    fn wait(&self) -> Option<Request> {
+        let idle_timeout = self.limits().idle_timeout;
+        let mut st = self.lock();
+        st.idle += 1;
+        loop {
+            if let Some(r) = st.queue.pop_front() {
+                st.idle -= 1;
+                return Some(r);
+            }
+            if st.shutdown {
+                st.idle -= 1;
+                st.threads -= 1;
+                return None;
+            }
+            let (next, res) = self
+                .inner
+                .wake
+                .wait_timeout(st, idle_timeout)
+                .unwrap_or_else(|e| e.into_inner());
+            st = next;
+            if res.timed_out() && st.queue.is_empty() && st.threads > self.limits().min.max(1) {
+                st.idle -= 1;
+                st.threads -= 1;
+                return None;
+            }
+        }
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            queued: st.queue.len(),
+            threads: st.threads,
+            idle: st.idle,
+            served: self.inner.served.load(Relaxed),
+            work_seconds: self.inner.work_ns.load(Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Resets the work counters.
+    pub fn clear_stats(&self) {
+        self.inner.work_ns.store(0, Relaxed);
+        self.inner.served.store(0, Relaxed);
+    }
+
+    /// Lets running requests finish, drops queued ones (their clients get a 500 or a
+    /// closed connection), and waits for the threads to exit, for at most `grace`.
+    /// Must be called without the GIL held.
+    pub fn shutdown(&self, grace: Duration) {
+        let handles = {
+            let mut st = self.lock();
+            st.shutdown = true;
+            st.queue.clear();
+            std::mem::take(&mut st.handles)
+        };
+        self.inner.wake.notify_all();
+        let deadline = Instant::now() + grace;
+        for h in handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl<H: Handler> Gateway for Pool<H> {
+    fn dispatch(&self, request: Request) -> Result<(), Request> {
+        let limits = self.limits();
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(request);
+        }
+        if limits.queue.is_some_and(|q| st.queue.len() >= q.max(1)) && st.idle == 0 {
+            return Err(request);
+        }
+        st.queue.push_back(request);
+        if st.idle < st.queue.len() && st.threads < limits.max {
+            self.spawn(&mut st);
+        }
+        if st.idle > 0 {
+            drop(st);
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn queue_timeout(&self) -> Duration {
+        self.limits().queue_timeout
+    }
+}

@@ -1,0 +1,347 @@
+//! `NativeServer`: the engine, the worker pool and the app behind `stogie.wsgi.Server` and
+//! `stogie.server.HTTPServer`. The Python classes keep Cheroot's API; this holds the parts.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use stogie_http::{
+    BindAddr, EngineOptions, ErrorLog, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
+    LogLevel, ServerConfig, Stats,
+};
+
+use crate::handler::{AppHandler, Mode};
+use crate::pool::{Pool, PoolLimits};
+
+/// Sends engine messages to a Python callable `log(message, levelno)`.
+struct PyLog(Py<PyAny>);
+
+impl ErrorLog for PyLog {
+    fn log(&self, level: LogLevel, msg: &str) {
+        let levelno = match level {
+            LogLevel::Debug => 10,
+            LogLevel::Info => 20,
+            LogLevel::Warning => 30,
+            LogLevel::Error => 40,
+        };
+        Python::attach(|py| {
+            if let Err(e) = self.0.call1(py, (msg, levelno)) {
+                e.print(py);
+            }
+        });
+    }
+}
+
+fn parse_mode(mode: &str) -> PyResult<Mode> {
+    match mode {
+        "wsgi" => Ok(Mode::Wsgi),
+        "wsgi_u0" => Ok(Mode::WsgiU0),
+        "native" => Ok(Mode::Native),
+        _ => Err(PyValueError::new_err(format!(
+            "unknown gateway mode {mode:?}"
+        ))),
+    }
+}
+
+fn limits(min: isize, max: isize, queue: isize, queue_timeout: f64) -> PoolLimits {
+    let min = min.max(1) as usize;
+    PoolLimits {
+        min,
+        max: if max < 0 {
+            usize::MAX
+        } else {
+            (max as usize).max(min)
+        },
+        queue: if queue < 0 {
+            None
+        } else {
+            Some(queue as usize)
+        },
+        queue_timeout: Duration::from_secs_f64(queue_timeout.max(0.0)),
+        idle_timeout: Duration::from_secs(30),
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { 0.0 })
+}
+
+/// The engine, pool and app of one server.
+#[pyclass(module = "stogie._native")]
+pub struct NativeServer {
+    app: Arc<AppHandler>,
+    config: LiveConfig,
+    stats: Arc<Stats>,
+    log: Arc<PyLog>,
+    listener: Option<Listener>,
+    engine: Option<HttpServer>,
+    pool: Option<Pool<Arc<AppHandler>>>,
+}
+
+#[pymethods]
+impl NativeServer {
+    #[new]
+    fn new(
+        app: Py<PyAny>,
+        template: Py<PyDict>,
+        mode: &str,
+        on_error: Py<PyAny>,
+        log: Py<PyAny>,
+    ) -> PyResult<Self> {
+        Ok(NativeServer {
+            app: Arc::new(AppHandler {
+                app: RwLock::new(app),
+                template: RwLock::new(template),
+                mode: RwLock::new(parse_mode(mode)?),
+                on_error,
+                resolve_peer: AtomicBool::new(false),
+            }),
+            config: LiveConfig::new(ServerConfig::default()),
+            stats: Arc::new(Stats::default()),
+            log: Arc::new(PyLog(log)),
+            listener: None,
+            engine: None,
+            pool: None,
+        })
+    }
+
+    /// Binds and listens. `kind` is "tcp" (host, port), "unix" (path), "abstract" (name)
+    /// or "fd" (descriptor). Returns the bound address: (host, port) or a path string.
+    #[pyo3(signature = (kind, target, port = 0, backlog = 5, reuse_port = false))]
+    fn bind<'py>(
+        &mut self,
+        py: Python<'py>,
+        kind: &str,
+        target: &Bound<'py, PyAny>,
+        port: u16,
+        backlog: i32,
+        reuse_port: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let addr = match kind {
+            "tcp" => BindAddr::Tcp(target.extract()?, port),
+            "unix" => BindAddr::Unix(target.extract::<String>()?.into()),
+            "abstract" => BindAddr::Abstract(target.extract::<Vec<u8>>()?),
+            "fd" => BindAddr::Fd(target.extract()?),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown address kind {kind:?}"
+                )))
+            }
+        };
+        let listener = py
+            .detach(|| {
+                Listener::bind(
+                    &addr,
+                    ListenOptions {
+                        backlog,
+                        reuse_port,
+                    },
+                )
+            })
+            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        self.listener = Some(listener);
+        local_to_py(py, &local)
+    }
+
+    /// Starts the pool and the engine on the bound socket.
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        py: Python<'_>,
+        minthreads: isize,
+        maxthreads: isize,
+        queue_size: isize,
+        queue_timeout: f64,
+        io_threads: usize,
+        peercreds: bool,
+        peercreds_resolve: bool,
+    ) -> PyResult<()> {
+        if self.engine.is_some() {
+            return Err(PyRuntimeError::new_err("the server is already running"));
+        }
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("bind() must come before start()"))?;
+        self.app.resolve_peer.store(peercreds_resolve, Relaxed);
+        let pool = Pool::start(
+            self.app.clone(),
+            limits(minthreads, maxthreads, queue_size, queue_timeout),
+        );
+        let gateway = Arc::new(pool.clone());
+        let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
+        let engine = py
+            .detach(|| {
+                HttpServer::start(
+                    listener,
+                    config,
+                    gateway,
+                    log,
+                    stats,
+                    EngineOptions {
+                        io_threads,
+                        peercreds,
+                    },
+                )
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        self.pool = Some(pool);
+        self.engine = Some(engine);
+        Ok(())
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests get up to `grace` seconds.
+    /// Returns whether everything finished in time. Safe to call more than once.
+    fn stop(&mut self, py: Python<'_>, grace: f64) -> bool {
+        let engine = self.engine.take();
+        let pool = self.pool.take();
+        self.listener = None;
+        let grace = secs(grace);
+        py.detach(move || {
+            let started = std::time::Instant::now();
+            let clean = engine.map(|mut e| e.stop(grace)).unwrap_or(true);
+            if let Some(p) = pool {
+                p.shutdown(
+                    grace
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(100)),
+                );
+            }
+            clean
+        })
+    }
+
+    /// Whether the engine is running.
+    #[getter]
+    fn running(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Replaces the app (or native dispatcher) for the next request.
+    fn set_app(&self, app: Py<PyAny>) {
+        *self.app.app.write().unwrap_or_else(|e| e.into_inner()) = app;
+    }
+
+    /// Replaces the environ template for the next request.
+    fn set_template(&self, template: Py<PyDict>) {
+        *self.app.template.write().unwrap_or_else(|e| e.into_inner()) = template;
+    }
+
+    /// Switches between "wsgi", "wsgi_u0" and "native".
+    fn set_mode(&self, mode: &str) -> PyResult<()> {
+        *self.app.mode.write().unwrap_or_else(|e| e.into_inner()) = parse_mode(mode)?;
+        Ok(())
+    }
+
+    /// Changes engine settings for the next connection or request.
+    #[pyo3(signature = (**kwargs))]
+    fn configure(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let Some(kwargs) = kwargs else { return Ok(()) };
+        let mut changes: Vec<Box<dyn FnOnce(&mut ServerConfig) + Send>> = Vec::new();
+        for (k, v) in kwargs.iter() {
+            let key: String = k.extract()?;
+            match key.as_str() {
+                "timeout" => {
+                    let t = secs(v.extract()?);
+                    changes.push(Box::new(move |c| c.timeout = t));
+                }
+                "max_request_header_size" => {
+                    let n: i64 = v.extract()?;
+                    changes.push(Box::new(move |c| {
+                        c.max_request_header_size = n.max(0) as usize
+                    }));
+                }
+                "max_request_body_size" => {
+                    let n: i64 = v.extract()?;
+                    changes.push(Box::new(move |c| c.max_request_body_size = n.max(0) as u64));
+                }
+                "server_header" => {
+                    let s: String = v.extract()?;
+                    changes.push(Box::new(move |c| c.server_software = s));
+                }
+                "protocol" => {
+                    let s: String = v.extract()?;
+                    changes.push(Box::new(move |c| c.protocol = s));
+                }
+                "allow_underscore_headers" => {
+                    let b: bool = v.extract()?;
+                    changes.push(Box::new(move |c| c.allow_underscore_headers = b));
+                }
+                "stats_enabled" => {
+                    let b: bool = v.extract()?;
+                    self.stats.set_enabled(b);
+                }
+                _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
+            }
+        }
+        self.config
+            .update(|c| changes.into_iter().for_each(|f| f(c)));
+        Ok(())
+    }
+
+    /// Changes the pool's sizes on a running server.
+    fn set_pool_limits(
+        &self,
+        minthreads: isize,
+        maxthreads: isize,
+        queue_size: isize,
+        queue_timeout: f64,
+    ) {
+        if let Some(p) = &self.pool {
+            p.set_limits(limits(minthreads, maxthreads, queue_size, queue_timeout));
+        }
+    }
+
+    /// Raw counters for `stats`.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.stats.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("accepts", s.accepts)?;
+        d.set_item("requests", s.requests)?;
+        d.set_item("bytes_read", s.bytes_read)?;
+        d.set_item("bytes_written", s.bytes_written)?;
+        d.set_item("socket_errors", s.socket_errors)?;
+        d.set_item("connections", s.active_connections)?;
+        let p = self.pool.as_ref().map(|p| p.stats()).unwrap_or_default();
+        d.set_item("queued", p.queued)?;
+        d.set_item("threads", p.threads)?;
+        d.set_item("idle", p.idle)?;
+        d.set_item("served", p.served)?;
+        d.set_item("work_time", p.work_seconds)?;
+        Ok(d)
+    }
+
+    /// Sets the counters back to zero.
+    fn clear_counters(&self) {
+        self.stats.clear();
+        if let Some(p) = &self.pool {
+            p.clear_stats();
+        }
+    }
+}
+
+fn local_to_py<'py>(py: Python<'py>, local: &LocalAddr) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match local {
+        LocalAddr::Tcp(a) => PyTuple::new(
+            py,
+            [
+                a.ip().to_string().into_pyobject(py)?.into_any(),
+                a.port().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any(),
+        LocalAddr::Unix(p) => p.to_string_lossy().into_pyobject(py)?.into_any(),
+        LocalAddr::Abstract(name) => {
+            let mut s = String::from("\0");
+            s.push_str(&String::from_utf8_lossy(name));
+            s.into_pyobject(py)?.into_any()
+        }
+    })
+}

@@ -1,0 +1,210 @@
+//! The WSGI environ: a copy of a prebuilt template (constant keys made once), filled per
+//! request with interned keys and cached `HTTP_*` names.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use stogie_http::{PeerAddr, RequestHead};
+
+/// `HTTP_*` key objects by header name spelling, per worker thread.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: HashMap<Bytes, Py<PyString>>,
+}
+
+const KEY_CACHE_LIMIT: usize = 512;
+
+impl KeyCache {
+    fn key<'py>(&mut self, py: Python<'py>, name: &Bytes) -> Bound<'py, PyString> {
+        if let Some(k) = self.keys.get(name) {
+            return k.bind(py).clone();
+        }
+        let mut s = String::with_capacity(5 + name.len());
+        s.push_str("HTTP_");
+        s.extend(name.iter().map(|&b| {
+            if b == b'-' {
+                '_'
+            } else {
+                b.to_ascii_uppercase() as char
+            }
+        }));
+        let k = PyString::intern(py, &s);
+        if self.keys.len() < KEY_CACHE_LIMIT {
+            self.keys.insert(name.clone(), k.clone().unbind());
+        }
+        k
+    }
+}
+
+/// A `str` from bytes read as ISO-8859-1, as PEP 3333 asks.
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(b) {
+        Ok(s) if b.is_ascii() => PyString::new(py, s),
+        _ => PyString::new(py, &b.iter().map(|&c| c as char).collect::<String>()),
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-decodes a path, keeping `%2F` encoded so that an encoded slash never becomes a
+/// path separator (as Cheroot does).
+pub fn decode_path(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !path.contains(&b'%') {
+        return path.into();
+    }
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' && i + 2 < path.len() {
+            if let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                let byte = h * 16 + l;
+                if byte == b'/' {
+                    out.extend_from_slice(b"%2F");
+                } else {
+                    out.push(byte);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    out.into()
+}
+
+/// What the environ needs besides the request head.
+pub struct EnvironParts<'a> {
+    /// The request head.
+    pub head: &'a RequestHead,
+    /// The client.
+    pub peer: &'a PeerAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Gateway_u0: PATH_INFO and QUERY_STRING decoded as UTF-8.
+    pub u0: bool,
+    /// Resolve peer credentials to user and group names.
+    pub resolve_peer: bool,
+}
+
+/// Builds the environ for one request from the template.
+pub fn build<'py>(
+    py: Python<'py>,
+    template: &Bound<'py, PyDict>,
+    cache: &mut KeyCache,
+    parts: &EnvironParts<'_>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = template.copy()?;
+    let head = parts.head;
+    env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, &head.method))?;
+    let path = decode_path(&head.path);
+    let mut url_fallback = false;
+    if parts.u0 {
+        match (std::str::from_utf8(&path), std::str::from_utf8(&head.query)) {
+            (Ok(p), Ok(q)) => {
+                env.set_item(intern!(py, "PATH_INFO"), p)?;
+                env.set_item(intern!(py, "QUERY_STRING"), q)?;
+                env.set_item(intern!(py, "wsgi.url_encoding"), intern!(py, "utf-8"))?;
+            }
+            _ => url_fallback = true,
+        }
+    }
+    if !parts.u0 || url_fallback {
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query))?;
+        if url_fallback {
+            env.set_item(intern!(py, "wsgi.url_encoding"), intern!(py, "ISO-8859-1"))?;
+        }
+    }
+    env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+    if parts.scheme != "http" {
+        env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
+    }
+    match parts.peer {
+        PeerAddr::Tcp(addr) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), addr.ip().to_string())?;
+            env.set_item(intern!(py, "REMOTE_PORT"), addr.port().to_string())?;
+        }
+        PeerAddr::Unix(cred) => {
+            if let Some(c) = cred {
+                if let Some(pid) = c.pid {
+                    env.set_item(intern!(py, "X_REMOTE_PID"), pid.to_string())?;
+                }
+                env.set_item(intern!(py, "X_REMOTE_UID"), c.uid.to_string())?;
+                env.set_item(intern!(py, "X_REMOTE_GID"), c.gid.to_string())?;
+                if parts.resolve_peer {
+                    resolve_peer(py, &env, c.uid, c.gid)?;
+                }
+            }
+        }
+    }
+
+    // Repeated fields are joined (RFC 9110 §5.3); Cookie with "; " (RFC 6265 §5.4).
+    for h in &head.headers {
+        let name = &h.name;
+        let key = if name.eq_ignore_ascii_case(b"content-type") {
+            intern!(py, "CONTENT_TYPE").clone()
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            intern!(py, "CONTENT_LENGTH").clone()
+        } else {
+            cache.key(py, name)
+        };
+        let value = latin1(py, &h.value);
+        match env.get_item(&key)? {
+            Some(prev) => {
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    continue;
+                }
+                let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ", "
+                };
+                let joined = format!(
+                    "{}{}{}",
+                    prev.cast::<PyString>()?.to_cow()?,
+                    sep,
+                    value.to_cow()?
+                );
+                env.set_item(key, joined)?;
+            }
+            _ => env.set_item(key, value)?,
+        }
+    }
+    Ok(env)
+}
+
+fn resolve_peer(py: Python<'_>, env: &Bound<'_, PyDict>, uid: u32, gid: u32) -> PyResult<()> {
+    let pwd = py.import(intern!(py, "pwd"))?;
+    let grp = py.import(intern!(py, "grp"))?;
+    if let Ok(user) = pwd
+        .call_method1(intern!(py, "getpwuid"), (uid,))
+        .and_then(|p| p.getattr(intern!(py, "pw_name")))
+    {
+        env.set_item(intern!(py, "X_REMOTE_USER"), &user)?;
+        env.set_item(intern!(py, "REMOTE_USER"), &user)?;
+    }
+    if let Ok(group) = grp
+        .call_method1(intern!(py, "getgrgid"), (gid,))
+        .and_then(|g| g.getattr(intern!(py, "gr_name")))
+    {
+        env.set_item(intern!(py, "X_REMOTE_GROUP"), group)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_path;
+
+    #[test]
+    fn keeps_encoded_slash() {
+        assert_eq!(&*decode_path(b"/a%20b%2Fc%2fd%zz%4"), b"/a b%2Fc%2Fd%zz%4");
+    }
+}

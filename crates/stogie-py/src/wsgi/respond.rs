@@ -1,0 +1,333 @@
+//! `start_response`, `write()`, iterating the app's result, and `close()`: PEP 3333's
+//! response side. Headers are held back until the first non-empty chunk; a list result
+//! leaves in one event (one write on the socket).
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use stogie_http::{ClientGone, ResponseEvent, ResponseHead, ResponseSender};
+
+/// The response state shared by `start_response`, `write()` and the result loop.
+pub struct Responder {
+    sender: ResponseSender,
+    head: Option<ResponseHead>,
+    /// Whether the head went to the connection.
+    pub headers_sent: bool,
+    /// Whether the response is complete or abandoned.
+    pub finished: bool,
+}
+
+fn gone() -> PyErr {
+    PyOSError::new_err("the client closed the connection")
+}
+
+impl Responder {
+    /// A responder sending to `sender`.
+    pub fn new(sender: ResponseSender) -> Self {
+        Responder {
+            sender,
+            head: None,
+            headers_sent: false,
+            finished: false,
+        }
+    }
+
+    /// Whether a status and headers were set.
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// Sets (or, before anything was sent, replaces) the status and headers.
+    pub fn set_head(&mut self, head: ResponseHead) {
+        self.head = Some(head);
+    }
+
+    fn send(&mut self, py: Python<'_>, ev: ResponseEvent) -> Result<(), ClientGone> {
+        match self.sender.try_send(ev) {
+            Ok(()) => Ok(()),
+            Err((_, true)) => Err(ClientGone),
+            Err((ev, false)) => {
+                let sender = &self.sender;
+                py.detach(|| sender.blocking_send(ev))
+            }
+        }
+    }
+
+    /// Sends body bytes, with the head before the first non-empty ones.
+    pub fn write(&mut self, py: Python<'_>, data: Bytes, end: bool) -> Result<(), ClientGone> {
+        if self.finished {
+            return Err(ClientGone);
+        }
+        let ev = if !self.headers_sent {
+            if data.is_empty() && !end {
+                return Ok(());
+            }
+            self.headers_sent = true;
+            ResponseEvent::Head {
+                head: self.head.take().unwrap_or_default(),
+                body: data,
+                end,
+            }
+        } else if end {
+            if !data.is_empty() {
+                self.send(py, ResponseEvent::Body(data))?;
+            }
+            ResponseEvent::End
+        } else {
+            if data.is_empty() {
+                return Ok(());
+            }
+            ResponseEvent::Body(data)
+        };
+        if end {
+            self.finished = true;
+        }
+        self.send(py, ev)
+    }
+
+    /// Sends the head now, even with no body bytes yet (a native gateway's `send_headers`).
+    pub fn force_head(&mut self, py: Python<'_>) -> Result<(), ClientGone> {
+        if self.headers_sent {
+            return Ok(());
+        }
+        self.headers_sent = true;
+        let head = self.head.take().unwrap_or_default();
+        self.send(
+            py,
+            ResponseEvent::Head {
+                head,
+                body: Bytes::new(),
+                end: false,
+            },
+        )
+    }
+
+    /// Sends a file (sendfile on the connection) after the head.
+    pub fn send_file(
+        &mut self,
+        py: Python<'_>,
+        file: std::fs::File,
+        offset: u64,
+    ) -> Result<(), ClientGone> {
+        self.force_head(py)?;
+        self.send(
+            py,
+            ResponseEvent::File {
+                file,
+                offset,
+                len: None,
+            },
+        )
+    }
+
+    /// Ends the response with whatever was set (headers alone when no body came).
+    pub fn finish(&mut self, py: Python<'_>) -> Result<(), ClientGone> {
+        if self.finished {
+            return Ok(());
+        }
+        self.write(py, Bytes::new(), true)
+    }
+
+    /// Gives up: the engine answers 500 or closes the connection.
+    pub fn abort(&mut self, py: Python<'_>, ev: ResponseEvent) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.send(py, ev);
+        }
+    }
+}
+
+fn to_latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+    let s = s.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "WSGI {what} {} is not of type str.",
+            s.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let text = s.to_cow()?;
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c as u32;
+        if c > 0xff {
+            return Err(PyValueError::new_err(format!(
+                "WSGI {what} {text:?} is not encodable as ISO-8859-1."
+            )));
+        }
+        if c == 0 || c == 10 || c == 13 {
+            return Err(PyValueError::new_err(format!(
+                "WSGI {what} {text:?} contains CR, LF or NUL."
+            )));
+        }
+        out.push(c as u8);
+    }
+    Ok(out.into())
+}
+
+/// Converts `status` and `headers` from a WSGI app into a head, checking types.
+pub fn head_from_py(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<ResponseHead> {
+    let status = to_latin1(status, "response status")?;
+    stogie_http::h1::response::status_code(&status).map_err(|e| {
+        PyValueError::new_err(format!(
+            "WSGI response status {:?}: {e}",
+            String::from_utf8_lossy(&status)
+        ))
+    })?;
+    let list = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err("WSGI response headers must be a list of (name, value) tuples.")
+    })?;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err(format!("WSGI response header {item} is not a tuple."))
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(format!(
+                "WSGI response header {pair} is not a (name, value) pair."
+            )));
+        }
+        let name = to_latin1(&pair.get_item(0)?, "response header key")?;
+        if !stogie_http::h1::head::is_token(&name) {
+            return Err(PyValueError::new_err(format!(
+                "WSGI response header name {:?} is not a valid token.",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        let value = to_latin1(&pair.get_item(1)?, "response header value")?;
+        out.push((name, value));
+    }
+    Ok(ResponseHead {
+        status,
+        headers: out,
+    })
+}
+
+/// The `start_response` callable given to a WSGI app; its `write` is PEP 3333's `write()`.
+#[pyclass(module = "stogie._native")]
+pub struct StartResponse {
+    /// The response in progress.
+    pub responder: Responder,
+    started: bool,
+}
+
+impl StartResponse {
+    /// A start_response for one request.
+    pub fn new(sender: ResponseSender) -> Self {
+        StartResponse {
+            responder: Responder::new(sender),
+            started: false,
+        }
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let mut me = slf.borrow_mut();
+            if me.started && exc_info.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "WSGI start_response called a second time with no exc_info.",
+                ));
+            }
+            if let Some(info) = exc_info {
+                if me.responder.headers_sent {
+                    // PEP 3333: re-raise the original exception once headers are out.
+                    let exc = info.get_item(1)?;
+                    return Err(PyErr::from_value(exc));
+                }
+            }
+            me.responder.set_head(head_from_py(status, headers)?);
+            me.started = true;
+        }
+        slf.getattr(intern!(slf.py(), "write"))
+    }
+
+    /// PEP 3333's `write(data)`: sends `data` at once (headers first).
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.started {
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response().",
+            ));
+        }
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("WSGI write() argument must be bytes."))?;
+        self.responder
+            .write(py, Bytes::copy_from_slice(data.as_bytes()), false)
+            .map_err(|_| gone())
+    }
+}
+
+/// `wsgi.file_wrapper`: iterates a file in blocks, or lets the server sendfile it.
+#[pyclass(module = "stogie._native", subclass)]
+pub struct FileWrapper {
+    /// The wrapped file-like object.
+    #[pyo3(get)]
+    pub filelike: Py<PyAny>,
+    /// Block size for iteration.
+    #[pyo3(get)]
+    pub blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize = 8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        FileWrapper {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1(intern!(py, "read"), (self.blksize,))?;
+        Ok(if data.is_truthy()? { Some(data) } else { None })
+    }
+
+    /// Closes the wrapped file, if it can be closed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr(intern!(py, "close"))? {
+            f.call_method0(intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The open file behind a FileWrapper, when sendfile can serve it: a regular file with a
+/// descriptor. Returns a duplicate descriptor and the current offset.
+pub fn sendfile_source(py: Python<'_>, wrapper: &FileWrapper) -> Option<(std::fs::File, u64)> {
+    use std::os::fd::FromRawFd;
+    let f = wrapper.filelike.bind(py);
+    let fd: i32 = f.call_method0(intern!(py, "fileno")).ok()?.extract().ok()?;
+    let offset: u64 = f.call_method0(intern!(py, "tell")).ok()?.extract().ok()?;
+    // SAFETY: dup returns a new descriptor we own, or -1.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return None;
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by the File from here on.
+    let file = unsafe { std::fs::File::from_raw_fd(dup) };
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some((file, offset))
+}

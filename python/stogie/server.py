@@ -1,0 +1,729 @@
+"""A high-speed HTTP/1.1 server with Cheroot's API, on stogie's Rust engine.
+
+For those of you wanting to understand internals of this module, here's the
+basic call flow. The server's listening socket, its connections, request
+parsing and response framing all live in the Rust engine; each request is
+handed to a pool of Python worker threads, which run the gateway::
+
+    server = HTTPServer(bind_addr, gateway)
+    server.start()
+    -> prepare(): bind, start the engine and the worker pool
+    -> serve(): wait until stop() or an interrupt
+
+    for each request, in a worker thread:
+        WSGI gateways (wsgi.Gateway_10, wsgi.Gateway_u0) run natively;
+        any other Gateway subclass gets gateway(HTTPRequest).respond()
+"""
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from . import __version__
+from ._native import NativeServer
+
+__all__ = (
+    "Gateway",
+    "HTTPRequest",
+    "HTTPServer",
+    "get_ssl_adapter_class",
+)
+
+_error_logger = logging.getLogger("stogie.error")
+
+_STOPPING_FOR_INTERRUPT = Exception()  # sentinel used during shutdown
+
+
+class Gateway:
+    """Base class to interface HTTPServer with other systems, such as WSGI."""
+
+    def __init__(self, req):
+        """Initialize Gateway instance with request.
+
+        Args:
+            req (HTTPRequest): current HTTP request
+        """
+        self.req = req
+
+    def respond(self):
+        """Process the current request. Must be overridden in a subclass."""
+        raise NotImplementedError  # pragma: no cover
+
+
+class _Connection:
+    """What a gateway sees of the client connection (``req.conn``)."""
+
+    def __init__(self, server, remote_addr, remote_port):
+        self.server = server
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+
+
+class HTTPRequest:
+    """An HTTP Request (and response), as a native gateway sees it.
+
+    A single HTTP connection may consist of multiple request/response pairs.
+    """
+
+    def __init__(self, server, native):
+        """Wrap the engine's request for a native gateway."""
+        self.server = server
+        self._native = native
+        self.conn = _Connection(server, native.remote_addr, native.remote_port)
+        self.scheme = native.scheme.encode("ascii")
+        self.method = native.method
+        self.uri = native.uri
+        self.path = native.path
+        self.qs = native.qs
+        self.request_protocol = native.request_protocol
+        rp = int(self.request_protocol[5:6]), int(self.request_protocol[7:8])
+        sp = int(server.protocol[5]), int(server.protocol[7])
+        self.response_protocol = "HTTP/%s.%s" % min(rp, sp)
+        inheaders = {}
+        for name, value in native.headers:
+            key = name.title()
+            if key in inheaders:
+                sep = b"; " if key == b"Cookie" else b", "
+                inheaders[key] = inheaders[key] + sep + value
+            else:
+                inheaders[key] = value
+        self.inheaders = inheaders
+        self.rfile = native.rfile
+        self.ready = True
+        self.close_connection = False
+        self.chunked_write = False
+        self.chunked_read = inheaders.get(b"Transfer-Encoding", b"").lower() == b"chunked"
+        self.status = ""
+        self.outheaders = []
+
+    @property
+    def sent_headers(self):
+        """Whether the status and headers went out."""
+        return self._native.sent_headers
+
+    def _set_head(self):
+        status = self.status
+        if isinstance(status, bytes):
+            status = status.decode("ISO-8859-1")
+        headers = [
+            (
+                k.decode("ISO-8859-1") if isinstance(k, bytes) else k,
+                v.decode("ISO-8859-1") if isinstance(v, bytes) else v,
+            )
+            for k, v in self.outheaders
+        ]
+        self._native.set_head(status or "200 OK", headers)
+
+    def send_headers(self):
+        """Assert, process, and send the HTTP response message-headers."""
+        self._set_head()
+        self._native.send_headers()
+
+    def ensure_headers_sent(self):
+        """Ensure headers are sent to the client if not already sent."""
+        if not self.sent_headers:
+            self.send_headers()
+
+    def write(self, chunk):
+        """Write unbuffered data to the client."""
+        if not self.sent_headers:
+            self._set_head()
+        self._native.write(chunk)
+
+    def simple_response(self, status, msg=""):
+        """Write a simple response back to the client."""
+        status = status.decode("ISO-8859-1") if isinstance(status, bytes) else str(status)
+        body = msg.encode("ISO-8859-1") if isinstance(msg, str) else msg
+        self.status = status
+        self.outheaders = [
+            ("Content-Length", str(len(body))),
+            ("Content-Type", "text/plain"),
+        ]
+        self.write(body)
+
+
+def get_ssl_adapter_class(name="builtin"):
+    """Return an SSL adapter class for the given name."""
+    from .ssl import builtin
+
+    if name != "builtin":
+        raise ValueError(f"unknown SSL adapter {name!r}: only 'builtin' exists")
+    return builtin.BuiltinSSLAdapter
+
+
+class _Stats(dict):
+    """Cheroot's ``stats`` dict; counters come live from the engine."""
+
+    _COUNTERS = {
+        "Accepts": "accepts",
+        "Socket Errors": "socket_errors",
+    }
+
+    def __init__(self, server, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._server = server
+
+    def __getitem__(self, key):
+        field = self._COUNTERS.get(key)
+        if field is not None:
+            return self._server._counters().get(field, 0)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key == "Enabled":
+            self._server._configure(stats_enabled=bool(value))
+
+
+class _Pool:
+    """The worker pool's sizes (Cheroot's ``server.requests``), live on a running server."""
+
+    def __init__(self, server, min=10, max=-1, accepted_queue_size=-1, accepted_queue_timeout=10):
+        self.server = server
+        self._min = min or 1
+        self._max = max
+        self._accepted_queue_size = accepted_queue_size
+        self._accepted_queue_timeout = accepted_queue_timeout
+
+    def _push(self):
+        native = self.server._native
+        if native is not None:
+            native.set_pool_limits(self._min, self._max, self._accepted_queue_size, float(self._accepted_queue_timeout))
+
+    def _setting(name):  # noqa: N805 - a property factory used in the class body
+        attr = "_" + name
+
+        def get(self):
+            return getattr(self, attr)
+
+        def set_(self, value):
+            setattr(self, attr, value)
+            self._push()
+
+        return property(get, set_)
+
+    min = _setting("min")
+    max = _setting("max")
+    accepted_queue_size = _setting("accepted_queue_size")
+    accepted_queue_timeout = _setting("accepted_queue_timeout")
+    del _setting
+
+    @property
+    def idle(self):
+        """Number of worker threads which are idle."""
+        return self.server._counters().get("idle", 0)
+
+    @property
+    def qsize(self):
+        """Return the queue size."""
+        return self.server._counters().get("queued", 0)
+
+    @property
+    def threads(self):
+        """Number of worker threads alive."""
+        return self.server._counters().get("threads", 0)
+
+    def start(self):
+        """Start the pool (the engine starts it with the server)."""
+
+    def stop(self, timeout=5):
+        """Stop the pool (the server stops it with the engine)."""
+
+
+class HTTPServer:
+    """An HTTP server."""
+
+    _bind_addr = "127.0.0.1"
+    _interrupt = None
+
+    gateway = None
+    """A Gateway instance."""
+
+    minthreads = None
+    """The minimum number of worker threads to create (default 10)."""
+
+    maxthreads = None
+    """The maximum number of worker threads to create.
+
+    (default -1 = no limit)"""
+
+    server_name = None
+    """The name of the server; defaults to ``self.version``."""
+
+    protocol = "HTTP/1.1"
+    """The version string to write in the Status-Line of all HTTP responses.
+
+    For example, "HTTP/1.1" is the default. This also limits the supported
+    features used in the response."""
+
+    request_queue_size = 5
+    """The 'backlog' arg to socket.listen(); max queued connections.
+
+    (default 5)."""
+
+    shutdown_timeout = 5
+    """The total time to wait for worker threads to cleanly exit.
+
+    Specified in seconds."""
+
+    timeout = 10
+    """The timeout in seconds for accepted connections (default 10)."""
+
+    expiration_interval = 0.5
+    """The interval, in seconds, at which the server checks for
+    expired connections (default 0.5). Kept for compatibility: the engine
+    tracks every timeout itself."""
+
+    version = "Stogie/" + __version__
+    """A version string for the HTTPServer."""
+
+    software = None
+    """The value to set for the SERVER_SOFTWARE entry in the WSGI environ.
+
+    If None, this defaults to ``'%s Server' % self.version``.
+    """
+
+    ready = False
+    """Internal flag which indicating the socket is accepting connections."""
+
+    max_request_header_size = 0
+    """The maximum size, in bytes, for request headers, or 0 for no limit."""
+
+    max_request_body_size = 0
+    """The maximum size, in bytes, for request bodies, or 0 for no limit."""
+
+    nodelay = True
+    """If True (the default since 3.1), sets the TCP_NODELAY socket option."""
+
+    ConnectionClass = None
+    """The class to use for handling HTTP connections (unused: the engine owns them)."""
+
+    ssl_adapter = None
+    """An instance of ``ssl.Adapter`` (or a subclass).
+
+    TLS is not served yet: setting one raises :py:exc:`NotImplementedError`.
+    """
+
+    peercreds_enabled = False
+    """If :py:data:`True`, peer creds will be looked up via UNIX-socket."""
+
+    peercreds_resolve_enabled = False
+    """If :py:data:`True`, username/group will be looked up in the OS from
+    ``PEERCREDS``-provided IDs."""
+
+    reuse_port = False
+    """If True, set SO_REUSEPORT on the socket."""
+
+    keep_alive_conn_limit = 10
+    """Kept for compatibility: idle keep-alive connections cost no thread here."""
+
+    allow_underscore_headers = False
+    """If True, request header names containing ``_`` reach the application.
+
+    Off by default: ``X_Forwarded_For`` would alias ``X-Forwarded-For``.
+    """
+
+    io_threads = 1
+    """Threads running the Rust engine (sockets, parsing, writing)."""
+
+    _native = None
+
+    def __init__(
+        self,
+        bind_addr,
+        gateway,
+        minthreads=10,
+        maxthreads=-1,
+        server_name=None,
+        peercreds_enabled=False,
+        peercreds_resolve_enabled=False,
+        reuse_port=False,
+    ):
+        """Initialize HTTPServer instance.
+
+        Args:
+            bind_addr (tuple): network interface to listen to
+            gateway (Gateway): gateway for processing HTTP requests
+            minthreads (int): minimum number of threads for HTTP thread pool
+            maxthreads (int): maximum number of threads for HTTP thread pool
+            server_name (str): web server name to be advertised via Server
+                HTTP header
+            peercreds_enabled (bool): whether to look up peer credentials
+                on UNIX sockets
+            peercreds_resolve_enabled (bool): whether to resolve peer
+                credentials to user and group names
+            reuse_port (bool): if True SO_REUSEPORT option would be set to
+                socket
+        """
+        self.bind_addr = bind_addr
+        self.gateway = gateway
+        self.requests = _Pool(self, min=minthreads or 1, max=maxthreads)
+        self.server_name = server_name or self.version
+        self.peercreds_enabled = peercreds_enabled
+        self.peercreds_resolve_enabled = peercreds_enabled and peercreds_resolve_enabled
+        self.reuse_port = reuse_port
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self.clear_stats()
+
+    # Settings that a running server picks up for the next request or connection.
+    _LIVE = {
+        "timeout",
+        "max_request_header_size",
+        "max_request_body_size",
+        "server_name",
+        "protocol",
+        "software",
+        "allow_underscore_headers",
+    }
+
+    def __setattr__(self, name, value):
+        if name == "ssl_adapter" and value is not None:
+            from .ssl import TLS_NOT_SUPPORTED
+
+            raise NotImplementedError(TLS_NOT_SUPPORTED)
+        object.__setattr__(self, name, value)
+        if name in self._LIVE and self._native is not None:
+            self._push_settings()
+        elif name == "gateway" and self._native is not None:
+            self._native.set_mode(self._gateway_mode())
+            self._native.set_app(self._dispatch_target())
+        elif name == "wsgi_app" and self._native is not None:
+            self._native.set_app(self._dispatch_target())
+
+    def clear_stats(self):
+        """Reset server stat counters.."""
+        self._start_time = None
+        self._run_time = 0
+        self.stats = _Stats(
+            self,
+            {
+                "Enabled": False,
+                "Bind Address": lambda s: repr(self.bind_addr),
+                "Run time": lambda s: (not s["Enabled"]) and -1 or self.runtime(),
+                "Accepts": 0,
+                "Accepts/sec": lambda s: s["Accepts"] / max(self.runtime(), 1e-9),
+                "Queue": lambda s: getattr(self.requests, "qsize", None),
+                "Threads": lambda s: getattr(self.requests, "threads", 0),
+                "Threads Idle": lambda s: getattr(self.requests, "idle", None),
+                "Socket Errors": 0,
+                "Requests": lambda s: (not s["Enabled"]) and -1 or self._counters().get("requests", 0),
+                "Bytes Read": lambda s: (not s["Enabled"]) and -1 or self._counters().get("bytes_read", 0),
+                "Bytes Written": lambda s: (not s["Enabled"]) and -1 or self._counters().get("bytes_written", 0),
+                "Work Time": lambda s: (not s["Enabled"]) and -1 or self._counters().get("work_time", 0.0),
+                "Read Throughput": lambda s: (not s["Enabled"]) and -1 or (
+                    s["Bytes Read"](s) / max(s["Work Time"](s), 1e-9)
+                ),
+                "Write Throughput": lambda s: (not s["Enabled"]) and -1 or (
+                    s["Bytes Written"](s) / max(s["Work Time"](s), 1e-9)
+                ),
+                "Worker Threads": {},
+            },
+        )
+        if self._native is not None:
+            self._native.clear_counters()
+        logging.statistics = getattr(logging, "statistics", {})
+        logging.statistics["Stogie HTTPServer %d" % id(self)] = self.stats
+
+    def runtime(self):
+        """Return server uptime."""
+        if self._start_time is None:
+            return self._run_time
+        return self._run_time + (time.time() - self._start_time)
+
+    def __str__(self):
+        """Render Server instance representing bind address."""
+        return f"{self.__module__}.{self.__class__.__name__}({self.bind_addr!r})"
+
+    @property
+    def bind_addr(self):
+        """Return the interface on which to listen for connections.
+
+        For TCP sockets, a (host, port) tuple. Host values may be any
+        :term:`IPv4` or :term:`IPv6` address, or any valid hostname.
+        The string 'localhost' is a synonym for '127.0.0.1' (or '::1',
+        if your hosts file prefers :term:`IPv6`).
+        The string '0.0.0.0' is a special :term:`IPv4` entry meaning
+        "any active interface" (INADDR_ANY), and '::' is the similar
+        IN6ADDR_ANY for :term:`IPv6`.
+        The empty string or :py:data:`None` are not allowed.
+
+        For UNIX sockets, supply the file name as a string; a name starting
+        with a NUL byte is a Linux abstract socket.
+        """
+        return self._bind_addr
+
+    @bind_addr.setter
+    def bind_addr(self, value):
+        """Set the interface on which to listen for connections."""
+        if isinstance(value, tuple) and value[0] in {"", None}:
+            raise ValueError(
+                "Host values of '' or None are not allowed. "
+                "Use '0.0.0.0' (IPv4) or '::' (IPv6) instead "
+                "to listen on all active interfaces.",
+            )
+        self._bind_addr = value
+
+    def safe_start(self):
+        """Run the server forever, and stop it cleanly on exit."""
+        try:
+            self.start()
+        except KeyboardInterrupt as kb_intr_exc:
+            underlying_interrupt = self.interrupt
+            if not underlying_interrupt:
+                self.interrupt = kb_intr_exc
+            raise kb_intr_exc from underlying_interrupt
+        except SystemExit as sys_exit_exc:
+            underlying_interrupt = self.interrupt
+            if not underlying_interrupt:
+                self.interrupt = sys_exit_exc
+            raise sys_exit_exc from underlying_interrupt
+
+    # Cheroot's prepare() and its helpers -------------------------------------
+
+    def _gateway_mode(self):
+        from . import wsgi
+
+        if self.gateway is wsgi.Gateway_10:
+            return "wsgi"
+        if self.gateway is wsgi.Gateway_u0:
+            return "wsgi_u0"
+        return "native"
+
+    def _dispatch_target(self):
+        """The callable the worker threads run for each request."""
+        mode = self._gateway_mode()
+        if mode != "native":
+            return getattr(self, "wsgi_app", None)
+        gateway = self.gateway
+
+        def dispatch(native_request):
+            gateway(HTTPRequest(self, native_request)).respond()
+
+        return dispatch
+
+    def _environ_template(self):
+        """The constant part of every WSGI environ."""
+        from ._native import FileWrapper
+
+        bind = self.bind_addr
+        wsgi_version = ("u", 0) if self._gateway_mode() == "wsgi_u0" else (1, 0)
+        return {
+            "ACTUAL_SERVER_PROTOCOL": self.protocol,
+            "REMOTE_ADDR": "",
+            "REMOTE_PORT": "",
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": self.server_name,
+            "SERVER_PORT": str(bind[1]) if isinstance(bind, tuple) else "",
+            "SERVER_SOFTWARE": self.software or "%s Server" % self.version,
+            "wsgi.errors": sys.stderr,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "wsgi.multiprocess": False,
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.url_scheme": "http",
+            "wsgi.version": wsgi_version,
+        }
+
+    def _push_settings(self):
+        native = self._native
+        native.configure(
+            timeout=float(self.timeout),
+            max_request_header_size=int(self.max_request_header_size or 0),
+            max_request_body_size=int(self.max_request_body_size or 0),
+            server_header=str(self.server_name),
+            protocol=self.protocol,
+            allow_underscore_headers=bool(self.allow_underscore_headers),
+        )
+        native.set_template(self._environ_template())
+
+    def _configure(self, **settings):
+        if self._native is not None:
+            self._native.configure(**settings)
+
+    def _counters(self):
+        native = self._native or self._last_native
+        return native.counters() if native is not None else {}
+
+    _last_native = None
+
+    def _on_app_error(self, msg, exc):
+        """Log an application failure with its traceback, through error_log."""
+        try:
+            raise exc
+        except BaseException:
+            self.error_log(msg, level=logging.ERROR, traceback=True)
+
+    def _on_engine_log(self, msg, level):
+        self.error_log(msg, level=level)
+
+    def _bind_args(self):
+        bind = self.bind_addr
+        if isinstance(bind, tuple):
+            host, port = bind[0], int(bind[1])
+            return "tcp", host, port
+        if isinstance(bind, (bytes, bytearray)):
+            bind = bytes(bind).decode("utf-8", "surrogateescape")
+        if isinstance(bind, str):
+            if bind.startswith("\0"):
+                return "abstract", bind[1:].encode("utf-8", "surrogateescape"), 0
+            return "unix", os.fspath(bind), 0
+        if isinstance(bind, int):
+            return "fd", bind, 0
+        raise ValueError(f"bind_addr must be a (host, port) tuple or a socket path, not {bind!r}")
+
+    def prepare(self):
+        """Prepare server to serving requests.
+
+        It binds a socket's port, setups the socket to ``listen()`` and does
+        other preparing things.
+        """
+        self._interrupt = None
+        if self.software is None:
+            self.software = "%s Server" % self.version
+        if self.ssl_adapter is not None:
+            from .ssl import TLS_NOT_SUPPORTED
+
+            raise NotImplementedError(TLS_NOT_SUPPORTED)
+        if self._native is not None:
+            raise RuntimeError("the server is already prepared; call stop() first")
+        if self._gateway_mode() != "native" and not callable(getattr(self, "wsgi_app", None)):
+            raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
+
+        native = NativeServer(
+            self._dispatch_target(),
+            {},
+            self._gateway_mode(),
+            self._on_app_error,
+            self._on_engine_log,
+        )
+        kind, target, port = self._bind_args()
+        try:
+            bound = native.bind(
+                kind,
+                target,
+                port=port,
+                backlog=int(self.request_queue_size),
+                reuse_port=bool(self.reuse_port),
+            )
+        except OSError as exc:
+            msg = f"No socket could be created for {self.bind_addr!r}: {exc.strerror or exc}"
+            raise OSError(exc.errno, msg) from exc
+        if kind == "tcp":
+            # Keep the host as given, with the resolved port (Cheroot does the same).
+            self._bind_addr = (self.bind_addr[0], bound[1])
+        elif kind in ("unix", "abstract"):
+            self._bind_addr = bound
+        object.__setattr__(self, "_native", native)
+        self._push_settings()
+        native.configure(stats_enabled=bool(self.stats.get("Enabled")))
+        pool = self.requests
+        native.start(
+            int(pool.min),
+            int(pool.max),
+            int(pool.accepted_queue_size),
+            float(pool.accepted_queue_timeout),
+            io_threads=int(self.io_threads),
+            peercreds=bool(self.peercreds_enabled),
+            peercreds_resolve=bool(self.peercreds_resolve_enabled),
+        )
+        self._stopped.clear()
+        self._start_time = time.time()
+        self.ready = True
+
+    def serve(self):
+        """Serve requests, after invoking :func:`prepare()`."""
+        while self.ready and not self.interrupt:
+            # A timed wait keeps the main thread responsive to signals.
+            self._stopped.wait(0.25)
+        if self.interrupt:
+            while self._stopping_for_interrupt:
+                time.sleep(0.05)
+            if self.interrupt:
+                raise self.interrupt
+
+    def start(self):
+        """Run the server forever.
+
+        It is shortcut for invoking :func:`prepare()` then :func:`serve()`.
+        """
+        # We don't have to trap KeyboardInterrupt or SystemExit here,
+        # because cherrypy.server already does so, calling self.stop() for us.
+        # If you're using this server with another framework, you should
+        # trap those exceptions in whatever code block calls start().
+        self.prepare()
+        self.serve()
+
+    def error_log(self, msg="", level=20, traceback=False):
+        """Write error message to log.
+
+        Args:
+            msg (str): error message
+            level (int): logging level
+            traceback (bool): add traceback to output or not
+        """
+        _error_logger.log(level, msg, exc_info=bool(traceback))
+
+    @property
+    def interrupt(self):
+        """Flag interrupt of the server."""
+        return self._interrupt
+
+    @property
+    def _stopping_for_interrupt(self):
+        """Return whether the server is responding to an interrupt."""
+        return self._interrupt is _STOPPING_FOR_INTERRUPT
+
+    @interrupt.setter
+    def interrupt(self, interrupt):
+        """Perform the shutdown of this server and save the exception.
+
+        The exception is raised from the thread running :py:meth:`serve`
+        once :py:meth:`stop` has completed.
+        """
+        self._interrupt = _STOPPING_FOR_INTERRUPT
+        if isinstance(interrupt, KeyboardInterrupt):
+            self.error_log("Keyboard Interrupt: shutting down")
+        if isinstance(interrupt, SystemExit):
+            self.error_log("SystemExit raised: shutting down")
+        self.stop()
+        self._interrupt = interrupt
+
+    def stop(self):
+        """Gracefully shutdown a server that is serving forever.
+
+        Waits up to ``shutdown_timeout`` seconds for requests in flight.
+        Calling it again, or on a server that never started, does nothing.
+        """
+        with self._stop_lock:
+            native = self._native
+            if native is None:
+                self.ready = False
+                return
+            self.ready = False
+            if self._start_time is not None:
+                self._run_time += time.time() - self._start_time
+                self._start_time = None
+            native.stop(float(self.shutdown_timeout))
+            object.__setattr__(self, "_last_native", native)
+            object.__setattr__(self, "_native", None)
+            self._stopped.set()
+
+    def bind(self, family, type, proto=0):
+        """Kept for compatibility: the engine creates and binds its sockets in prepare()."""
+        raise NotImplementedError("stogie binds in prepare(); set bind_addr instead")
+
+    @staticmethod
+    def resolve_real_bind_addr(socket_):
+        """Retrieve actual bind address from bound socket."""
+        bind_addr = socket_.getsockname()
+        if socket_.family in (socket.AF_INET, socket.AF_INET6):
+            return bind_addr[:2]
+        if isinstance(bind_addr, bytes):
+            bind_addr = bind_addr.decode("utf-8", "surrogateescape")
+        return bind_addr
+
