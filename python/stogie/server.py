@@ -191,7 +191,9 @@ class _Pool:
     def _push(self):
         native = self.server._native
         if native is not None:
-            native.set_pool_limits(self._min, self._max, self._accepted_queue_size, float(self._accepted_queue_timeout))
+            native.set_pool_limits(
+                self._min, self._max, self._accepted_queue_size, float(self._accepted_queue_timeout)
+            )
 
     def _setting(name):  # noqa: N805 - a property factory used in the class body
         attr = "_" + name
@@ -410,15 +412,25 @@ class HTTPServer:
                 "Threads": lambda s: getattr(self.requests, "threads", 0),
                 "Threads Idle": lambda s: getattr(self.requests, "idle", None),
                 "Socket Errors": 0,
-                "Requests": lambda s: (not s["Enabled"]) and -1 or self._counters().get("requests", 0),
-                "Bytes Read": lambda s: (not s["Enabled"]) and -1 or self._counters().get("bytes_read", 0),
-                "Bytes Written": lambda s: (not s["Enabled"]) and -1 or self._counters().get("bytes_written", 0),
-                "Work Time": lambda s: (not s["Enabled"]) and -1 or self._counters().get("work_time", 0.0),
-                "Read Throughput": lambda s: (not s["Enabled"]) and -1 or (
-                    s["Bytes Read"](s) / max(s["Work Time"](s), 1e-9)
+                "Requests": lambda s: (
+                    (not s["Enabled"]) and -1 or self._counters().get("requests", 0)
                 ),
-                "Write Throughput": lambda s: (not s["Enabled"]) and -1 or (
-                    s["Bytes Written"](s) / max(s["Work Time"](s), 1e-9)
+                "Bytes Read": lambda s: (
+                    (not s["Enabled"]) and -1 or self._counters().get("bytes_read", 0)
+                ),
+                "Bytes Written": lambda s: (
+                    (not s["Enabled"]) and -1 or self._counters().get("bytes_written", 0)
+                ),
+                "Work Time": lambda s: (
+                    (not s["Enabled"]) and -1 or self._counters().get("work_time", 0.0)
+                ),
+                "Read Throughput": lambda s: (
+                    (not s["Enabled"]) and -1 or (s["Bytes Read"](s) / max(s["Work Time"](s), 1e-9))
+                ),
+                "Write Throughput": lambda s: (
+                    (not s["Enabled"])
+                    and -1
+                    or (s["Bytes Written"](s) / max(s["Work Time"](s), 1e-9))
                 ),
                 "Worker Threads": {},
             },
@@ -726,4 +738,3 @@ class HTTPServer:
         if isinstance(bind_addr, bytes):
             bind_addr = bind_addr.decode("utf-8", "surrogateescape")
         return bind_addr
-

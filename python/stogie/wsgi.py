@@ -341,13 +341,11 @@ class CherryPyWSGIServer(Server):
 
 
 # compatibility aliases
-globals().update(
-    WSGIServer=Server,
-    WSGIGateway=Gateway,
-    WSGIGateway_u0=Gateway_u0,
-    WSGIGateway_10=Gateway_10,
-    WSGIPathInfoDispatcher=PathInfoDispatcher,
-)
+WSGIServer = Server
+WSGIGateway = Gateway
+WSGIGateway_u0 = Gateway_u0
+WSGIGateway_10 = Gateway_10
+WSGIPathInfoDispatcher = PathInfoDispatcher
 
 # Referenced for the PEP 3333 file wrapper; kept importable from here too.
 file_wrapper = FileWrapper
