@@ -35,6 +35,9 @@ pub use stats::{Stats, StatsSnapshot};
 pub trait Gateway: Send + Sync + 'static {
     /// Takes a request. Returns it back when there is no room now (a full queue); the
     /// connection then retries until [`Gateway::queue_timeout`] and answers 503.
+    // The request comes back by value: the busy path is rare, and boxing would cost an
+    // allocation on every request.
+    #[allow(clippy::result_large_err)]
     fn dispatch(&self, request: Request) -> Result<(), Request>;
 
     /// How long a request may wait for room in the gateway's queue.

@@ -232,6 +232,7 @@ impl<H: Handler> Pool<H> {
 }
 
 impl<H: Handler> Gateway for Pool<H> {
+    #[allow(clippy::result_large_err)]
     fn dispatch(&self, request: Request) -> Result<(), Request> {
         let limits = self.limits();
         let mut st = self.lock();

@@ -244,45 +244,30 @@ impl NativeServer {
     #[pyo3(signature = (**kwargs))]
     fn configure(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let Some(kwargs) = kwargs else { return Ok(()) };
-        let mut changes: Vec<Box<dyn FnOnce(&mut ServerConfig) + Send>> = Vec::new();
+        // Every value is checked before anything changes, so a bad call changes nothing.
+        let mut next = (*self.config.get()).clone();
+        let mut stats_enabled = None;
         for (k, v) in kwargs.iter() {
             let key: String = k.extract()?;
             match key.as_str() {
-                "timeout" => {
-                    let t = secs(v.extract()?);
-                    changes.push(Box::new(move |c| c.timeout = t));
-                }
+                "timeout" => next.timeout = secs(v.extract()?),
                 "max_request_header_size" => {
-                    let n: i64 = v.extract()?;
-                    changes.push(Box::new(move |c| {
-                        c.max_request_header_size = n.max(0) as usize
-                    }));
+                    next.max_request_header_size = v.extract::<i64>()?.max(0) as usize
                 }
                 "max_request_body_size" => {
-                    let n: i64 = v.extract()?;
-                    changes.push(Box::new(move |c| c.max_request_body_size = n.max(0) as u64));
+                    next.max_request_body_size = v.extract::<i64>()?.max(0) as u64
                 }
-                "server_header" => {
-                    let s: String = v.extract()?;
-                    changes.push(Box::new(move |c| c.server_software = s));
-                }
-                "protocol" => {
-                    let s: String = v.extract()?;
-                    changes.push(Box::new(move |c| c.protocol = s));
-                }
-                "allow_underscore_headers" => {
-                    let b: bool = v.extract()?;
-                    changes.push(Box::new(move |c| c.allow_underscore_headers = b));
-                }
-                "stats_enabled" => {
-                    let b: bool = v.extract()?;
-                    self.stats.set_enabled(b);
-                }
+                "server_header" => next.server_software = v.extract()?,
+                "protocol" => next.protocol = v.extract()?,
+                "allow_underscore_headers" => next.allow_underscore_headers = v.extract()?,
+                "stats_enabled" => stats_enabled = Some(v.extract::<bool>()?),
                 _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
             }
         }
-        self.config
-            .update(|c| changes.into_iter().for_each(|f| f(c)));
+        if let Some(on) = stats_enabled {
+            self.stats.set_enabled(on);
+        }
+        self.config.update(|c| *c = next);
         Ok(())
     }
 

@@ -204,7 +204,6 @@ pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHea
         .iter()
         .map(|h| (range(h.name.as_bytes()), range(h.value)))
         .collect();
-    drop(req);
 
     let head = buf.split_to(end).freeze();
     build(&head, method, target, version, fields, cfg).map(Some)
@@ -319,10 +318,10 @@ fn build(
             if !is_valid_host(&value) {
                 return Err(bad("Invalid Host header"));
             }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if value.eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = version == Version::Http11;
-            }
+        } else if name.eq_ignore_ascii_case(b"expect")
+            && value.eq_ignore_ascii_case(b"100-continue")
+        {
+            expect_continue = version == Version::Http11;
         }
         if !cfg.allow_underscore_headers && name.contains(&b'_') {
             continue;
