@@ -90,7 +90,6 @@ struct Outgoing {
 struct Pump {
     pipe: Pipe,
     demand: Option<oneshot::Receiver<()>>,
-    deadline: Instant,
     failed: bool,
 }
 
@@ -103,9 +102,9 @@ struct Pipe {
 
 enum Step {
     Event(Option<ResponseEvent>),
-    Demand,
+    /// The app asked for the body (`true`) or dropped it unread (`false`).
+    Demand(bool),
     Pumped(Result<bool, ()>),
-    BodyTimeout,
 }
 
 impl<S: Transport> Conn<S> {
@@ -124,6 +123,11 @@ impl<S: Transport> Conn<S> {
             first = false;
             self.shared.stats.add_request();
             let keep = self.exchange(head, &cfg).await;
+            if keep && self.buf.is_empty() && *self.shutdown.borrow() {
+                // Idle now, as in read_head: nothing of the client's is left unread, so a
+                // plain close loses nothing, and stop() need not wait out a linger.
+                return;
+            }
             if !keep || *self.shutdown.borrow() {
                 self.linger().await;
                 return;
@@ -306,7 +310,6 @@ impl<S: Transport> Conn<S> {
                 let stream = &mut self.stream;
                 let buf = &mut self.buf;
                 let stats = &self.shared.stats;
-                let deadline = pump.as_ref().map_or_else(Instant::now, |p| p.deadline);
                 let (pipe, demand) = match pump.as_mut() {
                     Some(p) => (Some(&mut p.pipe), p.demand.as_mut()),
                     None => (None, None),
@@ -314,13 +317,13 @@ impl<S: Transport> Conn<S> {
                 tokio::select! {
                     biased;
                     ev = resp_rx.recv() => Step::Event(ev),
-                    _ = async move {
-                        if let Some(d) = demand {
-                            let _ = d.await;
+                    read = async move {
+                        match demand {
+                            Some(d) => d.await.is_ok(),
+                            None => false,
                         }
-                    }, if waiting_demand => Step::Demand,
-                    r = pump_step(stream, buf, pipe, stats), if pumping => Step::Pumped(r),
-                    _ = sleep_until(deadline), if pumping => Step::BodyTimeout,
+                    }, if waiting_demand => Step::Demand(read),
+                    r = pump_step(stream, buf, pipe, stats, cfg.timeout), if pumping => Step::Pumped(r),
                 }
             };
             match step {
@@ -346,10 +349,18 @@ impl<S: Transport> Conn<S> {
                         break;
                     }
                 }
-                Step::Demand => {
+                Step::Demand(false) => {
+                    // The app dropped the body unread: no 100 Continue, and since the
+                    // client may or may not send the body now, the connection closes.
                     let p = pump.as_mut().unwrap();
                     p.demand = None;
-                    p.deadline = Instant::now() + cfg.timeout;
+                    p.pipe.tx = None;
+                    p.failed = true;
+                    out.keep_alive = false;
+                }
+                Step::Demand(true) => {
+                    let p = pump.as_mut().unwrap();
+                    p.demand = None;
                     if !out.head_sent
                         && self
                             .write_now(b"HTTP/1.1 100 Continue\r\n\r\n", cfg)
@@ -361,7 +372,6 @@ impl<S: Transport> Conn<S> {
                 }
                 Step::Pumped(r) => {
                     let p = pump.as_mut().unwrap();
-                    p.deadline = Instant::now() + cfg.timeout;
                     match r {
                         Ok(true) => p.pipe.tx = None,
                         Ok(false) => {}
@@ -369,15 +379,6 @@ impl<S: Transport> Conn<S> {
                             p.pipe.tx = None;
                             p.failed = true;
                         }
-                    }
-                }
-                Step::BodyTimeout => {
-                    let p = pump.as_mut().unwrap();
-                    p.failed = true;
-                    if let Some(tx) = p.pipe.tx.take() {
-                        tokio::spawn(async move {
-                            let _ = tx.send(Err(BodyError::Timeout)).await;
-                        });
                     }
                 }
             }
@@ -443,7 +444,6 @@ impl<S: Transport> Conn<S> {
                 pending,
             },
             demand: demand_rx,
-            deadline: Instant::now() + cfg.timeout,
             failed: false,
         };
         Ok((RequestBody::stream(rx, demand_tx), Some(pump)))
@@ -717,11 +717,15 @@ impl<S: Transport> Conn<S> {
 
 /// Moves one piece of request body from the socket to the app. `Ok(true)`: the body is
 /// complete. `Err`: the body failed (the error was sent to the app).
+///
+/// Only the wait for the client's bytes is timed: waiting for room in the channel is
+/// waiting for the app, which may take its time before reading.
 async fn pump_step<S: Transport>(
     stream: &mut S,
     buf: &mut BytesMut,
     pump: Option<&mut Pipe>,
     stats: &Stats,
+    wait: std::time::Duration,
 ) -> Result<bool, ()> {
     let Some(pump) = pump else { return Ok(false) };
     let Some(tx) = pump.tx.as_ref() else {
@@ -744,12 +748,16 @@ async fn pump_step<S: Transport>(
             Ok(Decoded::Done) => return Ok(true),
             Ok(Decoded::NeedMore) => {
                 buf.reserve(READ_CHUNK);
-                match stream.read_buf(buf).await {
-                    Ok(0) | Err(_) => {
+                match timeout(wait, stream.read_buf(buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
                         permit.send(Err(BodyError::Truncated));
                         return Err(());
                     }
-                    Ok(n) => stats.add_read(n),
+                    Ok(Ok(n)) => stats.add_read(n),
+                    Err(_) => {
+                        permit.send(Err(BodyError::Timeout));
+                        return Err(());
+                    }
                 }
             }
             Err(e) => {

@@ -34,7 +34,7 @@ impl Default for EngineOptions {
 /// A running HTTP/1.1 server: a listener, an async runtime, and a gateway behind them.
 pub struct HttpServer {
     runtime: Option<Runtime>,
-    listener: Listener,
+    listener: Option<Listener>,
     local: LocalAddr,
     stats: Arc<Stats>,
     config: LiveConfig,
@@ -84,7 +84,7 @@ impl HttpServer {
         drop(_guard);
         Ok(HttpServer {
             runtime: Some(runtime),
-            listener,
+            listener: Some(listener),
             local,
             stats,
             config,
@@ -114,6 +114,12 @@ impl HttpServer {
             return true;
         };
         let _ = self.shutdown.send(true);
+        // Close the listening socket now (the accept loop drops its copy as it sees the
+        // signal): new clients are refused at once instead of waiting in the backlog of
+        // a socket nobody accepts on.
+        if let Some(listener) = self.listener.take() {
+            listener.cleanup();
+        }
         let deadline = Instant::now() + grace;
         let mut clean = true;
         while self.stats.snapshot().active_connections > 0 {
@@ -124,7 +130,6 @@ impl HttpServer {
             std::thread::sleep(Duration::from_millis(5));
         }
         runtime.shutdown_timeout(Duration::from_millis(200));
-        self.listener.cleanup();
         clean
     }
 }
