@@ -10,7 +10,7 @@ pub enum HttpError {
     BadRequest(&'static str),
     /// 405: CONNECT to a server that is not a proxy.
     MethodNotAllowed,
-    /// 408: the head did not arrive in time.
+    /// 408: the request head or body did not arrive in time.
     RequestTimeout,
     /// 413: the body is larger than `max_request_body_size`.
     PayloadTooLarge,
@@ -55,7 +55,7 @@ impl HttpError {
         match self {
             HttpError::BadRequest(m) => m,
             HttpError::MethodNotAllowed => "CONNECT is not supported: this server is not a proxy.",
-            HttpError::RequestTimeout => "The request head did not arrive in time.",
+            HttpError::RequestTimeout => "The request did not arrive in time: the client was too slow.",
             HttpError::PayloadTooLarge => {
                 "The entity sent with the request exceeds the maximum allowed bytes."
             }
