@@ -55,7 +55,9 @@ impl HttpError {
         match self {
             HttpError::BadRequest(m) => m,
             HttpError::MethodNotAllowed => "CONNECT is not supported: this server is not a proxy.",
-            HttpError::RequestTimeout => "The request did not arrive in time: the client was too slow.",
+            HttpError::RequestTimeout => {
+                "The request did not arrive in time: the client was too slow."
+            }
             HttpError::PayloadTooLarge => {
                 "The entity sent with the request exceeds the maximum allowed bytes."
             }
