@@ -59,6 +59,10 @@ acceptable_sock_shutdown_error_codes = {
     errno.ESHUTDOWN,
     errno.ECONNRESET,
 }
+"""Errors that may happen during the connection close sequence."""
+
+acceptable_sock_shutdown_exceptions = (BrokenPipeError, ConnectionResetError)
+"""Exceptions that may happen during the connection close sequence."""
 
 __all__ = [
     "FatalSSLAlert",
@@ -66,6 +70,7 @@ __all__ = [
     "NoSSLError",
     "RequestBodyError",
     "acceptable_sock_shutdown_error_codes",
+    "acceptable_sock_shutdown_exceptions",
     "plat_specific_errors",
     "socket_error_eintr",
     "socket_errors_nonblocking",

@@ -15,12 +15,14 @@ handed to a pool of Python worker threads, which run the gateway::
         any other Gateway subclass gets gateway(HTTPRequest).respond()
 """
 
+import atexit
 import logging
 import os
 import socket
 import sys
 import threading
 import time
+import weakref
 
 from . import __version__
 from ._native import NativeServer
@@ -33,6 +35,20 @@ __all__ = (
 )
 
 _error_logger = logging.getLogger("stogie.error")
+
+# Servers still running when the interpreter exits are stopped first: worker threads must not
+# try to take the GIL from an interpreter that is being torn down.
+_running_servers = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_servers():
+    for server in list(_running_servers):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - exiting anyway; one failure must not block the rest
+            _error_logger.exception("Error stopping %s at exit", server)
+
 
 _STOPPING_FOR_INTERRUPT = Exception()  # sentinel used during shutdown
 
@@ -436,6 +452,8 @@ class HTTPServer:
             },
         )
         if self._native is not None:
+            # A fresh stats dict starts disabled, as in Cheroot: so does the counting.
+            self._native.configure(stats_enabled=False)
             self._native.clear_counters()
         logging.statistics = getattr(logging, "statistics", {})
         logging.statistics["Stogie HTTPServer %d" % id(self)] = self.stats
@@ -623,7 +641,8 @@ class HTTPServer:
                 reuse_port=bool(self.reuse_port),
             )
         except OSError as exc:
-            msg = f"No socket could be created for {self.bind_addr!r}: {exc.strerror or exc}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            msg = f"No socket could be created for {self.bind_addr!r}: {reason}"
             raise OSError(exc.errno, msg) from exc
         if kind == "tcp":
             # Keep the host as given, with the resolved port (Cheroot does the same).
@@ -646,6 +665,7 @@ class HTTPServer:
         self._stopped.clear()
         self._start_time = time.time()
         self.ready = True
+        _running_servers.add(self)
 
     def serve(self):
         """Serve requests, after invoking :func:`prepare()`."""
@@ -721,6 +741,7 @@ class HTTPServer:
                 self._run_time += time.time() - self._start_time
                 self._start_time = None
             native.stop(float(self.shutdown_timeout))
+            _running_servers.discard(self)
             object.__setattr__(self, "_last_native", native)
             object.__setattr__(self, "_native", None)
             self._stopped.set()

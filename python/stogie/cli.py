@@ -1,0 +1,688 @@
+"""The ``stogie`` command: serve a WSGI application from the command line.
+
+Usage::
+
+    stogie [options] [MODULE[:ATTR]]
+
+    stogie                                  # the built-in demo app on 127.0.0.1:8080
+    stogie myproject.wsgi                   # myproject/wsgi.py, `application` or `app`
+    stogie myapp:wsgi_app --bind 0.0.0.0:9000 --threads 8
+    stogie myapp --bind [::1]:8080          # IPv6
+    stogie myapp --bind /run/myapp.sock     # UNIX socket
+    stogie myapp --bind @myapp              # abstract UNIX socket (Linux)
+
+The options are Cheroot's (``cheroot --help``), plus ``--log-level``. Unlike
+Cheroot's command, MODULE is looked up from the current directory (after
+``--chdir``), and a ``stogie.server.Gateway`` subclass may be named instead of a
+WSGI callable, as Cheroot allows.
+
+Every usage or start-up error is one line on stderr and exit status 2 (a
+module that raises while imported also gets its traceback). SIGINT and SIGTERM
+stop the server gracefully and the command exits with status 0; a second one,
+while running requests finish, exits at once with status 1.
+"""
+
+import argparse
+import importlib
+import ipaddress
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+log = logging.getLogger("stogie.cli")
+
+PROG = "stogie"
+DEFAULT_BIND = "127.0.0.1:8080"
+DEMO_APP = "stogie.demo:app"
+# Names tried in order when MODULE is given without :ATTR. `application` is the
+# WSGI convention (and Cheroot's default); `app` is what Flask and most
+# tutorials call it.
+DEFAULT_ATTRS = ("application", "app")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# A host name or an IPv4 literal. Anything else in front of the port (spaces,
+# "user@", a bare IPv6 address) is a mistake better caught here than by
+# getaddrinfo() with a vaguer message.
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_PORT_RE = re.compile(r"[0-9]+\Z")
+
+
+class CLIError(Exception):
+    """A start-up error: reported as one line on stderr, exit status 2."""
+
+
+# --- bind addresses --------------------------------------------------------
+
+
+def parse_bind(s):
+    """Turn a ``--bind`` string into a ``bind_addr`` for ``stogie.wsgi.Server``.
+
+    - ``HOST:PORT`` -> ``(host, port)``; an empty HOST (``:8080``) means all
+      IPv4 interfaces, ``0.0.0.0``.
+    - ``[IPV6]:PORT`` -> ``(ipv6, port)``, e.g. ``[::1]:8080`` -> ``('::1', 8080)``.
+    - ``@NAME`` -> ``'\\0NAME'``, a Linux abstract UNIX socket.
+    - anything containing ``/``, or without a colon -> that UNIX socket path.
+
+    PORT is 0 to 65535; 0 asks the system for a free port.
+
+    Raises:
+        ValueError: the string is none of the above, with a message that says
+            what is wrong with it.
+    """
+    if not isinstance(s, str):
+        raise ValueError(f"bind address must be a string, not {type(s).__name__}")
+    if not s:
+        raise ValueError("bind address is empty")
+    if "\0" in s:
+        raise ValueError(f"{s!r}: bind address contains a NUL character")
+
+    # Checked first: "@name" must not be read as "user@host".
+    if s.startswith("@"):
+        if len(s) == 1:
+            raise ValueError("'@': abstract socket name is missing after '@'")
+        return "\0" + s[1:]
+
+    if s.startswith("["):
+        host, bracket, rest = s[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{s!r}: missing ']' after the IPv6 address")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{s!r}: {host!r} is not an IPv6 address") from None
+        if not rest:
+            raise ValueError(f"{s!r}: missing ':PORT' after ']'")
+        if not rest.startswith(":"):
+            raise ValueError(f"{s!r}: expected ':PORT' after ']', got {rest!r}")
+        return host, _parse_port(rest[1:], s)
+
+    if "/" in s or ":" not in s:
+        if _PORT_RE.match(s):
+            # A socket file called "8080" is never what was meant.
+            raise ValueError(
+                f"{s!r} looks like a port: use HOST:PORT, e.g. 127.0.0.1:{s}"
+                f" (or ./{s} for a UNIX socket of that name)"
+            )
+        return s
+
+    host, _, port = s.rpartition(":")
+    if ":" in host:
+        raise ValueError(f"{s!r}: an IPv6 address must be in brackets, as in [::1]:8080")
+    if not host:
+        host = "0.0.0.0"
+    elif not _HOST_RE.match(host):
+        raise ValueError(f"{s!r}: {host!r} is not a host name or IP address")
+    return host, _parse_port(port, s)
+
+
+def _parse_port(port, whole):
+    if not port:
+        raise ValueError(f"{whole!r}: the port is missing after ':'")
+    if not _PORT_RE.match(port):
+        raise ValueError(f"{whole!r}: port {port!r} is not a number")
+    number = int(port)
+    if number > 65535:
+        raise ValueError(f"{whole!r}: port {number} is out of range (0-65535)")
+    return number
+
+
+# Cheroot's name for the same function, for scripts that import it.
+parse_wsgi_bind_addr = parse_bind
+
+
+def format_bind(bind_addr):
+    """Return a bind address as people read it.
+
+    ``http://127.0.0.1:8080``, ``http://[::1]:8080``, ``unix:/path`` or
+    ``unix:@name`` for an abstract socket.
+    """
+    if isinstance(bind_addr, (tuple, list)):
+        host, port = bind_addr[0], bind_addr[1]
+        host = host or "0.0.0.0"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+    if isinstance(bind_addr, bytes):
+        bind_addr = bind_addr.decode("utf-8", "replace")
+    if bind_addr.startswith("\0"):
+        return f"unix:@{bind_addr[1:]}"
+    return f"unix:{bind_addr}"
+
+
+# --- the application ---------------------------------------------------------
+
+
+def load_app(spec):
+    """Import ``MODULE[:ATTR]`` and return ``(obj, 'module:attr')``.
+
+    Without ATTR, ``application`` is tried, then ``app``. ATTR may be dotted
+    (``module:obj.wsgi_app``). The object must be callable: a WSGI application
+    or a ``stogie.server.Gateway`` subclass.
+
+    Raises:
+        CLIError: the module cannot be imported, has no such attribute, or the
+            attribute is not callable.
+    """
+    module_name, colon, attr = spec.partition(":")
+    if not module_name:
+        raise CLIError(f"no module named in {spec!r}; expected MODULE[:ATTR]")
+    if colon and not attr:
+        raise CLIError(f"no attribute named after ':' in {spec!r}")
+    if module_name.startswith("."):
+        raise CLIError(f"{module_name!r}: relative module names are not supported")
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CLIError(
+            f"cannot import module {module_name!r}: {exc}{_path_hint(module_name)}"
+        ) from None
+    except SyntaxError as exc:
+        raise CLIError(f"cannot import module {module_name!r}: SyntaxError: {exc}") from None
+    except Exception as exc:
+        # The module itself is broken: its traceback is what its author needs.
+        _print_user_traceback(exc)
+        raise CLIError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+
+    for name in (attr,) if attr else DEFAULT_ATTRS:
+        try:
+            obj = _getattr_path(module, name)
+        except AttributeError:
+            continue
+        break
+    else:
+        if attr:
+            raise CLIError(f"module {module_name!r} has no attribute {attr!r}")
+        raise CLIError(
+            f"module {module_name!r} has no attribute 'application' or 'app';"
+            f" name the app as {module_name}:ATTR"
+        )
+
+    description = f"{module_name}:{name}"
+    if not callable(obj):
+        raise CLIError(
+            f"{description} is not callable (it is {type(obj).__name__}),"
+            " so it is not a WSGI application"
+        )
+    return obj, description
+
+
+def _print_user_traceback(exc):
+    # Only the module's own frames: the import machinery's and ours are noise.
+    report = traceback.TracebackException.from_exception(exc)
+    report.stack = traceback.StackSummary.from_list(
+        [
+            frame
+            for frame in report.stack
+            if not frame.filename.startswith("<frozen importlib")
+            and frame.filename not in (__file__, importlib.__file__)
+        ]
+    )
+    print("".join(report.format()), end="", file=sys.stderr)
+
+
+def _path_hint(module_name):
+    # People often pass the file ("app.py", "src/app.py"); say what to pass.
+    if not (module_name.endswith(".py") or "/" in module_name or os.sep in module_name):
+        return ""
+    path = os.path.normpath(module_name)
+    if path.endswith(".py"):
+        path = path[:-3]
+    dotted = path.strip(os.sep).replace(os.sep, ".").replace("/", ".")
+    return f" (give a module name, not a file: {dotted!r})"
+
+
+def _getattr_path(obj, dotted):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_gateway_class(obj):
+    if not isinstance(obj, type):
+        return False
+    from stogie import server as server_module
+
+    return issubclass(obj, server_module.Gateway)
+
+
+# --- arguments ---------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the whole usage block first; one line is enough.
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+class _VersionAction(argparse.Action):
+    # argparse's own "version" action wants the string when the parser is
+    # built; importing stogie's version only when asked keeps --help working
+    # even if the native module is broken.
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from stogie import __version__
+
+        parser.exit(0, f"{PROG} {__version__}\n")
+
+
+def _int_at_least(minimum):
+    def convert(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return convert
+
+
+def _max_threads(text):
+    value = _int_at_least(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not allowed; use -1 for no limit")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    # Whole numbers stay ints, as Cheroot's options are.
+    return int(value) if value.is_integer() else value
+
+
+def build_parser():
+    """Return the ``argparse`` parser for the ``stogie`` command."""
+    parser = _Parser(
+        prog=PROG,
+        description="Serve a WSGI application with stogie.",
+        epilog=(
+            "MODULE is imported from the current directory (after --chdir)."
+            " ATTR defaults to 'application', then 'app'. With no MODULE the"
+            " built-in demo app is served."
+        ),
+    )
+    parser.add_argument(
+        "app",
+        nargs="?",
+        metavar="MODULE[:ATTR]",
+        help="WSGI application callable or stogie.server.Gateway subclass",
+    )
+    parser.add_argument(
+        "--bind",
+        metavar="ADDRESS",
+        default=DEFAULT_BIND,
+        help=(
+            "HOST:PORT, [IPV6]:PORT, a UNIX socket path or @ABSTRACT_NAME"
+            f" (default: {DEFAULT_BIND})"
+        ),
+    )
+    parser.add_argument("--chdir", metavar="PATH", help="change to PATH first")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        dest="server_name",
+        help="server name for SERVER_NAME in the environ",
+    )
+    parser.add_argument(
+        "--threads",
+        metavar="INT",
+        dest="numthreads",
+        type=_int_at_least(1),
+        help="number of worker threads (default: 10)",
+    )
+    parser.add_argument(
+        "--max-threads",
+        metavar="INT",
+        dest="max",
+        type=_max_threads,
+        help="maximum number of worker threads, -1 for no limit (default: -1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help="timeout for accepted connections (default: 10)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        dest="shutdown_timeout",
+        type=_seconds,
+        help="time to let running requests finish on stop (default: 5)",
+    )
+    parser.add_argument(
+        "--request-queue-size",
+        metavar="INT",
+        dest="request_queue_size",
+        type=_int_at_least(0),
+        help="listen() backlog: connections waiting to be accepted (default: 5)",
+    )
+    parser.add_argument(
+        "--accepted-queue-size",
+        metavar="INT",
+        dest="accepted_queue_size",
+        type=_int_at_least(-1),
+        help="maximum accepted connections waiting for a worker, -1 for no limit (default: -1)",
+    )
+    parser.add_argument(
+        "--accepted-queue-timeout",
+        metavar="SECONDS",
+        dest="accepted_queue_timeout",
+        type=_seconds,
+        help="time to wait for room in the accepted queue (default: 10)",
+    )
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        dest="log_level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="debug, info, warning or error (default: info)",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    return parser
+
+
+# Options passed to stogie.wsgi.Server when given; when not, the server's own
+# defaults (Cheroot's) apply.
+SERVER_OPTIONS = (
+    "numthreads",
+    "server_name",
+    "max",
+    "request_queue_size",
+    "timeout",
+    "shutdown_timeout",
+    "accepted_queue_size",
+    "accepted_queue_timeout",
+)
+
+
+def _check_thread_counts(opts):
+    numthreads = 10 if opts.numthreads is None else opts.numthreads
+    if opts.max is not None and 0 < opts.max < numthreads:
+        raise CLIError(f"--max-threads {opts.max} is less than --threads {numthreads}")
+
+
+def make_server(opts, bind_addr, app):
+    """Build the server for parsed options; options not given keep the server's defaults.
+
+    A WSGI callable gets a ``stogie.wsgi.Server``; a ``stogie.server.Gateway``
+    subclass gets a ``stogie.server.HTTPServer``, as in Cheroot.
+    """
+    settings = {
+        name: getattr(opts, name) for name in SERVER_OPTIONS if getattr(opts, name) is not None
+    }
+    if _is_gateway_class(app):
+        from stogie import server as server_module
+
+        server = server_module.HTTPServer(
+            bind_addr,
+            gateway=app,
+            minthreads=settings.pop("numthreads", 10),
+            maxthreads=settings.pop("max", -1),
+            server_name=settings.pop("server_name", None),
+        )
+        # The rest are attributes of HTTPServer, not constructor arguments; the
+        # accepted-queue settings belong to the WSGI server's pool only.
+        for name in ("timeout", "shutdown_timeout", "request_queue_size"):
+            if name in settings:
+                setattr(server, name, settings[name])
+        return server
+
+    from stogie import wsgi
+
+    return wsgi.Server(bind_addr, app, **settings)
+
+
+def _configure_logging(level_name):
+    level = getattr(logging, level_name.upper())
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # basicConfig() does nothing if the root logger already has handlers (an
+    # embedding program set it up); the level of our own loggers still follows
+    # --log-level.
+    logging.getLogger("stogie").setLevel(level)
+
+
+# --- running -----------------------------------------------------------------
+
+
+def _say(message):
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _start(opts):
+    """Do everything up to a bound, listening server; return it and its label."""
+    try:
+        bind_addr = parse_bind(opts.bind)
+    except ValueError as exc:
+        raise CLIError(f"bad --bind: {exc}") from None
+    _check_thread_counts(opts)
+
+    if opts.chdir:
+        try:
+            os.chdir(opts.chdir)
+        except OSError as exc:
+            raise CLIError(
+                f"cannot change directory to {opts.chdir!r}: {exc.strerror or exc}"
+            ) from None
+
+    # The application lives in the current directory, which is not on sys.path
+    # when running from the console script.
+    cwd = os.getcwd()
+    if not sys.path or sys.path[0] != cwd:
+        sys.path.insert(0, cwd)
+
+    app, description = load_app(opts.app or DEMO_APP)
+
+    try:
+        server = make_server(opts, bind_addr, app)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"bad server settings: {exc}") from None
+
+    try:
+        server.prepare()
+    except OSError as exc:
+        # The server wraps the socket error with the address, which our own
+        # message already gives: report the socket error's own words.
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        # Rust's io::Error text ends in " (os error 98)": the errno adds nothing.
+        reason = re.sub(r" \(os error \d+\)$", "", cause.strerror or str(cause))
+        raise CLIError(f"cannot listen on {format_bind(bind_addr)}: {reason}") from None
+
+    # After prepare() bind_addr holds the real address (port 0 resolved).
+    bound = getattr(server, "bind_addr", None) or bind_addr
+    _say(f"serving {description} on {format_bind(bound)}")
+    return server
+
+
+# A second SIGINT or SIGTERM this long after the first one ends the process
+# without waiting for running requests; an earlier one is taken for a duplicate.
+REPEAT_SIGNAL_WINDOW = 0.5
+
+
+class _Signals:
+    """SIGINT and SIGTERM, received as bytes on a socket instead of exceptions.
+
+    A handler that raises can interrupt the main thread anywhere, even inside
+    threading's own locks, and a second signal then surfaces as a traceback.
+    Here the handlers do nothing: ``signal.set_wakeup_fd()`` writes each
+    signal's number to a socket that the main thread waits on. The helper
+    threads write a 0 byte to it when they finish, to wake the main thread.
+    """
+
+    def __init__(self):
+        """Install the handlers, if this is the main thread (signals go only there)."""
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._previous = {}
+        self._previous_wakeup = None
+        self.installed = threading.current_thread() is threading.main_thread()
+        if not self.installed:
+            return
+        self._previous_wakeup = signal.set_wakeup_fd(
+            self._writer.fileno(), warn_on_full_buffer=False
+        )
+        # SIGINT too, even where it was ignored: a shell starts background jobs
+        # with SIGINT ignored, and `kill -INT` must still stop the server.
+        for name in ("SIGINT", "SIGTERM"):
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                self._previous[signum] = signal.signal(signum, self._ignore)
+
+    @staticmethod
+    def _ignore(signum, frame):
+        # Needed all the same: set_wakeup_fd() only sees signals that have a
+        # Python handler.
+        pass
+
+    def wake(self):
+        """Wake the thread in :meth:`wait`; safe from any thread."""
+        try:
+            self._writer.send(b"\0")
+        except OSError:
+            pass  # the buffer is full: the waiter wakes anyway
+
+    def wait(self, done, timeout=None):
+        """Wait until ``done`` is set, a signal arrives, or ``timeout`` passes.
+
+        Returns:
+            the name of the signal (``'SIGTERM'``), or None.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.is_set():
+            step = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if step <= 0:
+                return None
+            select.select([self._reader], [], [], step)
+            try:
+                data = self._reader.recv(512)
+            except BlockingIOError:
+                continue
+            for signum in data:
+                if signum:
+                    return signal.Signals(signum).name
+        return None
+
+    def close(self):
+        """Put back the handlers found at start."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self.installed:
+            signal.set_wakeup_fd(self._previous_wakeup)
+        self._reader.close()
+        self._writer.close()
+
+
+def _in_thread(function, name, signals):
+    """Run ``function`` in a daemon thread; return (done event, exceptions list)."""
+    done = threading.Event()
+    failures = []
+
+    def run():
+        try:
+            function()
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            done.set()
+            signals.wake()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done, failures
+
+
+def serve_until_signalled(server):
+    """Run a prepared server until SIGINT or SIGTERM, then stop it gracefully.
+
+    ``serve()`` and ``stop()`` each run in a helper thread while the main thread
+    waits for signals. So this needs nothing from the engine but ``stop()``
+    called from another thread (which the test fixtures need too), and a second
+    signal during a slow graceful stop still ends the process at once.
+
+    Returns:
+        int: the exit status: 0 after a requested stop, 1 if ``serve()``
+        failed or a second signal cut the stop short.
+    """
+    signals = _Signals()
+    try:
+        served, serve_failures = _in_thread(server.serve, "stogie-serve", signals)
+        received = signals.wait(served)
+        if received:
+            log.info("%s received, stopping", received)
+
+        stopped, stop_failures = _in_thread(server.stop, "stogie-stop", signals)
+        first = time.monotonic()
+        received = signals.wait(stopped)
+        while received and time.monotonic() - first < REPEAT_SIGNAL_WINDOW:
+            # The same signal delivered twice (`timeout` sends it to the child
+            # and to its process group): not a second request.
+            received = signals.wait(stopped)
+        grace = getattr(server, "shutdown_timeout", 5) or 0
+        if not received:
+            received = signals.wait(served, grace + 5)
+            if not received and not served.is_set():
+                log.warning("serve() did not return after stop()")
+        if received:
+            # A second signal while running requests finish: the operator wants
+            # out now. Interpreter shutdown could wait on worker threads still
+            # inside the app, so it is skipped.
+            _say(f"{received}: stopped without waiting for running requests")
+            sys.stdout.flush()
+            os._exit(1)
+    finally:
+        signals.close()
+
+    failures = serve_failures + stop_failures
+    if failures:
+        exc = failures[0]
+        log.debug("the server failed", exc_info=exc)
+        _say(f"server failed: {type(exc).__name__}: {exc}")
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def main(args=None):
+    """Run the ``stogie`` command with ``args`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        int: the exit status (0 after a graceful stop, 2 on a start-up error).
+    """
+    opts = build_parser().parse_args(args)
+    _configure_logging(opts.log_level)
+    try:
+        server = _start(opts)
+    except CLIError as exc:
+        _say(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        # Ctrl-C while the app was still being imported.
+        return 130
+    return serve_until_signalled(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
