@@ -66,3 +66,95 @@ def hello_app(environ, start_response):
     body = b"Hello, World!"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+class ResponseReader:
+    """Reads HTTP/1.x responses one by one from a raw socket (pipelining-safe).
+
+    ``read_response(head=False)`` returns ``(status_line, headers, body, complete)``:
+    ``status_line`` as bytes, ``headers`` a list of ``(name, value)`` str pairs in the
+    server's spelling, ``body`` the de-chunked body, and ``complete`` False when the
+    connection closed before the framing said the body ended. A 1xx response comes back
+    alone (no body); call again for the final one. ``head=True`` for a HEAD request.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.eof = False
+
+    def _more(self):
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            if not self._more():
+                raise EOFError("connection closed before a full line: %r" % self.buf)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exactly(self, n):
+        while len(self.buf) < n:
+            if not self._more():
+                data, self.buf = self.buf, b""
+                return data, False
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data, True
+
+    def read_response(self, head=False):
+        status_line = self._line()
+        headers = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            name, _, value = line.partition(b":")
+            headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        code = int(status_line.split()[1])
+        lower = {k.lower(): v for k, v in headers}
+        if head or code < 200 or code in (204, 304):
+            return status_line, headers, b"", True
+        if "chunked" in lower.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                try:
+                    size_line = self._line()
+                except EOFError:
+                    return status_line, headers, body, False
+                size = int(size_line.split(b";")[0], 16)
+                data, ok = self._exactly(size + 2)
+                body += data[:size]
+                if not ok:
+                    return status_line, headers, body, False
+                if size == 0:
+                    return status_line, headers, body, True
+        if "content-length" in lower:
+            body, ok = self._exactly(int(lower["content-length"]))
+            return status_line, headers, body, ok
+        while self._more():
+            pass
+        body, self.buf = self.buf, b""
+        return status_line, headers, body, self.eof
+
+    def closed(self, timeout=2.0):
+        """Whether the server closes the connection (EOF) within ``timeout`` with no more data."""
+        self.sock.settimeout(timeout)
+        self._more()
+        return self.eof and not self.buf
+
+
+def header(headers, name):
+    """All values of header ``name`` (case-insensitive) in a ResponseReader header list."""
+    return [v for k, v in headers if k.lower() == name.lower()]

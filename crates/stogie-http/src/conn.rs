@@ -265,11 +265,18 @@ impl<S: Transport> Conn<S> {
 
     /// Runs one request/response exchange; returns whether the connection stays open.
     async fn exchange(&mut self, head: RequestHead, cfg: &Arc<ServerConfig>) -> bool {
-        let version = head.version;
+        // As Cheroot, answer in the lower of the request's and the server's protocol; a
+        // 1.1 request answered in 1.0 has not asked for 1.0 keep-alive, so it closes.
+        let downgrade = head.version == Version::Http11 && cfg.protocol == "HTTP/1.0";
+        let version = if downgrade {
+            Version::Http10
+        } else {
+            head.version
+        };
         let mut out = Outgoing {
             version,
             is_head: head.is_head(),
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && !downgrade,
             head_sent: false,
             framing: ResponseFraming::NoBody,
             remaining: 0,
@@ -328,6 +335,12 @@ impl<S: Transport> Conn<S> {
             };
             match step {
                 Step::Event(ev) => {
+                    if pump.as_ref().is_some_and(|p| p.demand.is_some()) {
+                        // Answering an `Expect: 100-continue` request before its body was
+                        // asked for: the client may or may not send the body now, so the
+                        // connection closes, and the response says so (RFC 9110 §10.1.1).
+                        out.keep_alive = false;
+                    }
                     if self.on_event(ev, &mut out, cfg).await.is_err() {
                         return false;
                     }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use stogie_http::{Gateway, Request};
+use stogie_http::{Gateway, Request, Stats};
 
 /// What a worker does with a request, with the GIL held.
 pub trait Handler: Send + Sync + 'static {
@@ -49,6 +49,8 @@ struct Inner<H: Handler> {
     handler: H,
     work_ns: AtomicU64,
     served: AtomicU64,
+    /// The server's counters: work is counted only while they are enabled.
+    stats: Arc<Stats>,
 }
 
 /// A pool of Python worker threads behind the [`Gateway`] seam.
@@ -81,7 +83,7 @@ pub struct PoolStats {
 
 impl<H: Handler> Pool<H> {
     /// A pool with `limits.min` threads started.
-    pub fn start(handler: H, limits: PoolLimits) -> Pool<H> {
+    pub fn start(handler: H, limits: PoolLimits, stats: Arc<Stats>) -> Pool<H> {
         let pool = Pool {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -96,6 +98,7 @@ impl<H: Handler> Pool<H> {
                 handler,
                 work_ns: AtomicU64::new(0),
                 served: AtomicU64::new(0),
+                stats,
             }),
         };
         let mut st = pool.lock();
@@ -153,10 +156,12 @@ impl<H: Handler> Pool<H> {
                 };
                 let started = Instant::now();
                 self.inner.handler.handle(py, &mut local, request);
-                self.inner
-                    .work_ns
-                    .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-                self.inner.served.fetch_add(1, Relaxed);
+                if self.inner.stats.enabled() {
+                    self.inner
+                        .work_ns
+                        .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                    self.inner.served.fetch_add(1, Relaxed);
+                }
             }
         })
     }

@@ -174,6 +174,7 @@ impl NativeServer {
         let pool = Pool::start(
             self.app.clone(),
             limits(minthreads, maxthreads, queue_size, queue_timeout),
+            self.stats.clone(),
         );
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());

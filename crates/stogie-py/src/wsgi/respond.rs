@@ -45,14 +45,20 @@ impl Responder {
     }
 
     fn send(&mut self, py: Python<'_>, ev: ResponseEvent) -> Result<(), ClientGone> {
-        match self.sender.try_send(ev) {
+        let sent = match self.sender.try_send(ev) {
             Ok(()) => Ok(()),
             Err((_, true)) => Err(ClientGone),
             Err((ev, false)) => {
                 let sender = &self.sender;
                 py.detach(|| sender.blocking_send(ev))
             }
+        };
+        if sent.is_err() {
+            // The connection is gone: the response is over, and the OSError an app's
+            // write() then raises is the client's doing, not an application error.
+            self.finished = true;
         }
+        sent
     }
 
     /// Sends body bytes, with the head before the first non-empty ones.

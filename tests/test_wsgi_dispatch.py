@@ -1,0 +1,386 @@
+"""Who answers a request: PathInfoDispatcher, CherryPyWSGIServer's list of apps, a native
+Cheroot-style gateway, and the worker pool (growth, and 503 when its queue is full)."""
+
+import http.client
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import ResponseReader, header, running
+from stogie import server as stogie_server
+from stogie import wsgi
+
+
+def named(name):
+    def app(environ, start_response):
+        body = "%s|%s|%s" % (name, environ["SCRIPT_NAME"], environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body.encode()]
+
+    return app
+
+
+def get(addr, path):
+    conn = http.client.HTTPConnection(*addr, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+DISPATCH = [
+    ("/", b"root||/"),
+    ("/blog", b"blog|/blog|"),
+    ("/blog/", b"blog|/blog|/"),
+    ("/blog/post/1", b"blog|/blog|/post/1"),
+    ("/blogger", b"root||/blogger"),
+    ("/blog/admin", b"admin|/blog/admin|"),
+    ("/blog/admin/x", b"admin|/blog/admin|/x"),
+    ("/blog/administrator", b"blog|/blog|/administrator"),
+    ("/other/page", b"root||/other/page"),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), DISPATCH)
+def test_path_info_dispatcher_dict(serve, path, body):
+    d = wsgi.PathInfoDispatcher(
+        {"/": named("root"), "/blog": named("blog"), "/blog/admin/": named("admin")}
+    )
+    server = serve(d)
+    assert get(server.bind_addr, path) == (200, body)
+
+
+@pytest.mark.parametrize(("path", "body"), DISPATCH)
+def test_path_info_dispatcher_list(serve, path, body):
+    d = wsgi.PathInfoDispatcher(
+        [("/blog/admin", named("admin")), ("/", named("root")), ("/blog", named("blog"))]
+    )
+    server = serve(d)
+    assert get(server.bind_addr, path) == (200, body)
+
+
+@pytest.mark.parametrize("path", ["/", "/blogger", "/other", "/bl"])
+def test_path_info_dispatcher_404(serve, path):
+    server = serve(wsgi.PathInfoDispatcher({"/blog": named("blog"), "/api": named("api")}))
+    status, body = get(server.bind_addr, path)
+    assert status == 404
+    assert body == b""
+
+
+def test_path_info_dispatcher_keeps_the_outer_script_name():
+    d = wsgi.WSGIPathInfoDispatcher({"/app": named("app")})
+    seen = []
+    env = {"SCRIPT_NAME": "/mount", "PATH_INFO": "/app/x"}
+    body = d(env, lambda s, h: seen.append(s))
+    assert body == [b"app|/mount/app|/x"]
+    assert seen == ["200 OK"]
+    assert env == {"SCRIPT_NAME": "/mount", "PATH_INFO": "/app/x"}, "the caller's environ changed"
+
+
+def test_cherrypy_wsgi_server_with_a_list_of_apps():
+    srv = wsgi.CherryPyWSGIServer(
+        ("127.0.0.1", 0), [("/", named("root")), ("/blog", named("blog"))], numthreads=2
+    )
+    with running(srv):
+        assert get(srv.bind_addr, "/blog/x") == (200, b"blog|/blog|/x")
+        assert get(srv.bind_addr, "/blogger") == (200, b"root||/blogger")
+        assert get(srv.bind_addr, "/") == (200, b"root||/")
+
+
+def test_cherrypy_wsgi_server_with_one_app():
+    srv = wsgi.CherryPyWSGIServer(("127.0.0.1", 0), named("only"))
+    with running(srv):
+        assert get(srv.bind_addr, "/x") == (200, b"only||/x")
+
+
+# A Cheroot-style native gateway ----------------------------------------------------------
+
+
+class EchoGateway(stogie_server.Gateway):
+    """Answers with what the request looked like, through Cheroot's HTTPRequest API."""
+
+    def respond(self):
+        req = self.req
+        body = req.rfile.read()
+        text = b"\n".join(
+            [
+                req.method,
+                req.uri,
+                req.path,
+                req.qs,
+                req.request_protocol,
+                req.inheaders.get(b"X-Test", b"-"),
+                req.inheaders.get(b"Cookie", b"-"),
+                body,
+            ]
+        )
+        req.status = b"200 OK"
+        req.outheaders.append((b"Content-Type", b"text/plain"))
+        req.outheaders.append((b"Content-Length", str(len(text)).encode()))
+        req.outheaders.append((b"X-Gateway", b"native"))
+        req.send_headers()
+        assert req.sent_headers
+        req.write(text)
+
+
+class StreamingGateway(stogie_server.Gateway):
+    """No Content-Length: the engine frames the body; status and headers as str."""
+
+    def respond(self):
+        req = self.req
+        req.status = "201 Made Here"
+        req.outheaders = [("Content-Type", "text/plain")]
+        req.write(b"one ")
+        req.write(b"two")
+
+
+class HeadersOnlyGateway(stogie_server.Gateway):
+    def respond(self):
+        self.req.status = b"204 No Content"
+        self.req.ensure_headers_sent()
+        self.req.ensure_headers_sent()
+
+
+class FailingGateway(stogie_server.Gateway):
+    def respond(self):
+        raise RuntimeError("gateway failed")
+
+
+def native_server(gateway):
+    return stogie_server.HTTPServer(("127.0.0.1", 0), gateway=gateway, minthreads=2)
+
+
+def test_native_gateway_request_and_response():
+    srv = native_server(EchoGateway)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            reader = ResponseReader(sock)
+            sock.sendall(
+                b"POST /a%20b/c%2Fd?x=%20y HTTP/1.1\r\nHost: h\r\nx-test: 1\r\nX-Test: 2\r\n"
+                b"Cookie: a=1\r\nCookie: b=2\r\nContent-Length: 4\r\n\r\nbody"
+            )
+            status, headers, body, complete = reader.read_response()
+            assert status == b"HTTP/1.1 200 OK"
+            assert header(headers, "X-Gateway") == ["native"]
+            assert header(headers, "Server") == [srv.server_name]
+            assert complete
+            assert body.split(b"\n") == [
+                b"POST",
+                b"/a%20b/c%2Fd?x=%20y",
+                b"/a b/c%2Fd",
+                b"x=%20y",
+                b"HTTP/1.1",
+                b"1, 2",
+                b"a=1; b=2",
+                b"body",
+            ]
+            # Keep-alive works with a native gateway too.
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert reader.read_response()[2].split(b"\n")[:2] == [b"GET", b"/"]
+
+
+def test_native_gateway_streams_without_content_length():
+    srv = native_server(StreamingGateway)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            reader = ResponseReader(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            status, headers, body, complete = reader.read_response()
+            assert status == b"HTTP/1.1 201 Made Here"
+            assert header(headers, "Transfer-Encoding") == ["chunked"]
+            assert body == b"one two" and complete
+
+
+def test_native_gateway_headers_only():
+    srv = native_server(HeadersOnlyGateway)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            reader = ResponseReader(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            for _ in range(2):
+                status, _, body, _ = reader.read_response()
+                assert status == b"HTTP/1.1 204 No Content"
+
+
+def test_native_gateway_failure_is_500(caplog):
+    srv = native_server(FailingGateway)
+    with running(srv):
+        with caplog.at_level("ERROR", logger="stogie.error"):
+            status, _ = get(srv.bind_addr, "/")
+    assert status == 500
+    assert any(r.exc_info and "gateway failed" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_native_gateway_sees_connection_details():
+    seen = []
+
+    class Inspect(stogie_server.Gateway):
+        def respond(self):
+            req = self.req
+            seen.append((req.conn.remote_addr, req.conn.remote_port, req.scheme, req.server))
+            req.status = b"200 OK"
+            req.outheaders = [(b"Content-Length", b"0")]
+            req.ensure_headers_sent()
+
+    srv = native_server(Inspect)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            port = sock.getsockname()[1]
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert ResponseReader(sock).read_response()[0] == b"HTTP/1.1 200 OK"
+    assert seen == [("127.0.0.1", port, b"http", srv)]
+
+
+# The worker pool -----------------------------------------------------------------------
+
+
+def test_pool_grows_up_to_max(serve):
+    def app(environ, start_response):
+        time.sleep(0.5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    server = serve(app, numthreads=2, max=8)
+    results = []
+
+    def client():
+        results.append(get(server.bind_addr, "/"))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    elapsed = time.monotonic() - started
+    assert [s for s, _ in results] == [200] * 8
+    # Two threads would take 4 rounds of 0.5 s; a grown pool answers all at once.
+    assert elapsed < 1.5, elapsed
+    assert server.requests.threads <= 8
+
+
+def test_pool_respects_max(serve):
+    running_now = []
+    peak = []
+    lock = threading.Lock()
+
+    def app(environ, start_response):
+        with lock:
+            running_now.append(1)
+            peak.append(len(running_now))
+        time.sleep(0.2)
+        with lock:
+            running_now.pop()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(app, numthreads=1, max=3)
+    threads = [threading.Thread(target=get, args=(server.bind_addr, "/")) for _ in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(peak) == 9
+    assert max(peak) == 3
+
+
+def test_full_queue_gets_503(serve):
+    entered = threading.Event()
+    release = threading.Event()
+
+    def app(environ, start_response):
+        entered.set()
+        assert release.wait(8)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    server = serve(app, numthreads=1, max=1, accepted_queue_size=1, accepted_queue_timeout=0.2)
+    results = {}
+
+    def client(name):
+        results[name] = get(server.bind_addr, "/")
+
+    first = threading.Thread(target=client, args=("first",))
+    first.start()
+    assert entered.wait(5)
+    queued = threading.Thread(target=client, args=("queued",))
+    queued.start()
+    time.sleep(0.1)  # the second request waits in the queue
+    started = time.monotonic()
+    with socket.create_connection(server.bind_addr, timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body, complete = ResponseReader(sock).read_response()
+    waited = time.monotonic() - started
+    assert status == b"HTTP/1.1 503 Service Unavailable"
+    assert header(headers, "Content-Type")[0].startswith("text/plain")
+    assert complete and body
+    assert 0.15 < waited < 2
+    assert not release.is_set()
+    release.set()
+    first.join(5)
+    queued.join(5)
+    assert results == {"first": (200, b"served"), "queued": (200, b"served")}
+
+
+def test_native_gateway_simple_response():
+    class NotFound(stogie_server.Gateway):
+        def respond(self):
+            self.req.simple_response("404 Not Found", "nothing at %s" % self.req.path.decode())
+
+    srv = native_server(NotFound)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            reader = ResponseReader(sock)
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+            status, headers, body, complete = reader.read_response()
+    assert status == b"HTTP/1.1 404 Not Found"
+    assert header(headers, "Content-Type") == ["text/plain"]
+    assert body == b"nothing at /x" and complete
+
+
+def test_wsgi_gateway_subclass_runs_in_python(serve):
+    """Cheroot apps subclass Gateway_10 to add environ keys; the Python gateway runs them."""
+
+    class Extra(wsgi.Gateway_10):
+        def get_environ(self):
+            env = super().get_environ()
+            env["extra.key"] = "added"
+            return env
+
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read()
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"w;")
+        return [
+            ";".join(
+                [
+                    environ["extra.key"],
+                    environ["PATH_INFO"],
+                    environ["QUERY_STRING"],
+                    environ.get("HTTP_COOKIE", "-"),
+                    environ.get("CONTENT_LENGTH", "-"),
+                    environ["SERVER_PORT"],
+                ]
+            ).encode()
+            + b";"
+            + data
+        ]
+
+    server = serve(app, attrs={"gateway": Extra})
+    with socket.create_connection(server.bind_addr, timeout=5) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(
+            b"POST /a%20b?x=1 HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: b=2\r\n"
+            b"Content-Length: 3\r\n\r\nabc"
+        )
+        status, headers, body, complete = reader.read_response()
+        assert status == b"HTTP/1.1 200 OK"
+        assert complete
+        port = server.bind_addr[1]
+        assert body == b"w;added;/a b;x=1;a=1; b=2;3;%d;abc" % port
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert reader.read_response()[2].startswith(b"w;added;/;")
