@@ -344,6 +344,15 @@ class HTTPServer:
     Off by default: ``X_Forwarded_For`` would alias ``X-Forwarded-For``.
     """
 
+    max_request_line = 8190
+    """The longest request line, in bytes without its CRLF; a longer one gets a 414."""
+
+    max_header_count = 100
+    """The most header fields a request may have; more get a 431."""
+
+    max_header_field = 8190
+    """The longest header field line, in bytes without its CRLF; a longer one gets a 431."""
+
     io_threads = 1
     """Threads running the Rust engine (sockets, parsing, writing)."""
 
@@ -396,6 +405,9 @@ class HTTPServer:
         "protocol",
         "software",
         "allow_underscore_headers",
+        "max_request_line",
+        "max_header_count",
+        "max_header_field",
     }
 
     def __setattr__(self, name, value):
@@ -403,10 +415,22 @@ class HTTPServer:
             from .ssl import TLS_NOT_SUPPORTED
 
             raise NotImplementedError(TLS_NOT_SUPPORTED)
-        object.__setattr__(self, name, value)
         if name in self._LIVE and self._native is not None:
-            self._push_settings()
-        elif name == "gateway" and self._native is not None:
+            missing = object()
+            previous = self.__dict__.get(name, missing)
+            object.__setattr__(self, name, value)
+            try:
+                self._push_settings()
+            except Exception:
+                # A value the engine refuses does not stay: the server keeps its settings.
+                if previous is missing:
+                    object.__delattr__(self, name)
+                else:
+                    object.__setattr__(self, name, previous)
+                raise
+            return
+        object.__setattr__(self, name, value)
+        if name == "gateway" and self._native is not None:
             self._native.set_mode(self._gateway_mode())
             self._native.set_app(self._dispatch_target())
         elif name == "wsgi_app" and self._native is not None:
@@ -568,6 +592,9 @@ class HTTPServer:
             server_header=str(self.server_name),
             protocol=self.protocol,
             allow_underscore_headers=bool(self.allow_underscore_headers),
+            max_request_line=int(self.max_request_line),
+            max_header_count=int(self.max_header_count),
+            max_header_field=int(self.max_header_field),
         )
         native.set_template(self._environ_template())
 

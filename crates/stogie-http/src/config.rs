@@ -63,7 +63,10 @@ impl ServerConfig {
             self.max_request_header_size
         } else {
             // request line + every field at its limit, plus the CRLFs
-            self.max_request_line + self.max_header_count * (self.max_header_field + 2) + 4
+            self.max_header_count
+                .saturating_mul(self.max_header_field.saturating_add(2))
+                .saturating_add(self.max_request_line)
+                .saturating_add(4)
         }
     }
 }

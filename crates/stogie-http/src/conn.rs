@@ -45,6 +45,32 @@ const RESPONSE_CHANNEL: usize = 16;
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What a partial head already passed through the parser, so that a client trickling a long
+/// head byte by byte does not cost a full parse per byte: the parser's answer can only
+/// change when a line ends or when the line being received (or the whole head) nears a limit.
+#[derive(Default)]
+struct HeadScan {
+    /// Bytes of the buffer the last parse saw.
+    parsed: usize,
+    /// Where the line being received starts.
+    line_start: usize,
+}
+
+impl HeadScan {
+    fn worth_parsing(&self, buf: &[u8], cfg: &ServerConfig) -> bool {
+        if self.parsed == 0 || self.parsed > buf.len() || buf[self.parsed..].contains(&b'\n') {
+            return true;
+        }
+        let line = buf.len() - self.line_start;
+        line >= cfg.max_request_line.min(cfg.max_header_field) || buf.len() >= cfg.head_limit()
+    }
+
+    fn parsed(&mut self, buf: &[u8]) {
+        self.parsed = buf.len();
+        self.line_start = buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    }
+}
+
 enum HeadOutcome {
     Head(RequestHead),
     Closed,
@@ -139,15 +165,32 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    /// Reads one request head. A connection with nothing of a request yet may stay idle for
+    /// `timeout`; once a request's first byte is in, its whole head must follow within
+    /// `timeout`, however the bytes trickle in (else 408).
     async fn read_head(&mut self, cfg: &ServerConfig, first: bool) -> HeadOutcome {
-        let started = Instant::now();
-        let deadline = started + cfg.timeout;
+        let mut deadline = Instant::now() + cfg.timeout;
+        let mut begun = false;
+        let mut scan = HeadScan::default();
         loop {
+            if self.buf.starts_with(b"\r\n") {
+                // RFC 9112 §2.2: empty lines before a request line are ignored. They do not
+                // make an idle connection busy, so they cannot hold it open either.
+                let _ = self.buf.split_to(2);
+                scan = HeadScan::default();
+                continue;
+            }
             if !self.buf.is_empty() {
-                match head::parse(&mut self.buf, cfg) {
-                    Ok(Some(h)) => return HeadOutcome::Head(h),
-                    Ok(None) => {}
-                    Err(e) => return HeadOutcome::Refused(e),
+                if !begun {
+                    begun = true;
+                    deadline = Instant::now() + cfg.timeout;
+                }
+                if scan.worth_parsing(&self.buf, cfg) {
+                    match head::parse(&mut self.buf, cfg) {
+                        Ok(Some(h)) => return HeadOutcome::Head(h),
+                        Ok(None) => scan.parsed(&self.buf),
+                        Err(e) => return HeadOutcome::Refused(e),
+                    }
                 }
             }
             let idle = self.buf.is_empty();
@@ -157,6 +200,10 @@ impl<S: Transport> Conn<S> {
             self.buf.reserve(READ_CHUNK);
             tokio::select! {
                 r = self.stream.read_buf(&mut self.buf) => match r {
+                    // The client ended its side inside a head: what came cannot be a request.
+                    Ok(0) if !idle => {
+                        return HeadOutcome::Refused(HttpError::BadRequest("Illegal end of headers."));
+                    }
                     Ok(0) | Err(_) => return HeadOutcome::Closed,
                     Ok(n) => self.shared.stats.add_read(n),
                 },
@@ -175,17 +222,23 @@ impl<S: Transport> Conn<S> {
         self.linger().await;
     }
 
+    /// Writes all of `data`. A client that takes nothing for `timeout` is cut off; one that
+    /// keeps reading, however slowly, is not.
     async fn write_now(&mut self, data: &[u8], cfg: &ServerConfig) -> Result<(), ()> {
-        match timeout(cfg.timeout, self.stream.write_all(data)).await {
-            Ok(Ok(())) => {
-                self.shared.stats.add_written(data.len());
-                Ok(())
-            }
-            _ => {
-                self.shared.stats.add_socket_error();
-                Err(())
+        let mut off = 0;
+        while off < data.len() {
+            match timeout(cfg.timeout, self.stream.write(&data[off..])).await {
+                Ok(Ok(n)) if n > 0 => {
+                    off += n;
+                    self.shared.stats.add_written(n);
+                }
+                _ => {
+                    self.shared.stats.add_socket_error();
+                    return Err(());
+                }
             }
         }
+        Ok(())
     }
 
     async fn flush(&mut self, cfg: &ServerConfig) -> Result<(), ()> {

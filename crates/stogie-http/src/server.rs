@@ -107,12 +107,12 @@ impl HttpServer {
         &self.stats
     }
 
-    /// Stops accepting, lets requests in flight finish for up to `grace`, then closes
-    /// everything. Returns whether every connection finished in time.
-    pub fn stop(&mut self, grace: Duration) -> bool {
-        let Some(runtime) = self.runtime.take() else {
-            return true;
-        };
+    /// The first step of [`HttpServer::stop`], which returns at once: no new connections,
+    /// idle ones close, requests in flight go on.
+    pub fn stop_accepting(&mut self) {
+        if self.runtime.is_none() {
+            return;
+        }
         let _ = self.shutdown.send(true);
         // Close the listening socket now (the accept loop drops its copy as it sees the
         // signal): new clients are refused at once instead of waiting in the backlog of
@@ -120,6 +120,15 @@ impl HttpServer {
         if let Some(listener) = self.listener.take() {
             listener.cleanup();
         }
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to `grace`, then closes
+    /// everything. Returns whether every connection finished in time.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        self.stop_accepting();
+        let Some(runtime) = self.runtime.take() else {
+            return true;
+        };
         let deadline = Instant::now() + grace;
         let mut clean = true;
         while self.stats.snapshot().active_connections > 0 {

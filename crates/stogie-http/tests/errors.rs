@@ -188,3 +188,78 @@ fn error_after_a_good_request_on_the_same_connection() {
     assert_error_answer(&r, 505);
     c.expect_closed();
 }
+
+#[test]
+fn end_of_input_inside_a_head_is_400() {
+    for partial in [
+        &b"GET /fo"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Y: z",
+    ] {
+        let server = start(hello_gateway());
+        let mut c = server.connect();
+        c.send(partial);
+        c.shutdown_write();
+        let r = c.read_response();
+        assert_error_answer(&r, 400);
+        c.expect_closed();
+    }
+}
+
+#[test]
+fn end_of_input_before_a_head_is_a_quiet_close() {
+    let server = start(hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n");
+    c.shutdown_write();
+    assert_eq!(c.read_response().code(), 200);
+    c.expect_closed();
+}
+
+#[test]
+fn empty_lines_before_a_request_line_are_ignored() {
+    let server = start(hello_gateway());
+    let mut c = server.connect();
+    c.send("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+    assert_eq!(c.read_response().code(), 200);
+}
+
+#[test]
+fn trickled_head_is_408_once_the_timeout_has_passed_since_its_first_byte() {
+    let cfg = ServerConfig {
+        timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let server = start_with(cfg, hello_gateway());
+    let mut c = server.connect();
+    let started = Instant::now();
+    // Every write is a recv's worth of progress; the head as a whole is too slow.
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdef" {
+        if started.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+        c.send([*byte]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = c.read_response();
+    assert_error_answer(&r, 408);
+    c.expect_closed();
+}
+
+#[test]
+fn long_trickled_head_line_is_refused_at_its_limit() {
+    let cfg = ServerConfig {
+        max_header_field: 64,
+        ..config()
+    };
+    let server = start_with(cfg, hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\nX: ");
+    for _ in 0..70 {
+        c.send("v");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = c.read_response();
+    assert_error_answer(&r, 431);
+}

@@ -34,6 +34,11 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
 }
 
+thread_local! {
+    /// The pool (its `Inner` address) whose worker runs on this thread; 0 for none.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 struct State {
     queue: VecDeque<Request>,
     threads: usize,
@@ -141,7 +146,13 @@ impl<H: Handler> Pool<H> {
         }
     }
 
+    /// Whether the calling thread is one of this pool's workers (an app calling `stop()`).
+    pub fn is_current_worker(&self) -> bool {
+        WORKER_OF.with(|w| w.get()) == Arc::as_ptr(&self.inner) as *const () as usize
+    }
+
     fn work(&self) {
+        WORKER_OF.with(|w| w.set(Arc::as_ptr(&self.inner) as *const () as usize));
         Python::attach(|py| {
             let mut local = H::Local::default();
             loop {

@@ -65,6 +65,19 @@ fn limits(min: isize, max: isize, queue: isize, queue_timeout: f64) -> PoolLimit
     }
 }
 
+/// A size limit between `min` (a limit of 0 bytes would refuse every request) and 1 GiB
+/// (the limits add up to the largest buffered head, which must not overflow).
+fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
+    const MAX: i64 = 1 << 30;
+    let n: i64 = v.extract()?;
+    if !(min..=MAX).contains(&n) {
+        return Err(PyValueError::new_err(format!(
+            "{key} must be between {min} and {MAX}, not {n}"
+        )));
+    }
+    Ok(n as usize)
+}
+
 fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { 0.0 })
 }
@@ -199,15 +212,17 @@ impl NativeServer {
     }
 
     /// Stops gracefully: no new connections, in-flight requests get up to `grace` seconds.
-    /// Returns whether everything finished in time. Safe to call more than once.
+    /// Returns whether everything finished in time (false when the app itself calls it: the
+    /// waiting then goes on in the background). Safe to call more than once.
     fn stop(&mut self, py: Python<'_>, grace: f64) -> bool {
         let engine = self.engine.take();
         let pool = self.pool.take();
         self.listener = None;
         let grace = secs(grace);
-        py.detach(move || {
+        let in_request = pool.as_ref().is_some_and(|p| p.is_current_worker());
+        let finish = move |mut engine: Option<HttpServer>| {
             let started = std::time::Instant::now();
-            let clean = engine.map(|mut e| e.stop(grace)).unwrap_or(true);
+            let clean = engine.as_mut().map(|e| e.stop(grace)).unwrap_or(true);
             if let Some(p) = pool {
                 p.shutdown(
                     grace
@@ -216,7 +231,21 @@ impl NativeServer {
                 );
             }
             clean
-        })
+        };
+        if in_request {
+            // The app called stop() (CherryPy's engine.exit() does): its own request can only
+            // finish once this returns. Stop accepting now and wait for the rest elsewhere,
+            // as Cheroot's stop() does not join the thread that called it.
+            let mut engine = engine;
+            if let Some(e) = engine.as_mut() {
+                e.stop_accepting();
+            }
+            let _ = std::thread::Builder::new()
+                .name("stogie-stop".into())
+                .spawn(move || finish(engine));
+            return false;
+        }
+        py.detach(move || finish(engine))
     }
 
     /// Whether the engine is running.
@@ -261,6 +290,9 @@ impl NativeServer {
                 "server_header" => next.server_software = v.extract()?,
                 "protocol" => next.protocol = v.extract()?,
                 "allow_underscore_headers" => next.allow_underscore_headers = v.extract()?,
+                "max_request_line" => next.max_request_line = size_setting(&key, &v, 1)?,
+                "max_header_count" => next.max_header_count = size_setting(&key, &v, 0)?,
+                "max_header_field" => next.max_header_field = size_setting(&key, &v, 1)?,
                 "stats_enabled" => stats_enabled = Some(v.extract::<bool>()?),
                 _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
             }

@@ -67,16 +67,19 @@ pub enum Decoded {
 
 /// Limits for chunked bodies.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Chunk extensions carry no data: a body may spend only this many bytes on them, so a
+/// client cannot keep a reader busy with a stream of extensions.
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
 const MAX_TRAILER_BYTES: usize = 8192;
 const MAX_TRAILER_FIELDS: usize = 32;
 
-/// Fields that change framing, routing or authentication and so must not come as trailers
-/// (RFC 9110 §6.5.1).
+/// Fields that change framing, routing, request handling or authentication and so must not
+/// come as trailers (RFC 9110 §6.5.1). Trailers are dropped, never merged into the head; these
+/// are refused all the same, since a proxy in front might merge them.
 const FORBIDDEN_TRAILERS: &[&[u8]] = &[
     b"content-length",
     b"transfer-encoding",
     b"host",
-    b"content-type",
     b"content-encoding",
     b"content-range",
     b"trailer",
@@ -157,6 +160,7 @@ pub struct ChunkedDecoder {
     state: ChunkState,
     total: u64,
     limit: u64,
+    extension_bytes: usize,
     trailer_bytes: usize,
     trailer_fields: usize,
 }
@@ -168,6 +172,7 @@ impl ChunkedDecoder {
             state: ChunkState::Size,
             total: 0,
             limit,
+            extension_bytes: 0,
             trailer_bytes: 0,
             trailer_fields: 0,
         }
@@ -183,7 +188,11 @@ impl ChunkedDecoder {
                     else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = parse_chunk_size(&line)?;
+                    let (size, digits) = parse_chunk_size(&line)?;
+                    self.extension_bytes += line.len() - digits;
+                    if self.extension_bytes > MAX_EXTENSION_BYTES {
+                        return Err(BodyError::Malformed("too many chunk extension bytes"));
+                    }
                     self.total = self.total.saturating_add(size);
                     if self.limit > 0 && self.total > self.limit {
                         return Err(BodyError::TooLarge);
@@ -265,8 +274,9 @@ fn take_line(
     }
 }
 
-/// `chunk-size [ chunk-ext ]`: hex digits only, then validated extensions.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+/// `chunk-size [ chunk-ext ]`: hex digits only, then validated extensions. Returns the size
+/// and how many bytes of the line were its digits.
+fn parse_chunk_size(line: &[u8]) -> Result<(u64, usize), BodyError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(BodyError::Malformed("invalid chunk size"));
@@ -280,7 +290,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
         acc * 16 + (b as char).to_digit(16).unwrap_or(0) as u64
     });
     check_extensions(&line[digits..])?;
-    Ok(size)
+    Ok((size, digits))
 }
 
 /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] )`
@@ -289,9 +299,15 @@ fn check_extensions(mut rest: &[u8]) -> Result<(), BodyError> {
     let skip_ws =
         |s: &[u8]| -> usize { s.iter().take_while(|&&b| b == b' ' || b == b'\t').count() };
     loop {
-        rest = &rest[skip_ws(rest)..];
+        let ws = skip_ws(rest);
+        rest = &rest[ws..];
         if rest.is_empty() {
-            return Ok(());
+            // BWS only comes before a `;`: `5 ` is not a chunk size.
+            return if ws == 0 {
+                Ok(())
+            } else {
+                Err(BodyError::Malformed("invalid chunk size"))
+            };
         }
         if rest[0] != b';' {
             return Err(if rest.iter().all(|b| b.is_ascii_alphanumeric()) {
@@ -320,8 +336,15 @@ fn check_extensions(mut rest: &[u8]) -> Result<(), BodyError> {
                     match rest.get(i) {
                         None => return Err(BAD),
                         Some(b'"') => break,
-                        Some(b'\\') => i += 2,
-                        Some(&b) if b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80 => i += 1,
+                        // quoted-pair: `\` and HTAB, SP, VCHAR or obs-text
+                        Some(b'\\')
+                            if rest
+                                .get(i + 1)
+                                .is_some_and(|&b| is_qdtext(b) || b == b'"' || b == b'\\') =>
+                        {
+                            i += 2
+                        }
+                        Some(&b) if is_qdtext(b) => i += 1,
                         Some(_) => return Err(BAD),
                     }
                 }
@@ -338,6 +361,11 @@ fn check_extensions(mut rest: &[u8]) -> Result<(), BodyError> {
             }
         }
     }
+}
+
+/// qdtext (RFC 9110 §5.6.4): HTAB, SP, visible ASCII but `"` and `\`, and obs-text.
+fn is_qdtext(b: u8) -> bool {
+    b == b'\t' || ((0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') || b >= 0x80
 }
 
 fn check_trailer(line: &[u8]) -> Result<(), BodyError> {
@@ -433,6 +461,63 @@ mod tests {
         }
         assert!(done);
         assert_eq!(out, b"abc");
+    }
+
+    #[test]
+    fn extension_syntax() {
+        for raw in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"0 \r\n\r\n",
+            b"5;\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"\\\x01\"\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b \r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(all(raw), Err(BodyError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert_eq!(
+            all(b"5 ; a = \"b \\\" c\" ;d\r\nhello\r\n0\r\n\r\n").unwrap(),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn extensions_are_bounded_in_all() {
+        let mut raw = Vec::new();
+        for _ in 0..6 {
+            raw.extend_from_slice(b"1;a=");
+            raw.extend(std::iter::repeat_n(b'b', 3000));
+            raw.extend_from_slice(b"\r\nx\r\n");
+        }
+        assert_eq!(
+            all(&raw),
+            Err(BodyError::Malformed("too many chunk extension bytes"))
+        );
+    }
+
+    #[test]
+    fn trailers() {
+        assert_eq!(
+            all(b"1\r\nx\r\n0\r\nVary: *\r\nContent-Type: text/plain\r\n\r\n").unwrap(),
+            b"x"
+        );
+        for t in [
+            "Host: h",
+            "Transfer-Encoding: chunked",
+            "Authorization: x",
+            "X T: 1",
+        ] {
+            let raw = format!("0\r\n{t}\r\n\r\n");
+            assert!(
+                matches!(all(raw.as_bytes()), Err(BodyError::Malformed(_))),
+                "{t}"
+            );
+        }
     }
 
     #[test]

@@ -211,17 +211,11 @@ pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHea
 
 /// Refuses a partial head that is already past a limit, so that no buffer grows without
 /// bound while a client trickles bytes in.
+///
+/// These are the checks a whole head gets, in the same order: every limit only grows more
+/// violated as bytes arrive, so where the reads happen to end never changes the answer.
 pub fn check_partial(buf: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
-    match buf.iter().position(|&b| b == b'\n') {
-        None if buf.len() > cfg.max_request_line => Err(HttpError::UriTooLong),
-        None => Ok(()),
-        Some(_) => {
-            if buf.len() > cfg.head_limit() {
-                return Err(HttpError::HeaderFieldsTooLarge);
-            }
-            check_limits(buf, cfg)
-        }
-    }
+    check_limits(buf, cfg)
 }
 
 fn check_limits(head: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
@@ -272,7 +266,12 @@ fn build(
     if &method[..] == b"CONNECT" {
         return Err(HttpError::MethodNotAllowed);
     }
-    let (scheme, path, query) = split_target(&method, &target)?;
+    let Target {
+        scheme,
+        authority,
+        path,
+        query,
+    } = split_target(&method, &target)?;
 
     let mut headers = Vec::with_capacity(fields.len());
     let mut content_length: Option<u64> = None;
@@ -281,6 +280,7 @@ fn build(
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
     let mut host_count = 0;
+    let mut content_type_count = 0;
 
     for (name, value) in fields {
         let name = head.slice(name);
@@ -318,6 +318,13 @@ fn build(
             if !is_valid_host(&value) {
                 return Err(bad("Invalid Host header"));
             }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            // One field, one value: with two, the app and a proxy in front of it could each
+            // believe a different one.
+            content_type_count += 1;
+            if content_type_count > 1 {
+                return Err(bad("Multiple Content-Type headers"));
+            }
         } else if name.eq_ignore_ascii_case(b"expect")
             && value.eq_ignore_ascii_case(b"100-continue")
         {
@@ -334,6 +341,20 @@ fn build(
     }
     if host_count > 1 {
         return Err(bad("Multiple Host headers"));
+    }
+    if let Some(authority) = authority {
+        // RFC 9112 §3.2.2: with an absolute-form target the Host field is replaced by the
+        // target's authority, so that the app never sees two different hosts.
+        match headers
+            .iter_mut()
+            .find(|h| h.name.eq_ignore_ascii_case(b"host"))
+        {
+            Some(h) => h.value = authority,
+            None => headers.push(Header {
+                name: Bytes::from_static(b"Host"),
+                value: authority,
+            }),
+        }
     }
 
     let framing = match (transfer_encoding, content_length) {
@@ -375,20 +396,28 @@ fn build(
     })
 }
 
-/// Splits the request-target into scheme, path and query.
-fn split_target(method: &[u8], target: &Bytes) -> Result<(Option<Bytes>, Bytes, Bytes), HttpError> {
+/// The parts of a request-target.
+struct Target {
+    scheme: Option<Bytes>,
+    authority: Option<Bytes>,
+    path: Bytes,
+    query: Bytes,
+}
+
+/// Splits the request-target into scheme, authority, path and query.
+fn split_target(method: &[u8], target: &Bytes) -> Result<Target, HttpError> {
     if target.contains(&b'#') {
         return Err(bad("Illegal #fragment in Request-URI."));
     }
-    let (scheme, rest) = if target.starts_with(b"/") {
-        (None, target.clone())
+    let (scheme, authority, rest) = if target.starts_with(b"/") {
+        (None, None, target.clone())
     } else if &target[..] == b"*" {
         if method != b"OPTIONS" {
             return Err(bad("Invalid path in Request-URI."));
         }
-        (None, target.clone())
+        (None, None, target.clone())
     } else if let Some(pos) = find(target, b"://") {
-        // absolute-form: the path and query are used, the authority is checked only for shape.
+        // absolute-form: the path and query are used, the authority replaces Host.
         let scheme = target.slice(..pos);
         if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
             return Err(bad("Malformed Request-URI"));
@@ -398,7 +427,12 @@ fn split_target(method: &[u8], target: &Bytes) -> Result<(Option<Bytes>, Bytes, 
             .iter()
             .position(|&b| b == b'/' || b == b'?')
             .unwrap_or(after.len());
-        if path_start == 0 || !is_valid_host(&after[..path_start]) {
+        let authority = after.slice(..path_start);
+        if authority.contains(&b'@') {
+            // RFC 9110 §4.2.4: userinfo is to be treated as an error (it hides the host).
+            return Err(bad("Userinfo is not allowed in the Request-URI"));
+        }
+        if authority.is_empty() || !is_valid_host(&authority) {
             return Err(bad("Malformed Request-URI"));
         }
         let rest = after.slice(path_start..);
@@ -410,7 +444,7 @@ fn split_target(method: &[u8], target: &Bytes) -> Result<(Option<Bytes>, Bytes, 
         } else {
             rest
         };
-        (Some(scheme), rest)
+        (Some(scheme), Some(authority), rest)
     } else {
         return Err(bad("Invalid path in Request-URI."));
     };
@@ -418,7 +452,12 @@ fn split_target(method: &[u8], target: &Bytes) -> Result<(Option<Bytes>, Bytes, 
         Some(q) => (rest.slice(..q), rest.slice(q + 1..)),
         None => (rest.clone(), Bytes::new()),
     };
-    Ok((scheme, path, query))
+    Ok(Target {
+        scheme,
+        authority,
+        path,
+        query,
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -481,11 +520,9 @@ pub fn is_valid_host(v: &[u8]) -> bool {
         match v.iter().position(|&b| b == b']') {
             Some(end) => {
                 let inner = &v[1..end];
-                if inner.is_empty()
-                    || !inner
-                        .iter()
-                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-                {
+                let is_ipv6 = std::str::from_utf8(inner)
+                    .is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+                if !is_ipv6 {
                     return false;
                 }
                 (&v[..end + 1], &v[end + 1..])
@@ -504,28 +541,47 @@ pub fn is_valid_host(v: &[u8]) -> bool {
             return false;
         }
     }
-    host.starts_with(b"[")
-        || host.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        })
+    host.starts_with(b"[") || is_reg_name(host)
+}
+
+/// RFC 3986 reg-name (which IPv4 addresses also match): unreserved, sub-delims and
+/// pct-encoded bytes.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            let hex = host.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let ok = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -599,5 +655,117 @@ mod tests {
             .unwrap();
         assert_eq!(&h.path[..], b"/");
         assert_eq!(&h.query[..], b"q");
+    }
+
+    #[test]
+    fn absolute_form_host_comes_from_the_target() {
+        let h = p(b"GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&h.header("host").unwrap()[..], b"a.example:8080");
+        assert_eq!(h.headers.len(), 1);
+        let h = p(b"GET https://a.example/p HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&h.header("host").unwrap()[..], b"a.example");
+        assert_eq!(h.scheme.as_deref(), Some(&b"https"[..]));
+    }
+
+    #[test]
+    fn absolute_form_refusals() {
+        for raw in [
+            &b"GET http://u:p@h/ HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://h:x/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            // still one Host, valid, on HTTP/1.1
+            b"GET http://h/ HTTP/1.1\r\n\r\n",
+            b"GET http://h/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ] {
+            let e = p(raw).unwrap_err();
+            assert_eq!(e.code(), 400, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn more_refusals() {
+        let cases: &[(&[u8], u16)] = &[
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n",
+                400,
+            ),
+            (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n",
+                501,
+            ),
+            (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
+            (b"GET / HTTP/1.10\r\nHost: h\r\n\r\n", 400),
+        ];
+        for (raw, code) in cases {
+            let e = p(raw).unwrap_err();
+            assert_eq!(e.code(), *code, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            &b""[..],
+            b"h",
+            b"h:80",
+            b"h:",
+            b"1.2.3.4:8080",
+            b"[::1]",
+            b"[2001:db8::7]:443",
+            b"a%41b",
+            b"0.0.0.0=5000",
+        ] {
+            assert!(is_valid_host(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"a/b",
+            b"u@h",
+            b"h:8x",
+            b"h:123456",
+            b"[::1",
+            b"[g::1]",
+            b"[:::::]",
+            b"[]",
+            b"[::1]x",
+            b"a%4",
+            b"a%zz",
+        ] {
+            assert!(!is_valid_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn options_star_and_equal_content_lengths() {
+        let h = p(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&h.path[..], b"*");
+        let h = p(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(3));
     }
 }

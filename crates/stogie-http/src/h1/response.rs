@@ -66,11 +66,14 @@ pub struct EncodedHead {
     pub code: u16,
 }
 
+/// Control characters other than HTAB (CR, LF and NUL among them) and DEL: RFC 9110 allows
+/// none in a field value or a reason phrase, and clients refuse a head that has one.
 fn has_bad_byte(s: &[u8]) -> bool {
-    s.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+    s.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
-/// Parses and checks the status: three digits, a space, a reason phrase without CR/LF/NUL.
+/// Parses and checks the status: three digits, a space, a reason phrase without control
+/// characters.
 pub fn status_code(status: &[u8]) -> Result<u16, &'static str> {
     if status.len() < 3 || !status[..3].iter().all(u8::is_ascii_digit) {
         return Err("status must start with a three-digit code");
@@ -79,7 +82,7 @@ pub fn status_code(status: &[u8]) -> Result<u16, &'static str> {
         return Err("status code must be followed by a space and a reason phrase");
     }
     if has_bad_byte(status) {
-        return Err("status contains CR, LF or NUL");
+        return Err("status contains a control character (CR, LF, NUL...)");
     }
     let code = (status[0] - b'0') as u16 * 100
         + (status[1] - b'0') as u16 * 10
@@ -93,7 +96,8 @@ pub fn status_code(status: &[u8]) -> Result<u16, &'static str> {
 /// Writes the status line and headers into `out` and decides the framing.
 ///
 /// Fails (the caller answers 500 instead) when the status or a header cannot be sent
-/// safely: CR, LF or NUL anywhere, a header name that is not a token, a bad Content-Length.
+/// safely: a control character (CR, LF, NUL...) anywhere, a header name that is not a token,
+/// a bad Content-Length.
 pub fn encode_head(
     out: &mut Vec<u8>,
     head: &ResponseHead,
@@ -114,13 +118,19 @@ pub fn encode_head(
         }
         if has_bad_byte(value) {
             return Err(format!(
-                "response header {} has a value with CR, LF or NUL",
+                "response header {} has a value with a control character (CR, LF, NUL...)",
                 String::from_utf8_lossy(name)
             ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = std::str::from_utf8(value).ok().map(str::trim);
-            match v.and_then(|v| v.parse::<u64>().ok()) {
+            // Digits only, as a client checks it: `+5` or a Unicode space would parse here
+            // and then be framed differently, or refused, by the client.
+            let v = value.trim_ascii();
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|_| v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| v.parse::<u64>().ok());
+            match n {
                 Some(n) if content_length.is_none_or(|m| m == n) => content_length = Some(n),
                 _ => {
                     return Err(format!(
