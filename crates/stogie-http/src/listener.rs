@@ -25,10 +25,15 @@ pub enum BindAddr {
     Fd(RawFd),
 }
 
+/// The smallest listen backlog used, whatever is asked. Cheroot's default of 5 makes the
+/// kernel drop connection attempts from any burst of clients (a browser opening six, a load
+/// balancer's pool), each dropped SYN costing the client a one-second retransmit.
+pub const MIN_BACKLOG: i32 = 1024;
+
 /// Options applied when binding.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenOptions {
-    /// The `listen()` backlog (Cheroot's `request_queue_size`).
+    /// The `listen()` backlog (Cheroot's `request_queue_size`); at least [`MIN_BACKLOG`].
     pub backlog: i32,
     /// SO_REUSEPORT, so several processes can share the address.
     pub reuse_port: bool,
@@ -113,7 +118,7 @@ fn bind_tcp(host: &str, port: u16, opts: ListenOptions) -> io::Result<Listener> 
     }
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(opts.backlog.max(1))?;
+    socket.listen(opts.backlog.max(MIN_BACKLOG))?;
     socket.set_nonblocking(true)?;
     Ok(Listener::Tcp(socket.into()))
 }
@@ -140,7 +145,7 @@ fn bind_unix_path(path: &std::path::Path, opts: ListenOptions) -> io::Result<Lis
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.bind(&SockAddr::unix(path)?)?;
-    socket.listen(opts.backlog.max(1))?;
+    socket.listen(opts.backlog.max(MIN_BACKLOG))?;
     socket.set_nonblocking(true)?;
     Ok(Listener::Unix(
         socket.into(),
@@ -155,7 +160,7 @@ fn bind_abstract(name: &[u8], opts: ListenOptions) -> io::Result<Listener> {
     let addr = abstract_sockaddr(&raw)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.bind(&addr)?;
-    socket.listen(opts.backlog.max(1))?;
+    socket.listen(opts.backlog.max(MIN_BACKLOG))?;
     socket.set_nonblocking(true)?;
     Ok(Listener::Unix(
         socket.into(),

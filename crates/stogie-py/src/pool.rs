@@ -1,6 +1,12 @@
 //! The Python worker pool: threads that hold the GIL while there is work and release it
 //! only to wait. It starts with `min` threads, grows on demand up to `max`, and threads
 //! idle for a while exit down to `min` (Cheroot's pool never grows; this one does).
+//!
+//! Waking policy (DESIGN.md, "Rules that keep it fast"): a request queued while a worker is
+//! active is left for that worker, which takes it without giving up the GIL; waking another
+//! thread would only make the two hand the GIL back and forth. A sleeping thread is woken
+//! only when no worker is active. When the queue stops moving (every active worker is
+//! blocked in I/O or sleep, not busy in Python), a monitor thread wakes or adds workers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -40,16 +46,35 @@ thread_local! {
 }
 
 struct State {
-    queue: VecDeque<Request>,
+    queue: VecDeque<(Request, Instant)>,
     threads: usize,
     idle: usize,
+    /// Requests taken from the queue so far: the monitor's measure of progress.
+    taken: u64,
+    /// Whether the monitor sleeps until the next request is queued.
+    monitor_asleep: bool,
     shutdown: bool,
     handles: Vec<JoinHandle<()>>,
 }
 
+impl State {
+    fn take(&mut self) -> Option<Request> {
+        let (r, _) = self.queue.pop_front()?;
+        self.taken += 1;
+        Some(r)
+    }
+}
+
+/// A request waiting longer than this while the queue makes little progress means the
+/// active workers are blocked: the monitor then adds or wakes workers.
+const STALL: Duration = Duration::from_millis(2);
+/// How long the monitor keeps watching after the queue was last seen non-empty.
+const MONITOR_LINGER: Duration = Duration::from_millis(200);
+
 struct Inner<H: Handler> {
     state: Mutex<State>,
     wake: Condvar,
+    monitor: Condvar,
     limits: Mutex<PoolLimits>,
     handler: H,
     work_ns: AtomicU64,
@@ -95,10 +120,13 @@ impl<H: Handler> Pool<H> {
                     queue: VecDeque::new(),
                     threads: 0,
                     idle: 0,
+                    taken: 0,
+                    monitor_asleep: true,
                     shutdown: false,
                     handles: Vec::new(),
                 }),
                 wake: Condvar::new(),
+                monitor: Condvar::new(),
                 limits: Mutex::new(limits),
                 handler,
                 work_ns: AtomicU64::new(0),
@@ -110,8 +138,64 @@ impl<H: Handler> Pool<H> {
         for _ in 0..limits.min.max(1) {
             pool.spawn(&mut st);
         }
+        let watcher = pool.clone();
+        match std::thread::Builder::new()
+            .name("stogie-pool-monitor".into())
+            .spawn(move || watcher.monitor())
+        {
+            Ok(h) => st.handles.push(h),
+            Err(e) => eprintln!("stogie: could not start the pool monitor: {e}"),
+        }
         drop(st);
         pool
+    }
+
+    /// Watches a non-empty queue and adds or wakes workers when it stops moving.
+    fn monitor(&self) {
+        let mut st = self.lock();
+        let mut last_busy = Instant::now();
+        loop {
+            if st.shutdown {
+                return;
+            }
+            if st.queue.is_empty() && last_busy.elapsed() > MONITOR_LINGER {
+                st.monitor_asleep = true;
+                st = self
+                    .inner
+                    .monitor
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+                st.monitor_asleep = false;
+                last_busy = Instant::now();
+                continue;
+            }
+            let taken_before = st.taken;
+            drop(st);
+            std::thread::sleep(STALL);
+            st = self.lock();
+            let Some(&(_, oldest)) = st.queue.front() else {
+                continue;
+            };
+            last_busy = Instant::now();
+            let active = st.threads - st.idle;
+            let moved = st.taken - taken_before;
+            // Fewer pickups than active workers in the window: they are blocked, not busy.
+            if oldest.elapsed() < STALL || moved >= active.max(1) as u64 {
+                continue;
+            }
+            if st.idle > 0 {
+                self.inner.wake.notify_all();
+                continue;
+            }
+            let max = self.limits().max;
+            let grow = st.queue.len().min((st.threads / 2).max(1));
+            for _ in 0..grow {
+                if st.threads >= max {
+                    break;
+                }
+                self.spawn(&mut st);
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -157,7 +241,7 @@ impl<H: Handler> Pool<H> {
             let mut local = H::Local::default();
             loop {
                 // Rule 1 of DESIGN.md: take the next queued request without giving up the GIL.
-                let next = self.lock().queue.pop_front();
+                let next = self.lock().take();
                 let request = match next {
                     Some(r) => r,
                     None => match py.detach(|| self.wait()) {
@@ -183,7 +267,7 @@ impl<H: Handler> Pool<H> {
         let mut st = self.lock();
         st.idle += 1;
         loop {
-            if let Some(r) = st.queue.pop_front() {
+            if let Some(r) = st.take() {
                 st.idle -= 1;
                 return Some(r);
             }
@@ -235,6 +319,7 @@ impl<H: Handler> Pool<H> {
             std::mem::take(&mut st.handles)
         };
         self.inner.wake.notify_all();
+        self.inner.monitor.notify_all();
         let deadline = Instant::now() + grace;
         for h in handles {
             while !h.is_finished() && Instant::now() < deadline {
@@ -258,13 +343,15 @@ impl<H: Handler> Gateway for Pool<H> {
         if limits.queue.is_some_and(|q| st.queue.len() >= q.max(1)) && st.idle == 0 {
             return Err(request);
         }
-        st.queue.push_back(request);
-        if st.idle < st.queue.len() && st.threads < limits.max {
-            self.spawn(&mut st);
-        }
-        if st.idle > 0 {
-            drop(st);
+        st.queue.push_back((request, Instant::now()));
+        let active = st.threads - st.idle;
+        let wake_monitor = st.monitor_asleep;
+        drop(st);
+        if active == 0 {
             self.inner.wake.notify_one();
+        }
+        if wake_monitor {
+            self.inner.monitor.notify_one();
         }
         Ok(())
     }
