@@ -34,6 +34,8 @@ pub(crate) struct Shared {
 
 /// Bytes read per read call while a head or body is coming in.
 const READ_CHUNK: usize = 16 * 1024;
+/// The first read buffer of a request head.
+const HEAD_CHUNK: usize = 2 * 1024;
 /// Response pieces up to this size are copied into the write buffer so that a small
 /// response leaves in one write; larger ones are written from their own memory.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -142,25 +144,28 @@ impl<S: Transport> Conn<S> {
                 HeadOutcome::Head(h) => h,
                 HeadOutcome::Closed => return,
                 HeadOutcome::Refused(e) => {
-                    self.refuse(&e, Version::Http11, &cfg).await;
+                    Box::pin(self.refuse(&e, Version::Http11, &cfg)).await;
                     return;
                 }
             };
             first = false;
             self.shared.stats.add_request();
-            let keep = self.exchange(head, &cfg).await;
+            // Boxed: the exchange's large state lives on the heap only while a request is in
+            // progress, so a connection waiting for its next request stays small.
+            let keep = Box::pin(self.exchange(head, &cfg)).await;
             if keep && self.buf.is_empty() && *self.shutdown.borrow() {
                 // Idle now, as in read_head: nothing of the client's is left unread, so a
                 // plain close loses nothing, and stop() need not wait out a linger.
                 return;
             }
             if !keep || *self.shutdown.borrow() {
-                self.linger().await;
+                Box::pin(self.linger()).await;
                 return;
             }
             if self.buf.is_empty() {
-                // An idle keep-alive connection holds no read buffer.
+                // An idle keep-alive connection holds no read or write buffer.
                 self.buf = BytesMut::new();
+                self.wbuf = Vec::new();
             }
         }
     }
@@ -197,7 +202,20 @@ impl<S: Transport> Conn<S> {
             if idle && !first && *self.shutdown.borrow() {
                 return HeadOutcome::Closed;
             }
-            self.buf.reserve(READ_CHUNK);
+            if idle && self.buf.capacity() == 0 {
+                // Wait for the next request without a buffer (10,000 idle keep-alive
+                // connections must cost next to no memory); read only once bytes are there.
+                tokio::select! {
+                    r = self.stream.readable() => if r.is_err() { return HeadOutcome::Closed },
+                    _ = sleep_until(deadline) => return HeadOutcome::Closed,
+                    _ = self.shutdown.changed() => return HeadOutcome::Closed,
+                }
+            }
+            // Heads are small: start with a small buffer and double it while a head grows
+            // (the limits bound it), so that many connections cost little memory.
+            if self.buf.capacity() - self.buf.len() < HEAD_CHUNK / 2 {
+                self.buf.reserve(self.buf.len().max(HEAD_CHUNK));
+            }
             tokio::select! {
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     // The client ended its side inside a head: what came cannot be a request.
@@ -831,5 +849,25 @@ async fn pump_step<S: Transport>(
                 return Err(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn size_of_future<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(tokio::net::TcpStream, PeerAddr, Arc<Shared>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// An idle keep-alive connection costs its task's future plus a little tokio state;
+    /// 10,000 of them must stay near 10 MB (issue 4), so the future must not grow unnoticed.
+    #[test]
+    fn connection_future_stays_small() {
+        let n = size_of_future(serve::<tokio::net::TcpStream>);
+        assert!(n <= 1024, "the connection future grew to {n} bytes");
     }
 }

@@ -10,6 +10,12 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A connected stream: TCP or UNIX now, TLS later.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits until the stream has bytes to read (or an error or end to report), without a
+    /// buffer: an idle keep-alive connection waits here holding no memory for reading.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Whether [`Transport::sendfile`] moves bytes in the kernel.
     fn can_sendfile(&self) -> bool {
         false
@@ -34,6 +40,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 macro_rules! kernel_sendfile {
     ($t:ty) => {
         impl Transport for $t {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+
             fn can_sendfile(&self) -> bool {
                 true
             }
