@@ -50,10 +50,11 @@ def refused(addr):
 
 # --- names and signatures ------------------------------------------------------------------
 
+# Cheroot's parameters in Cheroot's order, then stogie's own, keyword-only.
 WSGI_SERVER_SIGNATURE = (
     "(bind_addr, wsgi_app, numthreads=10, server_name=None, max=-1, request_queue_size=5,"
     " timeout=10, shutdown_timeout=5, accepted_queue_size=-1, accepted_queue_timeout=10,"
-    " peercreds_enabled=False, peercreds_resolve_enabled=False, reuse_port=False)"
+    " peercreds_enabled=False, peercreds_resolve_enabled=False, reuse_port=False, *, workers=1)"
 )
 HTTP_SERVER_SIGNATURE = (
     "(bind_addr, gateway, minthreads=10, maxthreads=-1, server_name=None,"
@@ -117,6 +118,17 @@ def test_errors_names():
     assert errors.acceptable_sock_shutdown_exceptions == (BrokenPipeError, ConnectionResetError)
 
 
+def assert_extends(ours, theirs, name):
+    """``ours`` is ``theirs`` plus keyword-only parameters with defaults: any call that
+    Cheroot accepts means the same here."""
+    cheroot_params = list(theirs.parameters.values())
+    own = list(ours.parameters.values())
+    assert own[: len(cheroot_params)] == cheroot_params, name
+    for extra in own[len(cheroot_params) :]:
+        assert extra.kind is inspect.Parameter.KEYWORD_ONLY, (name, extra)
+        assert extra.default is not inspect.Parameter.empty, (name, extra)
+
+
 def test_signatures_match_installed_cheroot():
     cheroot_wsgi = pytest.importorskip("cheroot.wsgi")
     cheroot_server = pytest.importorskip("cheroot.server")
@@ -134,7 +146,7 @@ def test_signatures_match_installed_cheroot():
         "WSGIPathInfoDispatcher",
     ]:
         ours, theirs = getattr(wsgi, name), getattr(cheroot_wsgi, name)
-        assert inspect.signature(ours) == inspect.signature(theirs), name
+        assert_extends(inspect.signature(ours), inspect.signature(theirs), name)
     for name in ["HTTPServer", "Gateway"]:
         ours, theirs = getattr(server, name), getattr(cheroot_server, name)
         assert inspect.signature(ours) == inspect.signature(theirs), name

@@ -10,16 +10,19 @@ Usage::
     stogie myapp --bind [::1]:8080          # IPv6
     stogie myapp --bind /run/myapp.sock     # UNIX socket
     stogie myapp --bind @myapp              # abstract UNIX socket (Linux)
+    stogie myapp --workers 4                # 4 processes sharing the socket
 
-The options are Cheroot's (``cheroot --help``), plus ``--log-level``. Unlike
-Cheroot's command, MODULE is looked up from the current directory (after
-``--chdir``), and a ``stogie.server.Gateway`` subclass may be named instead of a
-WSGI callable, as Cheroot allows.
+The options are Cheroot's (``cheroot --help``), plus ``--log-level`` and
+``--workers``. Unlike Cheroot's command, MODULE is looked up from the current
+directory (after ``--chdir``), and a ``stogie.server.Gateway`` subclass may be
+named instead of a WSGI callable, as Cheroot allows.
 
 Every usage or start-up error is one line on stderr and exit status 2 (a
 module that raises while imported also gets its traceback). SIGINT and SIGTERM
 stop the server gracefully and the command exits with status 0; a second one,
-while running requests finish, exits at once with status 1.
+while running requests finish, exits at once with status 1. With ``--workers N``
+the command supervises N worker processes (``stogie.workers``): the same signals
+stop them all gracefully, and a worker that dies is replaced.
 """
 
 import argparse
@@ -356,6 +359,13 @@ def build_parser():
         help="maximum number of worker threads, -1 for no limit (default: -1)",
     )
     parser.add_argument(
+        "--workers",
+        metavar="INT",
+        type=_int_at_least(1),
+        default=1,
+        help="worker processes sharing the socket, each with its own threads (default: 1)",
+    )
+    parser.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=_seconds,
@@ -498,6 +508,7 @@ def _start(opts):
 
     try:
         server = make_server(opts, bind_addr, app)
+        server.workers = opts.workers
     except (TypeError, ValueError) as exc:
         raise CLIError(f"bad server settings: {exc}") from None
 
@@ -510,10 +521,14 @@ def _start(opts):
         # Rust's io::Error text ends in " (os error 98)": the errno adds nothing.
         reason = re.sub(r" \(os error \d+\)$", "", cause.strerror or str(cause))
         raise CLIError(f"cannot listen on {format_bind(bind_addr)}: {reason}") from None
+    except RuntimeError as exc:
+        # --workers with threads already running (started by the app's import).
+        raise CLIError(str(exc)) from None
 
     # After prepare() bind_addr holds the real address (port 0 resolved).
     bound = getattr(server, "bind_addr", None) or bind_addr
-    _say(f"serving {description} on {format_bind(bound)}")
+    workers = f" ({opts.workers} workers)" if opts.workers > 1 else ""
+    _say(f"serving {description} on {format_bind(bound)}{workers}")
     return server
 
 
@@ -626,6 +641,8 @@ def serve_until_signalled(server):
         int: the exit status: 0 after a requested stop, 1 if ``serve()``
         failed or a second signal cut the stop short.
     """
+    if getattr(server, "_supervisor", None) is not None:
+        return _supervise(server)
     signals = _Signals()
     try:
         served, serve_failures = _in_thread(server.serve, "stogie-serve", signals)
@@ -660,6 +677,28 @@ def serve_until_signalled(server):
         exc = failures[0]
         log.debug("the server failed", exc_info=exc)
         _say(f"server failed: {type(exc).__name__}: {exc}")
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def _supervise(server):
+    """Run a server with worker processes: its supervisor handles the signals itself.
+
+    ``serve()`` runs here, in the main thread, so the supervisor receives SIGINT and
+    SIGTERM, and forks replacement workers from a process running no other thread.
+    """
+    supervisor = server._supervisor
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass  # SIGINT: the workers are stopped already
+    except Exception as exc:
+        log.debug("the server failed", exc_info=exc)
+        _say(f"server failed: {type(exc).__name__}: {exc}")
+        return 1
+    if supervisor.cut_short:
+        _say(f"{supervisor.cut_short}: stopped without waiting for running requests")
         return 1
     log.info("stopped")
     return 0

@@ -10,6 +10,10 @@ handed to a pool of Python worker threads, which run the gateway::
     -> prepare(): bind, start the engine and the worker pool
     -> serve(): wait until stop() or an interrupt
 
+    With workers > 1, prepare() binds, then forks that many worker processes,
+    each starting its own engine and pool on the shared socket; serve() then
+    supervises them (see stogie.workers).
+
     for each request, in a worker thread:
         WSGI gateways (wsgi.Gateway_10, wsgi.Gateway_u0) run natively;
         any other Gateway subclass gets gateway(HTTPRequest).respond()
@@ -280,7 +284,9 @@ class HTTPServer:
     request_queue_size = 5
     """The 'backlog' arg to socket.listen(); max queued connections.
 
-    (default 5)."""
+    (default 5). stogie listens with a backlog of at least 1024: a smaller one makes the
+    kernel drop connection attempts from any burst of clients, each costing the client a
+    one-second retransmit."""
 
     shutdown_timeout = 5
     """The total time to wait for worker threads to cleanly exit.
@@ -356,7 +362,17 @@ class HTTPServer:
     io_threads = 1
     """Threads running the Rust engine (sockets, parsing, writing)."""
 
+    workers = 1
+    """Worker processes sharing the listening socket, each with its own engine and pool.
+
+    With more than one, prepare() forks them (no other thread may run then) and this
+    process only supervises them (:mod:`stogie.workers`): it replaces a worker that dies,
+    and stop(), SIGTERM or SIGINT stop them all gracefully. Its ``stats`` count nothing
+    (each worker counts its own), and settings changed after prepare() do not reach them.
+    """
+
     _native = None
+    _supervisor = None
 
     def __init__(
         self,
@@ -576,7 +592,7 @@ class HTTPServer:
             "wsgi.errors": sys.stderr,
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
-            "wsgi.multiprocess": False,
+            "wsgi.multiprocess": self._worker_count() > 1,
             "wsgi.multithread": True,
             "wsgi.run_once": False,
             "wsgi.url_scheme": "http",
@@ -618,6 +634,12 @@ class HTTPServer:
     def _on_engine_log(self, msg, level):
         self.error_log(msg, level=level)
 
+    def _worker_count(self):
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
+        return workers
+
     def _bind_args(self):
         bind = self.bind_addr
         if isinstance(bind, tuple):
@@ -650,6 +672,11 @@ class HTTPServer:
             raise RuntimeError("the server is already prepared; call stop() first")
         if self._gateway_mode() != "native" and not callable(getattr(self, "wsgi_app", None)):
             raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
+        workers = self._worker_count()
+        if workers > 1:
+            from . import workers as workers_module
+
+            workers_module.check_can_fork(workers)
 
         native = NativeServer(
             self._dispatch_target(),
@@ -678,6 +705,25 @@ class HTTPServer:
             self._bind_addr = bound
         object.__setattr__(self, "_native", native)
         self._push_settings()
+        if workers > 1:
+            # This process supervises; the workers it forks start the engine on the socket.
+            supervisor = workers_module.Supervisor(
+                self, workers, socket_file=bound if kind == "unix" else None
+            )
+            try:
+                supervisor.start()
+            except BaseException:
+                object.__setattr__(self, "_native", None)
+                native.stop(0.0)
+                raise
+            object.__setattr__(self, "_supervisor", supervisor)
+            self._mark_started()
+            return
+        self._start_engine()
+
+    def _start_engine(self, remove_socket_file=True):
+        """Start the engine and the pool on the socket bound by prepare()."""
+        native = self._native
         native.configure(stats_enabled=bool(self.stats.get("Enabled")))
         pool = self.requests
         native.start(
@@ -688,7 +734,11 @@ class HTTPServer:
             io_threads=int(self.io_threads),
             peercreds=bool(self.peercreds_enabled),
             peercreds_resolve=bool(self.peercreds_resolve_enabled),
+            remove_socket_file=remove_socket_file,
         )
+        self._mark_started()
+
+    def _mark_started(self):
         self._stopped.clear()
         self._start_time = time.time()
         self.ready = True
@@ -696,6 +746,13 @@ class HTTPServer:
 
     def serve(self):
         """Serve requests, after invoking :func:`prepare()`."""
+        supervisor = self._supervisor
+        if supervisor is not None:
+            # Until stop(), or SIGTERM or SIGINT when this is the main thread.
+            received = supervisor.serve()
+            self.stop()
+            if received == "SIGINT" and not self.interrupt:
+                raise KeyboardInterrupt
         while self.ready and not self.interrupt:
             # A timed wait keeps the main thread responsive to signals.
             self._stopped.wait(0.25)
@@ -767,6 +824,10 @@ class HTTPServer:
             if self._start_time is not None:
                 self._run_time += time.time() - self._start_time
                 self._start_time = None
+            supervisor = self._supervisor
+            if supervisor is not None:
+                supervisor.stop()
+                object.__setattr__(self, "_supervisor", None)
             native.stop(float(self.shutdown_timeout))
             _running_servers.discard(self)
             object.__setattr__(self, "_last_native", native)

@@ -64,6 +64,8 @@ class Server(server.HTTPServer):
         peercreds_enabled=False,
         peercreds_resolve_enabled=False,
         reuse_port=False,
+        *,
+        workers=1,
     ):
         """Initialize WSGI Server instance.
 
@@ -86,6 +88,9 @@ class Server(server.HTTPServer):
             peercreds_enabled (bool): look up UNIX socket peer credentials
             peercreds_resolve_enabled (bool): resolve them to user/group names
             reuse_port (bool): set SO_REUSEPORT on the listening socket
+            workers (int): worker processes sharing the listening socket, each
+                with its own engine and thread pool (stogie only, keyword-only;
+                see ``HTTPServer.workers``)
         """
         super().__init__(
             bind_addr,
@@ -96,6 +101,8 @@ class Server(server.HTTPServer):
             reuse_port=reuse_port,
         )
         self.wsgi_app = wsgi_app
+        self.workers = workers
+        self._worker_count()
         self.request_queue_size = request_queue_size
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout

@@ -39,6 +39,7 @@ pub struct HttpServer {
     stats: Arc<Stats>,
     config: LiveConfig,
     shutdown: watch::Sender<bool>,
+    remove_socket_file: bool,
 }
 
 impl HttpServer {
@@ -89,7 +90,15 @@ impl HttpServer {
             stats,
             config,
             shutdown,
+            remove_socket_file: true,
         })
+    }
+
+    /// Whether stopping removes the socket file of a UNIX path listener (the default). Off
+    /// in worker processes sharing one inherited listener: one worker stopping must not take
+    /// the address away from the others; the process that bound it removes it.
+    pub fn set_remove_socket_file(&mut self, remove: bool) {
+        self.remove_socket_file = remove;
     }
 
     /// The address served.
@@ -118,7 +127,9 @@ impl HttpServer {
         // signal): new clients are refused at once instead of waiting in the backlog of
         // a socket nobody accepts on.
         if let Some(listener) = self.listener.take() {
-            listener.cleanup();
+            if self.remove_socket_file {
+                listener.cleanup();
+            }
         }
     }
 

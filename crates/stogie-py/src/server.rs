@@ -162,8 +162,9 @@ impl NativeServer {
         local_to_py(py, &local)
     }
 
-    /// Starts the pool and the engine on the bound socket.
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false))]
+    /// Starts the pool and the engine on the bound socket. `remove_socket_file=False` leaves
+    /// a UNIX socket file in place on stop (worker processes sharing an inherited listener).
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -175,6 +176,7 @@ impl NativeServer {
         io_threads: usize,
         peercreds: bool,
         peercreds_resolve: bool,
+        remove_socket_file: bool,
     ) -> PyResult<()> {
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
@@ -191,7 +193,7 @@ impl NativeServer {
         );
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
-        let engine = py
+        let mut engine = py
             .detach(|| {
                 HttpServer::start(
                     listener,
@@ -206,6 +208,7 @@ impl NativeServer {
                 )
             })
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        engine.set_remove_socket_file(remove_socket_file);
         self.pool = Some(pool);
         self.engine = Some(engine);
         Ok(())
