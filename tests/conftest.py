@@ -1,6 +1,7 @@
 """Fixtures that run stogie servers on loopback for end-to-end tests over real sockets."""
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -59,6 +60,42 @@ def raw_request(addr, data, timeout=5.0, shut_write=False):
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def http_get(target, path="/", timeout=5):
+    """One GET on a fresh connection: ``(status, body)``.
+
+    ``target`` is a ``(host, port)`` address or a callable returning a connected socket
+    (for UNIX and abstract sockets).
+    """
+    if callable(target):
+        conn = http.client.HTTPConnection("localhost", timeout=timeout)
+        conn.sock = target()
+    else:
+        conn = http.client.HTTPConnection(*target, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_until_serving(running, connect, timeout=8.0):
+    """Poll until ``connect()`` succeeds; fail early if the server process exits.
+
+    ``running`` has ``proc`` (a Popen) and ``stderr`` (what it printed so far).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running.proc.poll() is not None:
+            pytest.fail(f"stogie exited with {running.proc.returncode}: {running.stderr}")
+        try:
+            connect().close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"stogie did not start serving: {running.stderr}")
 
 
 def hello_app(environ, start_response):

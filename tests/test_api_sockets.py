@@ -3,7 +3,6 @@ SO_REUSEPORT, the listen backlog, TCP_NODELAY, UNIX and abstract sockets, peer c
 and the connection timeouts, end to end over real sockets."""
 
 import grp
-import http.client
 import json
 import os
 import pwd
@@ -17,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import hello_app, raw_request, running
+from conftest import hello_app, http_get, raw_request, running
 from stogie import wsgi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sockets")
@@ -71,16 +70,6 @@ def unix_environ(path):
     return json.loads(body)
 
 
-def http_get(host, port, path="/", timeout=5):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def has_ipv6():
     if not socket.has_ipv6:
         return False
@@ -101,7 +90,7 @@ needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="this machine has no IPv6
 def test_ipv4(serve):
     srv = serve(environ_app)
     host, port = srv.bind_addr
-    status, body = http_get(host, port)
+    status, body = http_get((host, port))
     env = json.loads(body)
     assert status == 200
     assert env["REMOTE_ADDR"] == "127.0.0.1"
@@ -115,7 +104,7 @@ def test_ipv6_loopback(serve):
     srv = serve(environ_app, bind_addr=("::1", 0))
     host, port = srv.bind_addr
     assert host == "::1" and port > 0
-    status, body = http_get("::1", port)
+    status, body = http_get(("::1", port))
     assert status == 200
     assert json.loads(body)["REMOTE_ADDR"] == "::1"
     # '::1' is IPv6 only: nobody listens on the IPv4 loopback at that port.
@@ -128,11 +117,11 @@ def test_ipv6_any_is_dual_stack(serve):
     srv = serve(environ_app, bind_addr=("::", 0))
     host, port = srv.bind_addr
     assert host == "::" and port > 0
-    status, body = http_get("127.0.0.1", port)
+    status, body = http_get(("127.0.0.1", port))
     assert status == 200
     # An IPv4 client on a dual-stack socket; Cheroot shows the mapped form too.
     assert json.loads(body)["REMOTE_ADDR"] in ("127.0.0.1", "::ffff:127.0.0.1")
-    status, body = http_get("::1", port)
+    status, body = http_get(("::1", port))
     assert status == 200
     assert json.loads(body)["REMOTE_ADDR"] == "::1"
 
@@ -148,7 +137,7 @@ def test_reuse_port_lets_two_servers_share_a_port():
             # The kernel spreads new connections over both listeners by a hash of the
             # client's address; within a few dozen connections both are seen.
             for _ in range(60):
-                bodies.add(http_get("127.0.0.1", port)[1][:1])
+                bodies.add(http_get(("127.0.0.1", port))[1][:1])
                 if len(bodies) == 2:
                     break
             assert bodies == {b"H", b"{"}
@@ -188,7 +177,7 @@ def test_request_queue_size_is_the_listen_backlog(serve, backlog):
     fields = out.split()
     assert fields[0] == "LISTEN", out
     assert int(fields[2]) == max(backlog, 1024)
-    assert http_get("127.0.0.1", port)[0] == 200
+    assert http_get(("127.0.0.1", port))[0] == 200
 
 
 def _server_side_socket(client):

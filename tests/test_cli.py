@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import stogie
+from conftest import wait_until_serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -127,20 +128,6 @@ def connect_unix(path):
         sock.close()
         raise
     return sock
-
-
-def wait_until_serving(running, connect, timeout=8.0):
-    """Poll until ``connect()`` succeeds; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running.proc.poll() is not None:
-            pytest.fail(f"stogie exited with {running.proc.returncode}: {running.stderr}")
-        try:
-            connect().close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"stogie did not start serving: {running.stderr}")
 
 
 def get(connect, path="/", headers=None, method="GET", body=None):

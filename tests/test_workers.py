@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import http_get, wait_until_serving
 from stogie import workers, wsgi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc")
@@ -129,21 +130,9 @@ def connect_unix(path):
     return sock
 
 
-def get(connect, path="/"):
-    """One request on a fresh connection: (status, body)."""
-    conn = http.client.HTTPConnection("localhost", timeout=5)
-    conn.sock = connect()
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def answer(connect):
     """(pid, wsgi.multiprocess) of the worker answering a request on a fresh connection."""
-    status, body = get(connect)
+    status, body = http_get(connect)
     assert status == 200, body
     pid, multiprocess = body.split()
     return int(pid), multiprocess == b"True"
@@ -237,19 +226,6 @@ def wait_for_workers(running, count, timeout=8.0):
     pytest.fail(f"{count} workers did not start: {children_of(running.pid)} {running.stderr}")
 
 
-def wait_until_serving(running, connect, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running.proc.poll() is not None:
-            pytest.fail(f"stogie exited with {running.proc.returncode}: {running.stderr}")
-        try:
-            connect().close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"stogie did not start serving: {running.stderr}")
-
-
 # --- the Python API ----------------------------------------------------------------------------
 
 
@@ -325,7 +301,7 @@ def test_worker_crashing_in_a_request_is_replaced(app_dir):
         kids = wait_for_workers(running, 2)
         wait_until_serving(running, connect)
         with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
-            get(connect, "/crash")
+            http_get(connect, "/crash")
         assert wait_for(lambda: "exited with status 3; starting another" in running.stderr)
         assert wait_for(lambda: len(children_of(running.pid)) == 2)
         assert len(set(children_of(running.pid)) & set(kids)) == 1
@@ -384,7 +360,7 @@ def test_cli_signal_stops_all_workers_after_the_request_in_flight(app_dir, signu
         kids = wait_for_workers(running, 2)
         wait_until_serving(running, connect)
         results = []
-        client = threading.Thread(target=lambda: results.append(get(connect, "/slow")))
+        client = threading.Thread(target=lambda: results.append(http_get(connect, "/slow")))
         client.start()
         assert wait_for(marker.exists), "the slow request never reached the app"
         started = time.monotonic()
@@ -412,7 +388,7 @@ def test_cli_second_signal_kills_the_workers_at_once(app_dir):
 
         def slow_request():
             try:
-                outcome.append(get(connect, "/slow"))
+                outcome.append(http_get(connect, "/slow"))
             except OSError as exc:  # http.client.RemoteDisconnected is one
                 outcome.append(exc)
 

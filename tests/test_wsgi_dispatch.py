@@ -1,14 +1,13 @@
 """Who answers a request: PathInfoDispatcher, CherryPyWSGIServer's list of apps, a native
 Cheroot-style gateway, and the worker pool (growth, and 503 when its queue is full)."""
 
-import http.client
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import ResponseReader, header, running
+from conftest import ResponseReader, header, http_get, running
 from stogie import server as stogie_server
 from stogie import wsgi
 
@@ -20,16 +19,6 @@ def named(name):
         return [body.encode()]
 
     return app
-
-
-def get(addr, path):
-    conn = http.client.HTTPConnection(*addr, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 DISPATCH = [
@@ -51,7 +40,7 @@ def test_path_info_dispatcher_dict(serve, path, body):
         {"/": named("root"), "/blog": named("blog"), "/blog/admin/": named("admin")}
     )
     server = serve(d)
-    assert get(server.bind_addr, path) == (200, body)
+    assert http_get(server.bind_addr, path) == (200, body)
 
 
 @pytest.mark.parametrize(("path", "body"), DISPATCH)
@@ -60,13 +49,13 @@ def test_path_info_dispatcher_list(serve, path, body):
         [("/blog/admin", named("admin")), ("/", named("root")), ("/blog", named("blog"))]
     )
     server = serve(d)
-    assert get(server.bind_addr, path) == (200, body)
+    assert http_get(server.bind_addr, path) == (200, body)
 
 
 @pytest.mark.parametrize("path", ["/", "/blogger", "/other", "/bl"])
 def test_path_info_dispatcher_404(serve, path):
     server = serve(wsgi.PathInfoDispatcher({"/blog": named("blog"), "/api": named("api")}))
-    status, body = get(server.bind_addr, path)
+    status, body = http_get(server.bind_addr, path)
     assert status == 404
     assert body == b""
 
@@ -86,15 +75,15 @@ def test_cherrypy_wsgi_server_with_a_list_of_apps():
         ("127.0.0.1", 0), [("/", named("root")), ("/blog", named("blog"))], numthreads=2
     )
     with running(srv):
-        assert get(srv.bind_addr, "/blog/x") == (200, b"blog|/blog|/x")
-        assert get(srv.bind_addr, "/blogger") == (200, b"root||/blogger")
-        assert get(srv.bind_addr, "/") == (200, b"root||/")
+        assert http_get(srv.bind_addr, "/blog/x") == (200, b"blog|/blog|/x")
+        assert http_get(srv.bind_addr, "/blogger") == (200, b"root||/blogger")
+        assert http_get(srv.bind_addr, "/") == (200, b"root||/")
 
 
 def test_cherrypy_wsgi_server_with_one_app():
     srv = wsgi.CherryPyWSGIServer(("127.0.0.1", 0), named("only"))
     with running(srv):
-        assert get(srv.bind_addr, "/x") == (200, b"only||/x")
+        assert http_get(srv.bind_addr, "/x") == (200, b"only||/x")
 
 
 # A Cheroot-style native gateway ----------------------------------------------------------
@@ -210,7 +199,7 @@ def test_native_gateway_failure_is_500(caplog):
     srv = native_server(FailingGateway)
     with running(srv):
         with caplog.at_level("ERROR", logger="stogie.error"):
-            status, _ = get(srv.bind_addr, "/")
+            status, _ = http_get(srv.bind_addr, "/")
     assert status == 500
     assert any(r.exc_info and "gateway failed" in str(r.exc_info[1]) for r in caplog.records)
 
@@ -248,7 +237,7 @@ def test_pool_grows_up_to_max(serve):
     results = []
 
     def client():
-        results.append(get(server.bind_addr, "/"))
+        results.append(http_get(server.bind_addr, "/"))
 
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(8)]
@@ -279,7 +268,7 @@ def test_pool_respects_max(serve):
         return [b"ok"]
 
     server = serve(app, numthreads=1, max=3)
-    threads = [threading.Thread(target=get, args=(server.bind_addr, "/")) for _ in range(9)]
+    threads = [threading.Thread(target=http_get, args=(server.bind_addr, "/")) for _ in range(9)]
     for t in threads:
         t.start()
     for t in threads:
@@ -302,7 +291,7 @@ def test_full_queue_gets_503(serve):
     results = {}
 
     def client(name):
-        results[name] = get(server.bind_addr, "/")
+        results[name] = http_get(server.bind_addr, "/")
 
     first = threading.Thread(target=client, args=("first",))
     first.start()
