@@ -277,6 +277,30 @@ def test_pool_respects_max(serve):
     assert max(peak) == 3
 
 
+def test_pool_shrinks_back_to_numthreads_when_idle(serve):
+    def app(environ, start_response):
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(app, numthreads=2, max=6)
+    server.requests.idle_timeout = 0.3
+    assert server.requests.threads == 2
+    threads = [threading.Thread(target=http_get, args=(server.bind_addr, "/")) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    grown = server.requests.threads
+    assert grown > 2, grown
+    deadline = time.monotonic() + 5
+    while server.requests.threads > 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.requests.threads == 2, f"grew to {grown}, still {server.requests.threads}"
+    # The pool still serves, and grows again when needed.
+    assert http_get(server.bind_addr, "/") == (200, b"ok")
+
+
 def test_full_queue_gets_503(serve):
     entered = threading.Event()
     release = threading.Event()

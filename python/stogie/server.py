@@ -207,12 +207,17 @@ class _Pool:
         self._max = max
         self._accepted_queue_size = accepted_queue_size
         self._accepted_queue_timeout = accepted_queue_timeout
+        self._idle_timeout = 30
 
     def _push(self):
         native = self.server._native
         if native is not None:
             native.set_pool_limits(
-                self._min, self._max, self._accepted_queue_size, float(self._accepted_queue_timeout)
+                self._min,
+                self._max,
+                self._accepted_queue_size,
+                float(self._accepted_queue_timeout),
+                idle_timeout=float(self._idle_timeout),
             )
 
     def _setting(name):  # noqa: N805 - a property factory used in the class body
@@ -231,6 +236,8 @@ class _Pool:
     max = _setting("max")
     accepted_queue_size = _setting("accepted_queue_size")
     accepted_queue_timeout = _setting("accepted_queue_timeout")
+    idle_timeout = _setting("idle_timeout")
+    """Seconds a thread above ``min`` waits for work before it exits (default 30)."""
     del _setting
 
     @property
@@ -734,6 +741,7 @@ class HTTPServer:
             io_threads=int(self.io_threads),
             peercreds=bool(self.peercreds_enabled),
             peercreds_resolve=bool(self.peercreds_resolve_enabled),
+            idle_timeout=float(pool.idle_timeout),
             remove_socket_file=remove_socket_file,
         )
         self._mark_started()

@@ -46,7 +46,13 @@ fn parse_mode(mode: &str) -> PyResult<Mode> {
     }
 }
 
-fn limits(min: isize, max: isize, queue: isize, queue_timeout: f64) -> PoolLimits {
+fn limits(
+    min: isize,
+    max: isize,
+    queue: isize,
+    queue_timeout: f64,
+    idle_timeout: f64,
+) -> PoolLimits {
     let min = min.max(1) as usize;
     PoolLimits {
         min,
@@ -61,7 +67,7 @@ fn limits(min: isize, max: isize, queue: isize, queue_timeout: f64) -> PoolLimit
             Some(queue as usize)
         },
         queue_timeout: Duration::from_secs_f64(queue_timeout.max(0.0)),
-        idle_timeout: Duration::from_secs(30),
+        idle_timeout: secs(idle_timeout).max(Duration::from_millis(10)),
     }
 }
 
@@ -164,7 +170,7 @@ impl NativeServer {
 
     /// Starts the pool and the engine on the bound socket. `remove_socket_file=False` leaves
     /// a UNIX socket file in place on stop (worker processes sharing an inherited listener).
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true))]
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -177,6 +183,7 @@ impl NativeServer {
         peercreds: bool,
         peercreds_resolve: bool,
         remove_socket_file: bool,
+        idle_timeout: f64,
     ) -> PyResult<()> {
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
@@ -188,7 +195,13 @@ impl NativeServer {
         self.app.resolve_peer.store(peercreds_resolve, Relaxed);
         let pool = Pool::start(
             self.app.clone(),
-            limits(minthreads, maxthreads, queue_size, queue_timeout),
+            limits(
+                minthreads,
+                maxthreads,
+                queue_size,
+                queue_timeout,
+                idle_timeout,
+            ),
             self.stats.clone(),
         );
         let gateway = Arc::new(pool.clone());
@@ -308,15 +321,23 @@ impl NativeServer {
     }
 
     /// Changes the pool's sizes on a running server.
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, idle_timeout = 30.0))]
     fn set_pool_limits(
         &self,
         minthreads: isize,
         maxthreads: isize,
         queue_size: isize,
         queue_timeout: f64,
+        idle_timeout: f64,
     ) {
         if let Some(p) = &self.pool {
-            p.set_limits(limits(minthreads, maxthreads, queue_size, queue_timeout));
+            p.set_limits(limits(
+                minthreads,
+                maxthreads,
+                queue_size,
+                queue_timeout,
+                idle_timeout,
+            ));
         }
     }
 
