@@ -323,3 +323,22 @@ def test_runtime_increases_while_serving():
     assert stopped >= second
     time.sleep(0.1)
     assert srv.runtime() == stopped  # the clock stops with the server
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("server_name", "evil\r\nSet-Cookie: x=1"),
+        ("server_name", "nul\x00"),
+        ("protocol", "HTTP/2"),
+    ],
+)
+def test_bad_header_settings_are_refused(serve, name, value):
+    server = serve(hello_app)
+    before = getattr(server, name)
+    with pytest.raises(ValueError):
+        setattr(server, name, value)
+    assert getattr(server, name) == before
+    out = raw_request(server.bind_addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Set-Cookie" not in out

@@ -84,6 +84,19 @@ fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
     Ok(n as usize)
 }
 
+/// A value that goes into a response header: control characters would break the head (or
+/// inject headers), so they are refused here, where the setting is made.
+fn header_text(key: &str, v: String) -> PyResult<String> {
+    if v.chars()
+        .any(|c| (c < ' ' && c != '\t') || c == '\x7f' || (c as u32) > 0xff)
+    {
+        return Err(PyValueError::new_err(format!(
+            "{key} {v:?} cannot go into a header: use printable ISO-8859-1 text"
+        )));
+    }
+    Ok(v)
+}
+
 fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { 0.0 })
 }
@@ -303,8 +316,16 @@ impl NativeServer {
                 "max_request_body_size" => {
                     next.max_request_body_size = v.extract::<i64>()?.max(0) as u64
                 }
-                "server_header" => next.server_software = v.extract()?,
-                "protocol" => next.protocol = v.extract()?,
+                "server_header" => next.server_software = header_text(&key, v.extract()?)?,
+                "protocol" => {
+                    let p: String = v.extract()?;
+                    if p != "HTTP/1.1" && p != "HTTP/1.0" {
+                        return Err(PyValueError::new_err(format!(
+                            "protocol must be 'HTTP/1.1' or 'HTTP/1.0', not {p:?}"
+                        )));
+                    }
+                    next.protocol = p;
+                }
                 "allow_underscore_headers" => next.allow_underscore_headers = v.extract()?,
                 "max_request_line" => next.max_request_line = size_setting(&key, &v, 1)?,
                 "max_header_count" => next.max_header_count = size_setting(&key, &v, 0)?,
