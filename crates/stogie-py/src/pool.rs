@@ -68,6 +68,16 @@ impl State {
 /// A request waiting longer than this while the queue makes little progress means the
 /// active workers are blocked: the monitor then adds or wakes workers.
 const STALL: Duration = Duration::from_millis(2);
+/// The GIL taken within this is free: no thread was running Python. A busy GIL is handed
+/// over only after the interpreter's switch interval (5 ms by default).
+const GIL_FREE: Duration = Duration::from_millis(1);
+
+/// Whether the GIL can be taken at once.
+fn gil_is_free() -> bool {
+    let asked = Instant::now();
+    Python::attach(|_| asked.elapsed() < GIL_FREE)
+}
+
 /// How long the monitor keeps watching after the queue was last seen non-empty.
 const MONITOR_LINGER: Duration = Duration::from_millis(200);
 
@@ -181,6 +191,16 @@ impl<H: Handler> Pool<H> {
             let moved = st.taken - taken_before;
             // Fewer pickups than active workers in the window: they are blocked, not busy.
             if oldest.elapsed() < STALL || moved >= active.max(1) as u64 {
+                continue;
+            }
+            // Workers that hardly move are either blocked in I/O (more threads help) or
+            // queued for the GIL behind busy Python code (more threads only add switching,
+            // and would grow without end). The GIL tells which: free means nobody runs Python.
+            // The pool lock is released first: a worker holding the GIL may be waiting for it.
+            drop(st);
+            let free = gil_is_free();
+            st = self.lock();
+            if !free || st.shutdown {
                 continue;
             }
             if st.idle > 0 {
