@@ -383,7 +383,7 @@ def build_parser():
         metavar="INT",
         dest="request_queue_size",
         type=_int_at_least(0),
-        help="listen() backlog: connections waiting to be accepted (default: 5)",
+        help="listen() backlog (default: 5; stogie uses at least 1024)",
     )
     parser.add_argument(
         "--accepted-queue-size",
