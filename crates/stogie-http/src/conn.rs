@@ -235,9 +235,15 @@ impl<S: Transport> Conn<S> {
 
     /// Sends an error answer and closes.
     async fn refuse(&mut self, err: &HttpError, version: Version, cfg: &ServerConfig) {
+        self.write_error(err, version, cfg).await;
+        self.linger().await;
+    }
+
+    /// Writes a short error answer in place of anything queued.
+    async fn write_error(&mut self, err: &HttpError, version: Version, cfg: &ServerConfig) {
+        self.wbuf.clear();
         let bytes = response::error_response(err, version, &cfg.server_software);
         let _ = self.write_now(&bytes, cfg).await;
-        self.linger().await;
     }
 
     /// Writes all of `data`. A client that takes nothing for `timeout` is cut off; one that
@@ -584,12 +590,14 @@ impl<S: Transport> Conn<S> {
     ) -> Result<(), ()> {
         let Some(ev) = ev else {
             // The gateway dropped the response without finishing it.
-            return self.abort(out, cfg).await;
+            return self.fail(&HttpError::Internal, out, cfg).await;
         };
         match ev {
+            ResponseEvent::Abort => return self.fail(&HttpError::Internal, out, cfg).await,
+            ResponseEvent::Refuse(err) => return self.fail(&err, out, cfg).await,
             ResponseEvent::Head { head, body, end } => {
                 if out.head_sent {
-                    return self.abort(out, cfg).await;
+                    return self.fail(&HttpError::Internal, out, cfg).await;
                 }
                 let ctx = ResponseContext {
                     version: out.version,
@@ -610,18 +618,11 @@ impl<S: Transport> Conn<S> {
                         }
                     }
                     Err(msg) => {
-                        self.wbuf.clear();
                         self.shared.log.log(
                             LogLevel::Error,
                             &format!("Refused to send the response: {msg}"),
                         );
-                        let bytes = response::error_response(
-                            &HttpError::Internal,
-                            out.version,
-                            &cfg.server_software,
-                        );
-                        let _ = self.write_now(&bytes, cfg).await;
-                        return Err(());
+                        return self.fail(&HttpError::Internal, out, cfg).await;
                     }
                 }
                 self.push_body(body, out, cfg).await?;
@@ -629,41 +630,18 @@ impl<S: Transport> Conn<S> {
                     self.finish(out);
                 }
             }
-            ResponseEvent::Body(b) => {
-                if !out.head_sent {
-                    return self.abort(out, cfg).await;
-                }
-                self.push_body(b, out, cfg).await?;
-            }
+            // Body events before a head are a gateway bug: answer 500 rather than send them.
+            _ if !out.head_sent => return self.fail(&HttpError::Internal, out, cfg).await,
+            ResponseEvent::Body(b) => self.push_body(b, out, cfg).await?,
             ResponseEvent::Bodies(v) => {
-                if !out.head_sent {
-                    return self.abort(out, cfg).await;
-                }
                 for b in v {
                     self.push_body(b, out, cfg).await?;
                 }
             }
             ResponseEvent::File { file, offset, len } => {
-                if !out.head_sent {
-                    return self.abort(out, cfg).await;
-                }
                 self.send_file(file, offset, len, out, cfg).await?;
             }
-            ResponseEvent::End => {
-                if !out.head_sent {
-                    return self.abort(out, cfg).await;
-                }
-                self.finish(out);
-            }
-            ResponseEvent::Abort => return self.abort(out, cfg).await,
-            ResponseEvent::Refuse(err) => {
-                if !out.head_sent {
-                    self.wbuf.clear();
-                    let bytes = response::error_response(&err, out.version, &cfg.server_software);
-                    let _ = self.write_now(&bytes, cfg).await;
-                }
-                return Err(());
-            }
+            ResponseEvent::End => self.finish(out),
         }
         Ok(())
     }
@@ -684,14 +662,18 @@ impl<S: Transport> Conn<S> {
         out.done = true;
     }
 
-    async fn abort(&mut self, out: &mut Outgoing, cfg: &ServerConfig) -> Result<(), ()> {
-        if !out.head_sent {
-            self.wbuf.clear();
-            let bytes =
-                response::error_response(&HttpError::Internal, out.version, &cfg.server_software);
-            let _ = self.write_now(&bytes, cfg).await;
-        } else {
+    /// Ends the exchange with an error: its answer if nothing was sent yet, else whatever
+    /// is queued; the connection then closes.
+    async fn fail(
+        &mut self,
+        err: &HttpError,
+        out: &Outgoing,
+        cfg: &ServerConfig,
+    ) -> Result<(), ()> {
+        if out.head_sent {
             let _ = self.flush(cfg).await;
+        } else {
+            self.write_error(err, out.version, cfg).await;
         }
         Err(())
     }

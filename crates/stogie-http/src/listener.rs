@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -143,57 +144,28 @@ fn bind_unix_path(path: &std::path::Path, opts: ListenOptions) -> io::Result<Lis
         // A socket file left by an earlier server: bind would fail on it.
         std::fs::remove_file(path)?;
     }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    socket.listen(opts.backlog.max(MIN_BACKLOG))?;
-    socket.set_nonblocking(true)?;
-    Ok(Listener::Unix(
-        socket.into(),
+    listen_unix(
+        SockAddr::unix(path)?,
+        opts,
         LocalAddr::Unix(path.to_path_buf()),
-    ))
+    )
 }
 
 fn bind_abstract(name: &[u8], opts: ListenOptions) -> io::Result<Listener> {
-    // socket2 builds a sockaddr_un from raw bytes; a leading NUL makes it abstract.
-    let mut raw = vec![0u8];
+    // socket2 makes a Linux abstract address of a path that starts with a NUL byte.
+    let mut raw = Vec::with_capacity(name.len() + 1);
+    raw.push(0);
     raw.extend_from_slice(name);
-    let addr = abstract_sockaddr(&raw)?;
+    let addr = SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?;
+    listen_unix(addr, opts, LocalAddr::Abstract(name.to_vec()))
+}
+
+fn listen_unix(addr: SockAddr, opts: ListenOptions, local: LocalAddr) -> io::Result<Listener> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.bind(&addr)?;
     socket.listen(opts.backlog.max(MIN_BACKLOG))?;
     socket.set_nonblocking(true)?;
-    Ok(Listener::Unix(
-        socket.into(),
-        LocalAddr::Abstract(name.to_vec()),
-    ))
-}
-
-fn abstract_sockaddr(raw: &[u8]) -> io::Result<SockAddr> {
-    let mut storage: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if raw.len() > storage.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "abstract socket name too long",
-        ));
-    }
-    storage.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in storage.sun_path.iter_mut().zip(raw) {
-        *dst = *src as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + raw.len()) as libc::socklen_t;
-    // SAFETY: the storage holds a fully initialised sockaddr_un of `len` bytes.
-    let (_, addr) = unsafe {
-        SockAddr::try_init(|ss, l| {
-            std::ptr::copy_nonoverlapping(
-                &storage as *const libc::sockaddr_un as *const u8,
-                ss as *mut u8,
-                std::mem::size_of::<libc::sockaddr_un>(),
-            );
-            *l = len;
-            Ok(())
-        })?
-    };
-    Ok(addr)
+    Ok(Listener::Unix(socket.into(), local))
 }
 
 fn from_fd(fd: RawFd) -> io::Result<Listener> {
@@ -204,12 +176,11 @@ fn from_fd(fd: RawFd) -> io::Result<Listener> {
     if local.as_socket().is_some() {
         Ok(Listener::Tcp(socket.into()))
     } else {
-        let path = local.as_pathname().map(|p| p.to_path_buf());
-        let unix: UnixListener = socket.into();
-        let addr = match path {
-            Some(p) => LocalAddr::Unix(p),
-            None => LocalAddr::Abstract(Vec::new()),
+        let addr = match (local.as_pathname(), local.as_abstract_namespace()) {
+            (Some(path), _) => LocalAddr::Unix(path.to_path_buf()),
+            (None, name) => LocalAddr::Abstract(name.unwrap_or_default().to_vec()),
         };
+        let unix: UnixListener = socket.into();
         Ok(Listener::Unix(unix, addr))
     }
 }

@@ -11,6 +11,7 @@ use crate::conn::{self, Shared};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
 use crate::stats::Stats;
+use crate::transport::Transport;
 use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
 
 /// Options fixed for the server's lifetime.
@@ -177,6 +178,18 @@ fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
     Duration::from_millis(50)
 }
 
+/// Serves an accepted connection on its own task, counted as open until the task ends.
+fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
+    shared.stats.add_accept();
+    shared.stats.open();
+    let guard = Open(shared.stats.clone());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        conn::serve(stream, peer, shared).await;
+    });
+}
+
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     loop {
@@ -184,14 +197,7 @@ async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    shared.stats.add_accept();
-                    shared.stats.open();
-                    let guard = Open(shared.stats.clone());
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        conn::serve(stream, PeerAddr::Tcp(addr), shared).await;
-                    });
+                    spawn_connection(&shared, stream, PeerAddr::Tcp(addr));
                 }
                 Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
             },
@@ -211,14 +217,7 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>, pe
                     } else {
                         None
                     };
-                    shared.stats.add_accept();
-                    shared.stats.open();
-                    let guard = Open(shared.stats.clone());
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        conn::serve(stream, PeerAddr::Unix(cred), shared).await;
-                    });
+                    spawn_connection(&shared, stream, PeerAddr::Unix(cred));
                 }
                 Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
             },

@@ -167,8 +167,15 @@ impl AppHandler {
     }
 }
 
-fn not_started() -> PyErr {
-    PyRuntimeError::new_err("The WSGI application returned a body before calling start_response().")
+/// PEP 3333: no body before start_response().
+fn ensure_started(sr: &StartResponse) -> PyResult<()> {
+    if sr.responder.has_head() || sr.responder.headers_sent {
+        Ok(())
+    } else {
+        Err(PyRuntimeError::new_err(
+            "The WSGI application returned a body before calling start_response().",
+        ))
+    }
 }
 
 fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
@@ -213,9 +220,7 @@ fn send_result(
             _ => Bytes::from(parts.concat()),
         };
         let mut me = sr.borrow_mut();
-        if !me.responder.has_head() && !me.responder.headers_sent {
-            return Err(not_started());
-        }
+        ensure_started(&me)?;
         let _ = me.responder.write(py, body, true);
         return Ok(());
     }
@@ -223,9 +228,7 @@ fn send_result(
         if let Ok(fw) = result.cast::<FileWrapper>() {
             if let Some((file, offset)) = sendfile_source(py, &fw.borrow()) {
                 let mut me = sr.borrow_mut();
-                if !me.responder.has_head() && !me.responder.headers_sent {
-                    return Err(not_started());
-                }
+                ensure_started(&me)?;
                 let _ = me.responder.send_file(py, file, offset);
                 return Ok(());
             }
@@ -237,9 +240,7 @@ fn send_result(
             continue;
         }
         let mut me = sr.borrow_mut();
-        if !me.responder.has_head() && !me.responder.headers_sent {
-            return Err(not_started());
-        }
+        ensure_started(&me)?;
         if me.responder.write(py, data, false).is_err() {
             // The client left: stop iterating; close() still runs.
             return Ok(());

@@ -2,14 +2,13 @@
 //! gateways whose `respond()` drives `self.req` instead of running a WSGI app.
 
 use bytes::Bytes;
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use stogie_http::{PeerAddr, Request};
 
 use crate::wsgi::environ::decode_path;
 use crate::wsgi::input::Input;
-use crate::wsgi::respond::{head_from_py, Responder};
+use crate::wsgi::respond::{gone, head_from_py, Responder};
 
 /// One request, as Cheroot's `HTTPRequest` shows it to a native gateway.
 #[pyclass(module = "stogie._native")]
@@ -84,10 +83,6 @@ impl NativeRequest {
             },
         )
     }
-}
-
-fn gone() -> PyErr {
-    PyOSError::new_err("the client closed the connection")
 }
 
 #[pymethods]

@@ -19,7 +19,8 @@ pub struct Responder {
     pub finished: bool,
 }
 
-fn gone() -> PyErr {
+/// What `write()` raises once the client has gone.
+pub(crate) fn gone() -> PyErr {
     PyOSError::new_err("the client closed the connection")
 }
 
