@@ -700,6 +700,7 @@ class HTTPServer:
                 port=port,
                 backlog=int(self.request_queue_size),
                 reuse_port=bool(self.reuse_port),
+                slots=workers,
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -728,8 +729,12 @@ class HTTPServer:
             return
         self._start_engine()
 
-    def _start_engine(self, remove_socket_file=True):
-        """Start the engine and the pool on the socket bound by prepare()."""
+    def _start_engine(self, remove_socket_file=True, slot=0):
+        """Start the engine and the pool on the socket bound by prepare().
+
+        ``slot`` is a worker process's number: with a TCP address, each worker has its own
+        listening socket in one SO_REUSEPORT group (even spread of connections).
+        """
         native = self._native
         native.configure(stats_enabled=bool(self.stats.get("Enabled")))
         pool = self.requests
@@ -743,6 +748,7 @@ class HTTPServer:
             peercreds_resolve=bool(self.peercreds_resolve_enabled),
             idle_timeout=float(pool.idle_timeout),
             remove_socket_file=remove_socket_file,
+            slot=slot,
         )
         self._mark_started()
 

@@ -1,9 +1,13 @@
 """Several worker processes on one listening socket (``workers=N``, ``stogie --workers N``).
 
-The parent process binds the socket once (no engine, no thread started), then forks N
-workers. Each worker inherits the listener, starts its own engine and Python pool on it and
-serves; the kernel hands each new connection to whichever worker accepts it first. The
-parent starts no engine: it supervises.
+The parent process binds (no engine, no thread started), then forks N workers. A TCP address
+is bound N times in one SO_REUSEPORT group, one listening socket per worker slot: the kernel
+spreads new connections evenly over the slots (measured with one shared socket: 54 of wrk's
+64 connections went to one worker, which then did most of the work). The parent keeps every
+slot's socket open, so connections queued for a worker that dies wait for its replacement
+instead of being reset. UNIX sockets and inherited descriptors are shared by all workers,
+each taking new connections as it wakes. Each worker starts its own engine and Python pool
+and serves. The parent starts no engine: it supervises.
 
 - A worker that dies while the server runs is replaced, after a delay that doubles with each
   replacement in the same slot within a minute (0.1 s up to 5 s), and at most
@@ -160,7 +164,7 @@ class Supervisor:
         try:
             pid = os.fork()
             if pid == 0:
-                self._run_child(mask)  # never returns
+                self._run_child(mask, slot)  # never returns
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.children[pid] = slot
@@ -168,10 +172,10 @@ class Supervisor:
 
     # --- in a worker ------------------------------------------------------------------------
 
-    def _run_child(self, mask):
+    def _run_child(self, mask, slot):
         code = 1
         try:
-            code = self._child_main(mask)
+            code = self._child_main(mask, slot)
         except BaseException:
             try:
                 log.exception("worker %d failed", os.getpid())
@@ -186,7 +190,7 @@ class Supervisor:
                 # Never return into the parent's stack (a test runner, an embedding program).
                 os._exit(code)
 
-    def _child_main(self, mask):
+    def _child_main(self, mask, slot):
         server = self.server
         object.__setattr__(server, "_supervisor", None)
         if self._die_with_parent is not None:
@@ -204,7 +208,7 @@ class Supervisor:
         self._wake_w.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-        server._start_engine(remove_socket_file=False)
+        server._start_engine(remove_socket_file=False, slot=slot)
         pid = os.getpid()
         log.debug("worker %d serving", pid)
         app_stopped = False

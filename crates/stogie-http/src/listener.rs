@@ -86,6 +86,23 @@ impl Listener {
         }
     }
 
+    /// Another listening socket on the same TCP address, in the same SO_REUSEPORT group
+    /// (this listener must have been bound with `reuse_port`): the kernel spreads new
+    /// connections evenly over the group, where processes sharing one socket take them in
+    /// whatever order they wake (the busiest often taking most). `None` for UNIX sockets,
+    /// which have no such groups.
+    pub fn reuse_port_sibling(&self, opts: ListenOptions) -> io::Result<Option<Listener>> {
+        let Listener::Tcp(l) = self else {
+            return Ok(None);
+        };
+        let addr = l.local_addr()?;
+        let v6_only = match addr {
+            SocketAddr::V6(_) => Some(socket2::SockRef::from(l).only_v6()?),
+            SocketAddr::V4(_) => None,
+        };
+        listen_tcp(addr, v6_only, ListenOptions { reuse_port: true, ..opts }).map(Some)
+    }
+
     /// A copy of the listening socket (for several accept loops or processes).
     pub fn try_clone(&self) -> io::Result<Listener> {
         Ok(match self {
@@ -108,14 +125,22 @@ fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
 
 fn bind_tcp(host: &str, port: u16, opts: ListenOptions) -> io::Result<Listener> {
     let addr = resolve(host, port)?;
+    // `::` serves IPv4 too (dual stack), as Cheroot does.
+    let v6_only = match addr {
+        SocketAddr::V6(v6) => Some(!v6.ip().is_unspecified()),
+        SocketAddr::V4(_) => None,
+    };
+    listen_tcp(addr, v6_only, opts)
+}
+
+fn listen_tcp(addr: SocketAddr, v6_only: Option<bool>, opts: ListenOptions) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
-    if let SocketAddr::V6(v6) = addr {
-        // `::` serves IPv4 too (dual stack), as Cheroot does.
-        socket.set_only_v6(!v6.ip().is_unspecified())?;
+    if let Some(only) = v6_only {
+        socket.set_only_v6(only)?;
     }
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;

@@ -108,7 +108,8 @@ pub struct NativeServer {
     config: LiveConfig,
     stats: Arc<Stats>,
     log: Arc<PyLog>,
-    listener: Option<Listener>,
+    /// Bound listeners not yet serving: one, or one per worker slot (SO_REUSEPORT group).
+    listeners: Vec<Listener>,
     engine: Option<HttpServer>,
     pool: Option<Pool<Arc<AppHandler>>>,
 }
@@ -134,7 +135,7 @@ impl NativeServer {
             config: LiveConfig::new(ServerConfig::default()),
             stats: Arc::new(Stats::default()),
             log: Arc::new(PyLog(log)),
-            listener: None,
+            listeners: Vec::new(),
             engine: None,
             pool: None,
         })
@@ -142,7 +143,12 @@ impl NativeServer {
 
     /// Binds and listens. `kind` is "tcp" (host, port), "unix" (path), "abstract" (name)
     /// or "fd" (descriptor). Returns the bound address: (host, port) or a path string.
-    #[pyo3(signature = (kind, target, port = 0, backlog = 5, reuse_port = false))]
+    ///
+    /// `slots` > 1 (worker processes) binds a TCP address that many times in one
+    /// SO_REUSEPORT group, so that the kernel spreads connections evenly over the workers;
+    /// each worker then starts on its own slot. Other kinds bind once and are shared.
+    #[pyo3(signature = (kind, target, port = 0, backlog = 5, reuse_port = false, slots = 1))]
+    #[allow(clippy::too_many_arguments)]
     fn bind<'py>(
         &mut self,
         py: Python<'py>,
@@ -151,6 +157,7 @@ impl NativeServer {
         port: u16,
         backlog: i32,
         reuse_port: bool,
+        slots: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let addr = match kind {
             "tcp" => BindAddr::Tcp(target.extract()?, port),
@@ -163,27 +170,34 @@ impl NativeServer {
                 )))
             }
         };
-        let listener = py
+        let grouped = slots > 1 && matches!(addr, BindAddr::Tcp(..));
+        let opts = ListenOptions {
+            backlog,
+            reuse_port: reuse_port || grouped,
+        };
+        let listeners = py
             .detach(|| {
-                Listener::bind(
-                    &addr,
-                    ListenOptions {
-                        backlog,
-                        reuse_port,
-                    },
-                )
+                let first = Listener::bind(&addr, opts)?;
+                let mut all = Vec::with_capacity(slots.max(1));
+                for _ in 1..if grouped { slots } else { 1 } {
+                    all.extend(first.reuse_port_sibling(opts)?);
+                }
+                all.insert(0, first);
+                Ok::<_, std::io::Error>(all)
             })
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
-        let local = listener
+        let local = listeners[0]
             .local_addr()
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        self.listener = Some(listener);
+        self.listeners = listeners;
         local_to_py(py, &local)
     }
 
     /// Starts the pool and the engine on the bound socket. `remove_socket_file=False` leaves
     /// a UNIX socket file in place on stop (worker processes sharing an inherited listener).
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0))]
+    /// `slot` picks a worker's own listener when `bind` made one per slot (the others are
+    /// closed in this process).
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -197,14 +211,17 @@ impl NativeServer {
         peercreds_resolve: bool,
         remove_socket_file: bool,
         idle_timeout: f64,
+        slot: usize,
     ) -> PyResult<()> {
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
-        let listener = self
-            .listener
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("bind() must come before start()"))?;
+        if self.listeners.is_empty() {
+            return Err(PyRuntimeError::new_err("bind() must come before start()"));
+        }
+        let pick = slot.min(self.listeners.len() - 1);
+        let listener = self.listeners.swap_remove(pick);
+        self.listeners.clear();
         self.app.resolve_peer.store(peercreds_resolve, Relaxed);
         let pool = Pool::start(
             self.app.clone(),
@@ -246,7 +263,7 @@ impl NativeServer {
     fn stop(&mut self, py: Python<'_>, grace: f64) -> bool {
         let engine = self.engine.take();
         let pool = self.pool.take();
-        self.listener = None;
+        self.listeners.clear();
         let grace = secs(grace);
         let in_request = pool.as_ref().is_some_and(|p| p.is_current_worker());
         let finish = move |mut engine: Option<HttpServer>| {
