@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,8 @@ use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, 
 use crate::h1::body::{BodyDecoder, BodyError, Decoded};
 use crate::h1::head::{self, BodyFraming, RequestHead, Version};
 use crate::h1::response::{self, ResponseContext, ResponseFraming};
+use crate::outbuf::OutBuf;
+use crate::pipe;
 use crate::stats::Stats;
 use crate::transport::Transport;
 use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
@@ -36,13 +39,10 @@ pub(crate) struct Shared {
 const READ_CHUNK: usize = 16 * 1024;
 /// The first read buffer of a request head.
 const HEAD_CHUNK: usize = 2 * 1024;
-/// Response pieces up to this size are copied into the write buffer so that a small
-/// response leaves in one write; larger ones are written from their own memory.
-const COPY_LIMIT: usize = 16 * 1024;
+/// Queued response bytes that make a write happen before the rest of a batch is framed.
+const FLUSH_AT: usize = 256 * 1024;
 /// Chunks of a streamed request body waiting for the app.
 const BODY_CHANNEL: usize = 4;
-/// Response events waiting for the socket.
-const RESPONSE_CHANNEL: usize = 16;
 /// What a closing connection reads and throws away so the client sees the answer, not a reset.
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
@@ -87,7 +87,7 @@ pub(crate) async fn serve<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<S
         peer,
         shared,
         buf: BytesMut::new(),
-        wbuf: Vec::new(),
+        wbuf: OutBuf::default(),
         shutdown,
     };
     conn.run().await;
@@ -98,7 +98,7 @@ struct Conn<S> {
     peer: PeerAddr,
     shared: Arc<Shared>,
     buf: BytesMut,
-    wbuf: Vec<u8>,
+    wbuf: OutBuf,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -129,7 +129,8 @@ struct Pipe {
 }
 
 enum Step {
-    Event(Option<ResponseEvent>),
+    /// Response events were taken (`true`), or the gateway dropped the response (`false`).
+    Events(bool),
     /// The app asked for the body (`true`) or dropped it unread (`false`).
     Demand(bool),
     Pumped(Result<bool, ()>),
@@ -165,7 +166,7 @@ impl<S: Transport> Conn<S> {
             if self.buf.is_empty() {
                 // An idle keep-alive connection holds no read or write buffer.
                 self.buf = BytesMut::new();
-                self.wbuf = Vec::new();
+                self.wbuf.release();
             }
         }
     }
@@ -265,18 +266,31 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
+    /// Writes everything queued, in vectored writes when large pieces are queued by
+    /// reference. Timed as [`Conn::write_now`].
     async fn flush(&mut self, cfg: &ServerConfig) -> Result<(), ()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
+        while !self.wbuf.is_empty() {
+            let wrote = match self.wbuf.contiguous() {
+                Some(data) => timeout(cfg.timeout, self.stream.write(data)).await,
+                None => {
+                    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+                    self.wbuf.slices(&mut slices);
+                    timeout(cfg.timeout, self.stream.write_vectored(&slices)).await
+                }
+            };
+            match wrote {
+                Ok(Ok(n)) if n > 0 => {
+                    self.wbuf.advance(n);
+                    self.shared.stats.add_written(n);
+                }
+                _ => {
+                    self.wbuf.clear();
+                    self.shared.stats.add_socket_error();
+                    return Err(());
+                }
+            }
         }
-        let data = std::mem::take(&mut self.wbuf);
-        let res = self.write_now(&data, cfg).await;
-        self.wbuf = data;
-        self.wbuf.clear();
-        if self.wbuf.capacity() > 64 * 1024 {
-            self.wbuf = Vec::new();
-        }
-        res
+        Ok(())
     }
 
     /// Closes the way a client can still read what was sent: FIN first, then read and
@@ -369,7 +383,7 @@ impl<S: Transport> Conn<S> {
             }
         };
 
-        let (resp_tx, mut resp_rx) = mpsc::channel(RESPONSE_CHANNEL);
+        let (resp_tx, mut resp_rx) = pipe::pipe();
         let request = Request {
             head,
             peer: self.peer.clone(),
@@ -384,6 +398,7 @@ impl<S: Transport> Conn<S> {
                 .await;
             return false;
         }
+        let mut batch = VecDeque::new();
 
         loop {
             let pumping = pump
@@ -400,7 +415,7 @@ impl<S: Transport> Conn<S> {
                 };
                 tokio::select! {
                     biased;
-                    ev = resp_rx.recv() => Step::Event(ev),
+                    got = resp_rx.recv_all(&mut batch) => Step::Events(got),
                     read = async move {
                         match demand {
                             Some(d) => d.await.is_ok(),
@@ -411,27 +426,29 @@ impl<S: Transport> Conn<S> {
                 }
             };
             match step {
-                Step::Event(ev) => {
+                Step::Events(got) => {
                     if pump.as_ref().is_some_and(|p| p.demand.is_some()) {
                         // Answering an `Expect: 100-continue` request before its body was
                         // asked for: the client may or may not send the body now, so the
                         // connection closes, and the response says so (RFC 9110 §10.1.1).
                         out.keep_alive = false;
                     }
-                    if self.on_event(ev, &mut out, cfg).await.is_err() {
+                    if !got {
+                        // The gateway dropped the response without finishing it.
+                        let _ = self.fail(&HttpError::Internal, &out, cfg).await;
                         return false;
                     }
-                    // Take whatever else is ready, so chunks leave in as few writes as possible.
-                    while !out.done {
-                        match resp_rx.try_recv() {
-                            Ok(ev) => {
-                                if self.on_event(Some(ev), &mut out, cfg).await.is_err() {
-                                    return false;
-                                }
-                            }
-                            Err(_) => break,
+                    // Everything that was waiting is framed, then leaves in as few writes
+                    // as possible.
+                    while let Some(ev) = batch.pop_front() {
+                        if out.done {
+                            break;
+                        }
+                        if self.on_event(ev, &mut out, cfg).await.is_err() {
+                            return false;
                         }
                     }
+                    batch.clear();
                     if self.flush(cfg).await.is_err() {
                         return false;
                     }
@@ -584,14 +601,10 @@ impl<S: Transport> Conn<S> {
     /// Applies one response event; `Err` means the connection must close now.
     async fn on_event(
         &mut self,
-        ev: Option<ResponseEvent>,
+        ev: ResponseEvent,
         out: &mut Outgoing,
         cfg: &ServerConfig,
     ) -> Result<(), ()> {
-        let Some(ev) = ev else {
-            // The gateway dropped the response without finishing it.
-            return self.fail(&HttpError::Internal, out, cfg).await;
-        };
         match ev {
             ResponseEvent::Abort => return self.fail(&HttpError::Internal, out, cfg).await,
             ResponseEvent::Refuse(err) => return self.fail(&err, out, cfg).await,
@@ -605,9 +618,7 @@ impl<S: Transport> Conn<S> {
                     keep_alive: out.keep_alive && !*self.shutdown.borrow(),
                     server: &cfg.server_software,
                 };
-                let mut wbuf = std::mem::take(&mut self.wbuf);
-                let encoded = response::encode_head(&mut wbuf, &head, &ctx);
-                self.wbuf = wbuf;
+                let encoded = response::encode_head(self.wbuf.buf_mut(), &head, &ctx);
                 match encoded {
                     Ok(e) => {
                         out.head_sent = true;
@@ -706,7 +717,7 @@ impl<S: Transport> Conn<S> {
                 }
             }
             ResponseFraming::Chunked => {
-                response::chunk_header(&mut self.wbuf, data.len());
+                response::chunk_header(self.wbuf.buf_mut(), data.len());
                 self.queue(data, cfg).await?;
                 self.wbuf.extend_from_slice(b"\r\n");
             }
@@ -716,16 +727,11 @@ impl<S: Transport> Conn<S> {
     }
 
     async fn queue(&mut self, data: Bytes, cfg: &ServerConfig) -> Result<(), ()> {
-        if data.len() <= COPY_LIMIT {
-            self.wbuf.extend_from_slice(&data);
-            if self.wbuf.len() >= 4 * COPY_LIMIT {
-                self.flush(cfg).await?;
-            }
-            Ok(())
-        } else {
+        self.wbuf.push(data);
+        if self.wbuf.len() >= FLUSH_AT || self.wbuf.is_full() {
             self.flush(cfg).await?;
-            self.write_now(&data, cfg).await
         }
+        Ok(())
     }
 
     async fn send_file(
@@ -753,7 +759,7 @@ impl<S: Transport> Conn<S> {
                 if len == 0 {
                     return Ok(());
                 }
-                response::chunk_header(&mut self.wbuf, len as usize);
+                response::chunk_header(self.wbuf.buf_mut(), len as usize);
             }
             ResponseFraming::Close => {}
         }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::h1::body::BodyError;
 use crate::h1::head::RequestHead;
 use crate::h1::response::ResponseHead;
+use crate::pipe::{PipeSender, SendError};
 
 /// Credentials of the process at the other end of a UNIX socket (SO_PEERCRED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,33 +205,40 @@ impl std::fmt::Display for ClientGone {
 
 impl std::error::Error for ClientGone {}
 
-/// The gateway's end of the response channel. Bounded: a slow client slows the producer
-/// down instead of growing memory.
-#[derive(Debug, Clone)]
+/// The gateway's end of the response pipe ([`crate::pipe`]). Bounded by bytes: a slow client
+/// slows the producer down instead of growing memory.
+#[derive(Clone)]
 pub struct ResponseSender {
-    tx: mpsc::Sender<ResponseEvent>,
+    tx: PipeSender,
+}
+
+impl std::fmt::Debug for ResponseSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseSender")
+    }
 }
 
 impl ResponseSender {
-    pub(crate) fn new(tx: mpsc::Sender<ResponseEvent>) -> Self {
+    pub(crate) fn new(tx: PipeSender) -> Self {
         ResponseSender { tx }
     }
 
-    /// Sends without waiting when there is room, else reports the event back.
+    /// Sends without waiting when there is room, else reports the event back (with
+    /// `true` when the connection is gone).
     pub fn try_send(&self, ev: ResponseEvent) -> Result<(), (ResponseEvent, bool)> {
         self.tx.try_send(ev).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(ev) => (ev, false),
-            mpsc::error::TrySendError::Closed(ev) => (ev, true),
+            SendError::Full(ev) => (ev, false),
+            SendError::Closed(ev) => (ev, true),
         })
     }
 
-    /// Sends, blocking the calling thread while the channel is full.
+    /// Sends, blocking the calling thread while too many bytes wait for the socket.
     /// Must not be called from inside an async runtime.
     pub fn blocking_send(&self, ev: ResponseEvent) -> Result<(), ClientGone> {
         self.tx.blocking_send(ev).map_err(|_| ClientGone)
     }
 
-    /// Sends, waiting while the channel is full.
+    /// Sends, waiting while too many bytes wait for the socket.
     pub async fn send(&self, ev: ResponseEvent) -> Result<(), ClientGone> {
         self.tx.send(ev).await.map_err(|_| ClientGone)
     }

@@ -12,6 +12,8 @@ pub mod error;
 pub mod exchange;
 pub mod h1;
 pub mod listener;
+mod outbuf;
+mod pipe;
 pub mod server;
 pub mod stats;
 pub mod transport;

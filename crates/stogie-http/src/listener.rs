@@ -100,7 +100,15 @@ impl Listener {
             SocketAddr::V6(_) => Some(socket2::SockRef::from(l).only_v6()?),
             SocketAddr::V4(_) => None,
         };
-        listen_tcp(addr, v6_only, ListenOptions { reuse_port: true, ..opts }).map(Some)
+        listen_tcp(
+            addr,
+            v6_only,
+            ListenOptions {
+                reuse_port: true,
+                ..opts
+            },
+        )
+        .map(Some)
     }
 
     /// A copy of the listening socket (for several accept loops or processes).
@@ -133,7 +141,11 @@ fn bind_tcp(host: &str, port: u16, opts: ListenOptions) -> io::Result<Listener> 
     listen_tcp(addr, v6_only, opts)
 }
 
-fn listen_tcp(addr: SocketAddr, v6_only: Option<bool>, opts: ListenOptions) -> io::Result<Listener> {
+fn listen_tcp(
+    addr: SocketAddr,
+    v6_only: Option<bool>,
+    opts: ListenOptions,
+) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if opts.reuse_port {

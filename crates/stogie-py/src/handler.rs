@@ -14,7 +14,7 @@ use crate::native::NativeRequest;
 use crate::pool::Handler;
 use crate::wsgi::environ::{self, EnvironParts, KeyCache};
 use crate::wsgi::input::Input;
-use crate::wsgi::respond::{sendfile_source, FileWrapper, Responder, StartResponse};
+use crate::wsgi::respond::{body_bytes, sendfile_source, FileWrapper, Responder, StartResponse};
 
 /// How requests reach Python.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +188,7 @@ fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
                 .unwrap_or_default()
         ))
     })?;
-    Ok(Bytes::copy_from_slice(b.as_bytes()))
+    Ok(body_bytes(b))
 }
 
 /// Sends the app's result: lists and tuples in one event, a FileWrapper with sendfile,

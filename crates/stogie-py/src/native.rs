@@ -1,7 +1,6 @@
 //! The request object behind `stogie.server.HTTPRequest`, for Cheroot-style native
 //! gateways whose `respond()` drives `self.req` instead of running a WSGI app.
 
-use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use stogie_http::{PeerAddr, Request};
@@ -118,7 +117,7 @@ impl NativeRequest {
             self.responder.force_head(py).map_err(|_| gone())?;
         }
         self.responder
-            .write(py, Bytes::copy_from_slice(data.as_bytes()), false)
+            .write(py, crate::wsgi::respond::body_bytes(data), false)
             .map_err(|_| gone())
     }
 }

@@ -9,6 +9,44 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use stogie_http::{ClientGone, ResponseEvent, ResponseHead, ResponseSender};
 
+/// Bodies at least this long are lent to the engine without a copy; shorter ones are copied
+/// (cheaper than holding a reference that must be released under the GIL later).
+const LEND_AT: usize = 4 * 1024;
+
+/// A Python `bytes` object lent to the engine: its buffer is immutable and lives as long as
+/// the object, so the connection can write straight from it.
+struct LentBytes {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is into an immutable `bytes` buffer kept alive by `_owner`, which is
+// itself Send + Sync; dropping it without the GIL defers the decref to pyo3's pool, which
+// drains at the next call into this module.
+unsafe impl Send for LentBytes {}
+unsafe impl Sync for LentBytes {}
+
+impl AsRef<[u8]> for LentBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the Send impl: valid for `len` bytes while `_owner` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The bytes of a body chunk for the engine: lent when large, copied when small.
+pub fn body_bytes(data: &Bound<'_, PyBytes>) -> Bytes {
+    let slice = data.as_bytes();
+    if slice.len() < LEND_AT {
+        return Bytes::copy_from_slice(slice);
+    }
+    Bytes::from_owner(LentBytes {
+        ptr: slice.as_ptr(),
+        len: slice.len(),
+        _owner: data.clone().unbind(),
+    })
+}
+
 /// The response state shared by `start_response`, `write()` and the result loop.
 pub struct Responder {
     sender: ResponseSender,
@@ -272,7 +310,7 @@ impl StartResponse {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("WSGI write() argument must be bytes."))?;
         self.responder
-            .write(py, Bytes::copy_from_slice(data.as_bytes()), false)
+            .write(py, body_bytes(data), false)
             .map_err(|_| gone())
     }
 }

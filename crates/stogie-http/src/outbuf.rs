@@ -1,0 +1,155 @@
+//! Response bytes waiting for the socket. Small pieces (heads, chunk framing, short bodies)
+//! are copied into one buffer; large ones are kept as they are (no copy) and go out in the
+//! same vectored write, in order: a 64 KiB body leaves with its head in one `writev`, and
+//! a hundred streamed chunks with their framing in one or two.
+
+use std::io::IoSlice;
+
+use bytes::Bytes;
+
+/// Pieces at least this long are referenced, not copied.
+const COPY_LIMIT: usize = 1024;
+/// Most slices handed to one `writev` (Linux allows 1024).
+const MAX_SLICES: usize = 512;
+
+/// Bytes queued for writing.
+#[derive(Default)]
+pub(crate) struct OutBuf {
+    /// The copied bytes.
+    buf: Vec<u8>,
+    /// Referenced pieces, each with the length `buf` had when it was queued: it goes out
+    /// after `buf[..at]` and before whatever was copied later.
+    pieces: Vec<(usize, Bytes)>,
+    /// Bytes in `pieces`.
+    pieces_len: usize,
+    /// Bytes already written from the front of the queue.
+    written: usize,
+}
+
+impl OutBuf {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.pieces_len - self.written
+    }
+
+    /// Whether a write should happen before more is queued (too many pieces for one
+    /// `writev`).
+    pub fn is_full(&self) -> bool {
+        self.pieces.len() * 2 + 1 >= MAX_SLICES
+    }
+
+    /// The copy buffer, to encode into directly (a head, a chunk header).
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Queues a copy of `data`.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Queues `data`, copying it when short.
+    pub fn push(&mut self, data: Bytes) {
+        if data.len() < COPY_LIMIT {
+            self.extend_from_slice(&data);
+        } else {
+            self.pieces_len += data.len();
+            self.pieces.push((self.buf.len(), data));
+        }
+    }
+
+    /// Fills `out` with the unwritten bytes in order.
+    pub fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        let mut skip = self.written;
+        let mut at = 0;
+        let mut add = |s: &'a [u8], skip: &mut usize| {
+            if *skip >= s.len() {
+                *skip -= s.len();
+            } else {
+                out.push(IoSlice::new(&s[*skip..]));
+                *skip = 0;
+            }
+        };
+        for (pos, piece) in &self.pieces {
+            add(&self.buf[at..*pos], &mut skip);
+            add(piece, &mut skip);
+            at = *pos;
+        }
+        add(&self.buf[at..], &mut skip);
+    }
+
+    /// The unwritten bytes when they are all in one place (no referenced pieces).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        if self.pieces.is_empty() {
+            Some(&self.buf[self.written..])
+        } else {
+            None
+        }
+    }
+
+    /// Marks `n` more bytes written; once everything is, the queue empties (keeping the
+    /// copy buffer's memory unless it grew large).
+    pub fn advance(&mut self, n: usize) {
+        self.written += n;
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.pieces.clear();
+        self.pieces_len = 0;
+        self.written = 0;
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Drops everything and the memory held (an idle connection holds no buffer).
+    pub fn release(&mut self) {
+        *self = OutBuf::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(q: &OutBuf) -> Vec<u8> {
+        let mut v = Vec::new();
+        q.slices(&mut v);
+        v.iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn pieces_keep_their_order_and_partial_writes_resume() {
+        let mut q = OutBuf::default();
+        q.buf_mut().extend_from_slice(b"head;");
+        q.push(Bytes::from(vec![b'a'; 2000]));
+        q.extend_from_slice(b";mid;");
+        q.push(Bytes::from(vec![b'b'; 1500]));
+        q.push(Bytes::from_static(b";end"));
+        let mut want = b"head;".to_vec();
+        want.extend(vec![b'a'; 2000]);
+        want.extend_from_slice(b";mid;");
+        want.extend(vec![b'b'; 1500]);
+        want.extend_from_slice(b";end");
+        assert_eq!(collect(&mut q), want);
+        assert_eq!(q.len(), want.len());
+        for step in [3, 1000, 1004, 7, 1500] {
+            q.advance(step);
+            let off = want.len() - q.len();
+            assert_eq!(collect(&mut q), want[off..].to_vec());
+        }
+        q.advance(q.len());
+        assert!(q.is_empty());
+        assert!(collect(&mut q).is_empty());
+    }
+}
