@@ -141,15 +141,15 @@ mod tests {
         want.extend_from_slice(b";mid;");
         want.extend(vec![b'b'; 1500]);
         want.extend_from_slice(b";end");
-        assert_eq!(collect(&mut q), want);
+        assert_eq!(collect(&q), want);
         assert_eq!(q.len(), want.len());
         for step in [3, 1000, 1004, 7, 1500] {
             q.advance(step);
             let off = want.len() - q.len();
-            assert_eq!(collect(&mut q), want[off..].to_vec());
+            assert_eq!(collect(&q), want[off..].to_vec());
         }
         q.advance(q.len());
         assert!(q.is_empty());
-        assert!(collect(&mut q).is_empty());
+        assert!(collect(&q).is_empty());
     }
 }
