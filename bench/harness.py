@@ -365,7 +365,13 @@ def start_server(argv, log_path):
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,
+            # A process group of its own (to kill the whole tree), but not a session: Linux
+            # puts each session in its own scheduling autogroup, and CPU is then shared
+            # between groups, not threads, capping a server at one CPU while wrk has the
+            # other, however many threads or processes it runs. In the same autogroup as wrk,
+            # every server's threads compete with wrk's on equal terms, as when both are
+            # started from one shell (as the figures in issue 4 were).
+            process_group=0,
         )
     finally:
         log.close()

@@ -78,6 +78,20 @@ fn gil_is_free() -> bool {
     Python::attach(|_| asked.elapsed() < GIL_FREE)
 }
 
+/// Asks Linux to schedule the calling thread as a batch thread: woken, it does not preempt
+/// the thread running on its CPU. A worker woken for a request otherwise cut into the I/O
+/// thread at once, which was about to queue more requests for it (measured at hello: the I/O
+/// thread preempted 16,000 times a second, the machine a third idle while requests waited).
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain system call on the calling thread (0) with a valid parameter. A
+        // failure leaves the normal policy, which is only slower.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    }
+}
+
 /// How long the monitor keeps watching after the queue was last seen non-empty.
 const MONITOR_LINGER: Duration = Duration::from_millis(200);
 
@@ -257,6 +271,7 @@ impl<H: Handler> Pool<H> {
 
     fn work(&self) {
         WORKER_OF.with(|w| w.set(Arc::as_ptr(&self.inner) as *const () as usize));
+        batch_scheduling();
         Python::attach(|py| {
             let mut local = H::Local::default();
             loop {
