@@ -102,7 +102,12 @@ impl AppHandler {
             response,
             ..
         } = request;
-        let mut fallback = Responder::new(response.clone());
+        let sr = match Bound::new(py, StartResponse::new(response)) {
+            Ok(s) => s,
+            // The response sender went with the failed object: the connection, seeing the
+            // response dropped unfinished, answers 500.
+            Err(e) => return self.report(py, "Error preparing a request", e),
+        };
         let template = read_py(py, &self.template);
         let parts = EnvironParts {
             head: &head,
@@ -113,18 +118,14 @@ impl AppHandler {
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,
-            Err(e) => return self.fail(py, &mut fallback, None, e),
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e),
         };
         let input = match Bound::new(py, Input::new(body)) {
             Ok(i) => i,
-            Err(e) => return self.fail(py, &mut fallback, None, e),
-        };
-        let sr = match Bound::new(py, StartResponse::new(response)) {
-            Ok(s) => s,
-            Err(e) => return self.fail(py, &mut fallback, None, e),
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e),
         };
         if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
-            return self.fail(py, &mut fallback, None, e);
+            return self.fail(py, &mut sr.borrow_mut().responder, None, e);
         }
         let app = read_py(py, &self.app);
         let result = match app.bind(py).call1((env, &sr)) {
@@ -132,11 +133,18 @@ impl AppHandler {
             Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e),
         };
         let sent = send_result(py, &sr, &result, can_sendfile);
-        // PEP 3333: close() is called however the iteration ended.
-        let closed = match result.hasattr(intern!(py, "close")) {
-            Ok(true) => result.call_method0(intern!(py, "close")).map(|_| ()),
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
+        // PEP 3333: close() is called however the iteration ended. Plain lists and tuples
+        // have none (looking it up raises and clears an AttributeError each time).
+        let closed = if result.is_exact_instance_of::<PyList>()
+            || result.is_exact_instance_of::<PyTuple>()
+        {
+            Ok(())
+        } else {
+            match result.hasattr(intern!(py, "close")) {
+                Ok(true) => result.call_method0(intern!(py, "close")).map(|_| ()),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         let mut me = sr.borrow_mut();
         match sent.and(closed) {

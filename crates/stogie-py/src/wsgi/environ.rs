@@ -9,15 +9,29 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use stogie_http::{PeerAddr, RequestHead};
 
-/// `HTTP_*` key objects by header name spelling, per worker thread.
+/// `HTTP_*` key objects by header name spelling, and the last client address as a string,
+/// per worker thread.
 #[derive(Default)]
 pub struct KeyCache {
     keys: HashMap<Bytes, Py<PyString>>,
+    addr: Option<(std::net::IpAddr, Py<PyString>)>,
 }
 
 const KEY_CACHE_LIMIT: usize = 512;
 
 impl KeyCache {
+    /// REMOTE_ADDR: most requests come from the address the previous one came from.
+    fn addr<'py>(&mut self, py: Python<'py>, ip: std::net::IpAddr) -> Bound<'py, PyString> {
+        if let Some((last, s)) = &self.addr {
+            if *last == ip {
+                return s.bind(py).clone();
+            }
+        }
+        let s = PyString::new(py, &ip.to_string());
+        self.addr = Some((ip, s.clone().unbind()));
+        s
+    }
+
     fn key<'py>(&mut self, py: Python<'py>, name: &Bytes) -> Bound<'py, PyString> {
         if let Some(k) = self.keys.get(name) {
             return k.bind(py).clone();
@@ -45,6 +59,23 @@ pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
         Ok(s) if b.is_ascii() => PyString::new(py, s),
         _ => PyString::new(py, &b.iter().map(|&c| c as char).collect::<String>()),
     }
+}
+
+/// A port number as a `str`, without a heap string on the way.
+fn decimal(py: Python<'_>, n: u16) -> Bound<'_, PyString> {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    PyString::new(py, std::str::from_utf8(&digits[i..]).unwrap_or("0"))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -101,7 +132,17 @@ pub fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = template.copy()?;
     let head = parts.head;
-    env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, &head.method))?;
+    let method = match &head.method[..] {
+        b"GET" => intern!(py, "GET").clone(),
+        b"POST" => intern!(py, "POST").clone(),
+        b"HEAD" => intern!(py, "HEAD").clone(),
+        b"PUT" => intern!(py, "PUT").clone(),
+        b"DELETE" => intern!(py, "DELETE").clone(),
+        b"PATCH" => intern!(py, "PATCH").clone(),
+        b"OPTIONS" => intern!(py, "OPTIONS").clone(),
+        other => latin1(py, other),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     let path = decode_path(&head.path);
     let mut url_fallback = false;
     if parts.u0 {
@@ -122,14 +163,18 @@ pub fn build<'py>(
         }
     }
     env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+    let protocol = match head.version {
+        stogie_http::Version::Http10 => intern!(py, "HTTP/1.0"),
+        stogie_http::Version::Http11 => intern!(py, "HTTP/1.1"),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     if parts.scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
     }
     match parts.peer {
         PeerAddr::Tcp(addr) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), addr.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), addr.port().to_string())?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), cache.addr(py, addr.ip()))?;
+            env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, addr.port()))?;
         }
         PeerAddr::Unix(cred) => {
             if let Some(c) = cred {

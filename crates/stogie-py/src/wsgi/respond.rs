@@ -192,6 +192,10 @@ fn to_latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
         ))
     })?;
     let text = s.to_cow()?;
+    // Nearly every status and header is plain ASCII: its UTF-8 bytes are its ISO-8859-1 ones.
+    if text.is_ascii() && !text.bytes().any(|c| c == 0 || c == 10 || c == 13) {
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+    }
     let mut out = Vec::with_capacity(text.len());
     for c in text.chars() {
         let c = c as u32;
