@@ -12,9 +12,15 @@ const COPY_LIMIT: usize = 1024;
 /// Most slices handed to one `writev` (Linux allows 1024).
 const MAX_SLICES: usize = 512;
 
-/// Bytes queued for writing.
+/// Bytes queued for writing. Boxed, and only while a response is in progress: an idle
+/// connection's future stays a size class smaller (see the size test in `conn`).
 #[derive(Default)]
 pub(crate) struct OutBuf {
+    inner: Option<Box<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
     /// The copied bytes.
     buf: Vec<u8>,
     /// Referenced pieces, each with the length `buf` had when it was queued: it goes out
@@ -27,36 +33,97 @@ pub(crate) struct OutBuf {
 }
 
 impl OutBuf {
+    fn queue(&mut self) -> &mut Queue {
+        self.inner.get_or_insert_with(Box::default)
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.inner.as_ref().is_none_or(|q| q.is_empty())
     }
 
     /// Bytes waiting.
     pub fn len(&self) -> usize {
-        self.buf.len() + self.pieces_len - self.written
+        self.inner.as_ref().map_or(0, |q| q.len())
     }
 
     /// Whether a write should happen before more is queued (too many pieces for one
     /// `writev`).
     pub fn is_full(&self) -> bool {
-        self.pieces.len() * 2 + 1 >= MAX_SLICES
+        self.inner.as_ref().is_some_and(|q| q.is_full())
     }
 
     /// The copy buffer, to encode into directly (a head, a chunk header).
     pub fn buf_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
+        &mut self.queue().buf
     }
 
     /// Queues a copy of `data`.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.queue().buf.extend_from_slice(data);
     }
 
     /// Queues `data`, copying it when short.
     pub fn push(&mut self, data: Bytes) {
+        self.queue().push(data);
+    }
+
+    /// Fills `out` with the unwritten bytes in order.
+    pub fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        if let Some(q) = &self.inner {
+            q.slices(out);
+        }
+    }
+
+    /// The unwritten bytes when they are all in one place (no referenced pieces).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Some(q) => q.contiguous(),
+            None => Some(&[]),
+        }
+    }
+
+    /// Marks `n` more bytes written; once everything is, the queue empties (keeping the
+    /// copy buffer's memory unless it grew large).
+    pub fn advance(&mut self, n: usize) {
+        if let Some(q) = &mut self.inner {
+            q.advance(n);
+        }
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        if let Some(q) = &mut self.inner {
+            q.clear();
+        }
+    }
+
+    /// Drops everything and the memory held (an idle connection holds no buffer).
+    pub fn release(&mut self) {
+        self.inner = None;
+    }
+}
+
+impl Queue {
+    /// Whether nothing is waiting.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes waiting.
+    fn len(&self) -> usize {
+        self.buf.len() + self.pieces_len - self.written
+    }
+
+    /// Whether a write should happen before more is queued (too many pieces for one
+    /// `writev`).
+    fn is_full(&self) -> bool {
+        self.pieces.len() * 2 + 1 >= MAX_SLICES
+    }
+
+    fn push(&mut self, data: Bytes) {
         if data.len() < COPY_LIMIT {
-            self.extend_from_slice(&data);
+            self.buf.extend_from_slice(&data);
         } else {
             self.pieces_len += data.len();
             self.pieces.push((self.buf.len(), data));
@@ -64,7 +131,7 @@ impl OutBuf {
     }
 
     /// Fills `out` with the unwritten bytes in order.
-    pub fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
         let mut skip = self.written;
         let mut at = 0;
         let mut add = |s: &'a [u8], skip: &mut usize| {
@@ -84,7 +151,7 @@ impl OutBuf {
     }
 
     /// The unwritten bytes when they are all in one place (no referenced pieces).
-    pub fn contiguous(&self) -> Option<&[u8]> {
+    fn contiguous(&self) -> Option<&[u8]> {
         if self.pieces.is_empty() {
             Some(&self.buf[self.written..])
         } else {
@@ -94,7 +161,7 @@ impl OutBuf {
 
     /// Marks `n` more bytes written; once everything is, the queue empties (keeping the
     /// copy buffer's memory unless it grew large).
-    pub fn advance(&mut self, n: usize) {
+    fn advance(&mut self, n: usize) {
         self.written += n;
         if self.is_empty() {
             self.clear();
@@ -102,7 +169,7 @@ impl OutBuf {
     }
 
     /// Drops everything queued.
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.buf.clear();
         self.pieces.clear();
         self.pieces_len = 0;
@@ -110,11 +177,6 @@ impl OutBuf {
         if self.buf.capacity() > 64 * 1024 {
             self.buf = Vec::new();
         }
-    }
-
-    /// Drops everything and the memory held (an idle connection holds no buffer).
-    pub fn release(&mut self) {
-        *self = OutBuf::default();
     }
 }
 

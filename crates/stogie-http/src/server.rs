@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
-use tokio::sync::watch;
 
-use crate::conn::{self, Shared};
+use crate::conn::{self, Shared, Stop};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
 use crate::stats::Stats;
@@ -39,7 +38,7 @@ pub struct HttpServer {
     local: LocalAddr,
     stats: Arc<Stats>,
     config: LiveConfig,
-    shutdown: watch::Sender<bool>,
+    shared: Arc<Shared>,
     remove_socket_file: bool,
 }
 
@@ -60,14 +59,13 @@ impl HttpServer {
             .enable_io()
             .enable_time()
             .build()?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let scheme = "http";
         let shared = Arc::new(Shared {
             config: config.clone(),
             gateway,
             stats: stats.clone(),
             log,
-            shutdown: shutdown_rx,
+            stop: Stop::default(),
             local: local.clone(),
             scheme,
         });
@@ -76,11 +74,11 @@ impl HttpServer {
         match accept_from {
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)?;
-                runtime.spawn(accept_tcp(l, shared));
+                runtime.spawn(accept_tcp(l, shared.clone()));
             }
             Listener::Unix(l, _) => {
                 let l = tokio::net::UnixListener::from_std(l)?;
-                runtime.spawn(accept_unix(l, shared, opts.peercreds));
+                runtime.spawn(accept_unix(l, shared.clone(), opts.peercreds));
             }
         }
         drop(_guard);
@@ -90,7 +88,7 @@ impl HttpServer {
             local,
             stats,
             config,
-            shutdown,
+            shared,
             remove_socket_file: true,
         })
     }
@@ -123,7 +121,7 @@ impl HttpServer {
         if self.runtime.is_none() {
             return;
         }
-        let _ = self.shutdown.send(true);
+        self.shared.stop.set();
         // Close the listening socket now (the accept loop drops its copy as it sees the
         // signal): new clients are refused at once instead of waiting in the backlog of
         // a socket nobody accepts on.
@@ -191,8 +189,11 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
     loop {
+        let stopped = shared.stop.notified();
+        if shared.stop.is_set() {
+            return;
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
@@ -201,14 +202,17 @@ async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 }
                 Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
             },
-            _ = shutdown.changed() => return,
+            _ = stopped => return,
         }
     }
 }
 
 async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>, peercreds: bool) {
-    let mut shutdown = shared.shutdown.clone();
     loop {
+        let stopped = shared.stop.notified();
+        if shared.stop.is_set() {
+            return;
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
@@ -221,7 +225,7 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>, pe
                 }
                 Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
             },
-            _ = shutdown.changed() => return,
+            _ = stopped => return,
         }
     }
 }

@@ -4,16 +4,18 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connected stream: TCP or UNIX now, TLS later.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Waits until the stream has bytes to read (or an error or end to report), without a
-    /// buffer: an idle keep-alive connection waits here holding no memory for reading.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        async { Ok(()) }
+    /// Ready once the stream has bytes to read (or an error or end to report). Polled
+    /// without a buffer, and with no future to hold: an idle keep-alive connection waits
+    /// here holding next to no memory.
+    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
     /// Whether [`Transport::sendfile`] moves bytes in the kernel.
@@ -40,8 +42,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 macro_rules! kernel_sendfile {
     ($t:ty) => {
         impl Transport for $t {
-            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::readable(self)
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
             }
 
             fn can_sendfile(&self) -> bool {
