@@ -205,7 +205,7 @@ impl std::fmt::Display for ClientGone {
 
 impl std::error::Error for ClientGone {}
 
-/// The gateway's end of the response pipe ([`crate::pipe`]). Bounded by bytes: a slow client
+/// The gateway's end of the response pipe. Bounded by bytes (128 KiB): a slow client
 /// slows the producer down instead of growing memory.
 #[derive(Clone)]
 pub struct ResponseSender {

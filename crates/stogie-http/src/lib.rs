@@ -11,6 +11,7 @@ mod conn;
 pub mod error;
 pub mod exchange;
 pub mod h1;
+mod idle;
 pub mod listener;
 mod outbuf;
 mod pipe;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::conn::{self, Shared, Stop};
+use crate::conn::{self, Open, Shared, Stop};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
 use crate::stats::Stats;
@@ -66,11 +66,13 @@ impl HttpServer {
             stats: stats.clone(),
             log,
             stop: Stop::default(),
+            parked: Arc::default(),
             local: local.clone(),
             scheme,
         });
         let accept_from = listener.try_clone()?;
         let _guard = runtime.enter();
+        runtime.spawn(crate::idle::watch(shared.clone()));
         match accept_from {
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)?;
@@ -159,15 +161,6 @@ impl Drop for HttpServer {
     }
 }
 
-/// Decrements the open-connection count however the connection task ends.
-struct Open(Arc<Stats>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
 fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
     // Out of descriptors or memory: back off instead of spinning; the listener stays.
     shared
@@ -180,12 +173,8 @@ fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
 fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
     shared.stats.add_accept();
     shared.stats.open();
-    let guard = Open(shared.stats.clone());
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
-        conn::serve(stream, peer, shared).await;
-    });
+    let open = Open(shared.stats.clone());
+    tokio::spawn(conn::serve(stream, peer, shared.clone(), open));
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {

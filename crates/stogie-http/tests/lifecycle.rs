@@ -354,3 +354,91 @@ fn many_concurrent_connections() {
         t.join().unwrap();
     }
 }
+
+// --- parked connections: idle for a second, a keep-alive connection gives up its task ----
+
+fn parking_config(timeout_secs: u64) -> stogie_http::ServerConfig {
+    stogie_http::ServerConfig {
+        timeout: Duration::from_secs(timeout_secs),
+        ..config()
+    }
+}
+
+#[test]
+fn parked_connection_answers_its_next_requests_and_stays_counted_as_open() {
+    let server = start_with(parking_config(5), hello_gateway());
+    let mut c = server.connect();
+    for round in 0..3 {
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.code(), 200, "round {round}");
+        assert_eq!(r.body, b"hello");
+        // Parked after a second of quiet: still open, still counted.
+        std::thread::sleep(Duration::from_millis(1400));
+        assert_eq!(server.server.stats().snapshot().active_connections, 1);
+    }
+}
+
+#[test]
+fn fresh_connection_that_waits_before_its_first_request_is_served() {
+    let server = start_with(parking_config(5), hello_gateway());
+    let mut c = server.connect();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+}
+
+#[test]
+fn parked_connection_closes_at_its_idle_timeout() {
+    let server = start_with(parking_config(3), hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+    let idle_from = Instant::now();
+    c.expect_closed();
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_millis(4500),
+        "{idle:?}"
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        server.server.stats().snapshot().active_connections == 0
+    }));
+}
+
+#[test]
+fn stop_closes_parked_connections_at_once() {
+    let mut server = start_with(parking_config(30), hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+    std::thread::sleep(Duration::from_millis(1400));
+    let started = Instant::now();
+    assert!(server.stop(Duration::from_secs(5)));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    c.expect_closed();
+}
+
+#[test]
+fn many_parked_connections_each_resume_and_park_again() {
+    let server = start_with(parking_config(10), hello_gateway());
+    let mut clients: Vec<Client> = (0..200).map(|_| server.connect()).collect();
+    for round in 0..3 {
+        for c in &mut clients {
+            c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        for c in &mut clients {
+            assert_eq!(c.read_response().code(), 200, "round {round}");
+        }
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    assert_eq!(server.server.stats().snapshot().active_connections, 200);
+    drop(clients);
+    assert!(wait_until(Duration::from_secs(3), || {
+        server.server.stats().snapshot().active_connections == 0
+    }));
+}
