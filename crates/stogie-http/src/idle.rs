@@ -162,6 +162,15 @@ impl Lot {
                 st.expiry.pop_front();
                 expired.extend(Self::take(&mut st, slot, generation));
             }
+            // Connections that resumed leave their deadlines behind; behind a live one at
+            // the front they would pile up (parks a second times the idle timeout).
+            let parked = st.slots.len() - st.free.len();
+            if st.expiry.len() > 64 && st.expiry.len() > 2 * parked {
+                let State { expiry, slots, .. } = &mut *st;
+                expiry.retain(|&(_, slot, generation)| {
+                    matches!(slots.get(slot), Some(Some(s)) if s.generation == generation)
+                });
+            }
             if st.slots.len() > 64 && st.free.len() == st.slots.len() {
                 // Everyone left: give the memory back.
                 st.slots = Vec::new();
@@ -225,5 +234,90 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                 _ = stopped => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A connection whose socket the test makes readable by waking the stored waker.
+    struct Fake {
+        waker: Arc<Mutex<Option<Waker>>>,
+        resumed: Arc<AtomicUsize>,
+    }
+
+    impl Parkable for Fake {
+        fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+
+        fn resume(self: Box<Self>) {
+            self.resumed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn woken_connections_resume_and_stale_deadlines_do_not_pile_up() {
+        let lot = Arc::new(Lot::default());
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let far = Instant::now() + Duration::from_secs(3600);
+        // One connection stays parked at the front of the deadline queue throughout.
+        let front = Arc::new(Mutex::new(None));
+        let keep = Fake {
+            waker: front.clone(),
+            resumed: resumed.clone(),
+        };
+        lot.park(Box::new(keep), far);
+        for round in 0..50 {
+            let wakers: Vec<_> = (0..10)
+                .map(|_| {
+                    let w = Arc::new(Mutex::new(None));
+                    let fake = Fake {
+                        waker: w.clone(),
+                        resumed: resumed.clone(),
+                    };
+                    lot.park(Box::new(fake), far);
+                    w
+                })
+                .collect();
+            for w in wakers {
+                w.lock().unwrap().take().unwrap().wake();
+            }
+            assert_eq!(lot.service(Instant::now()), Some(far));
+            assert_eq!(resumed.load(Ordering::SeqCst), 10 * (round + 1));
+        }
+        let st = lot.lock();
+        assert_eq!(
+            st.slots.len() - st.free.len(),
+            1,
+            "only the first is parked"
+        );
+        assert!(st.expiry.len() <= 64, "{} deadlines kept", st.expiry.len());
+    }
+
+    #[test]
+    fn expired_connections_close_and_closing_the_lot_drops_the_rest() {
+        let lot = Arc::new(Lot::default());
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let now = Instant::now();
+        for i in 0..3 {
+            let fake = Fake {
+                waker: Arc::new(Mutex::new(None)),
+                resumed: resumed.clone(),
+            };
+            lot.park(Box::new(fake), now + Duration::from_secs(i));
+        }
+        // The first deadline passed: one closes, the next deadline is reported.
+        assert_eq!(
+            lot.service(now + Duration::from_millis(500)),
+            Some(now + Duration::from_secs(1))
+        );
+        assert_eq!(lot.lock().free.len(), 1);
+        lot.close_all();
+        assert!(lot.lock().slots.is_empty());
+        assert_eq!(resumed.load(Ordering::SeqCst), 0, "nothing was readable");
     }
 }
