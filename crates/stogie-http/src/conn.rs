@@ -377,7 +377,8 @@ impl<S: Transport> Conn<S> {
                 return HeadOutcome::Closed;
             }
             let stopped = self.shared.stop.notified();
-            if idle && !first && self.shared.stop.is_set() {
+            if idle && self.shared.stop.is_set() {
+                // Nothing of a request is here (blank lines at most): close, first or not.
                 return HeadOutcome::Closed;
             }
             // Heads are small: start with a small buffer and double it while a head grows

@@ -105,7 +105,6 @@ impl Lot {
         // that is their order. (After a live change to a shorter timeout, a later one may
         // wait behind an earlier, longer one; it closes when that one does.)
         let wake_watcher = st.expiry.is_empty();
-        st.expiry.push_back((deadline, slot, generation));
         let waker = Waker::from(Arc::new(SlotWaker {
             lot: self.clone(),
             slot,
@@ -123,6 +122,9 @@ impl Lot {
             return;
         }
         st.slots[slot] = Some(Slot { conn, generation });
+        // Queued only once parked for real: a connection resumed at once above leaves no
+        // deadline behind, which would keep the next one from waking the watcher.
+        st.expiry.push_back((deadline, slot, generation));
         // The watcher sleeps without a deadline while nothing is parked: give it this one.
         let watcher = if wake_watcher {
             st.watcher.take()
@@ -187,7 +189,7 @@ impl Lot {
     }
 
     /// Closes every parked connection, and any parked later.
-    fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         let slots = {
             let mut st = self.lock();
             st.closed = true;
@@ -319,5 +321,60 @@ mod tests {
         lot.close_all();
         assert!(lot.lock().slots.is_empty());
         assert_eq!(resumed.load(Ordering::SeqCst), 0, "nothing was readable");
+    }
+
+    /// Readable at once: resumes from `park` without parking.
+    struct ReadyNow {
+        resumed: Arc<AtomicUsize>,
+    }
+
+    impl Parkable for ReadyNow {
+        fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn resume(self: Box<Self>) {
+            self.resumed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_watcher_hears_of_the_first_deadline_even_after_an_immediate_resume() {
+        let lot = Arc::new(Lot::default());
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let far = Instant::now() + Duration::from_secs(5);
+        // The watcher, with nothing parked, waits without a deadline.
+        assert_eq!(lot.service(Instant::now()), None);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let watcher = Waker::from(wakes.clone());
+        assert!(lot
+            .woken(&mut Context::from_waker(&watcher), false)
+            .is_pending());
+        lot.park(
+            Box::new(ReadyNow {
+                resumed: resumed.clone(),
+            }),
+            far,
+        );
+        assert_eq!(resumed.load(Ordering::SeqCst), 1);
+        let fake = Fake {
+            waker: Arc::new(Mutex::new(None)),
+            resumed: resumed.clone(),
+        };
+        lot.park(Box::new(fake), far);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the watcher must learn the deadline"
+        );
+        assert_eq!(lot.service(Instant::now()), Some(far));
     }
 }

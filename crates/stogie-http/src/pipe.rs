@@ -30,8 +30,8 @@ struct State {
     receiver_gone: bool,
     /// The connection, waiting on an empty pipe.
     receiver: Option<Waker>,
-    /// An async producer waiting for room.
-    sender_task: Option<Waker>,
+    /// Async producers waiting for room (clones of a sender may each wait).
+    sender_tasks: Vec<Waker>,
     /// Threads blocked in [`PipeSender::blocking_send`].
     blocked: usize,
 }
@@ -75,7 +75,7 @@ pub fn pipe() -> (PipeSender, PipeReceiver) {
             senders: 1,
             receiver_gone: false,
             receiver: None,
-            sender_task: None,
+            sender_tasks: Vec::new(),
             blocked: 0,
         }),
         room: Condvar::new(),
@@ -94,15 +94,20 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
-/// The body bytes an event holds (what the budget counts).
+/// What an event counts against the budget: its body bytes plus what holding it costs, so
+/// that an app writing one byte at a time cannot queue a hundred thousand events.
 fn weight(ev: &ResponseEvent) -> usize {
-    match ev {
-        ResponseEvent::Head { body, .. } => body.len(),
-        ResponseEvent::Body(b) => b.len(),
-        ResponseEvent::Bodies(v) => v.iter().map(|b| b.len()).sum(),
-        _ => 0,
-    }
+    EVENT_COST
+        + match ev {
+            ResponseEvent::Head { body, .. } => body.len(),
+            ResponseEvent::Body(b) => b.len(),
+            ResponseEvent::Bodies(v) => v.iter().map(|b| b.len() + EVENT_COST).sum(),
+            _ => 0,
+        }
 }
+
+/// The memory one queued event costs besides its bytes (the event itself, its allocation).
+const EVENT_COST: usize = 128;
 
 impl PipeSender {
     /// Queues `ev` unless the pipe is over budget or closed. An event is always taken by
@@ -167,7 +172,9 @@ impl PipeSender {
                 Err(SendError::Closed(back)) => Poll::Ready(Err(back)),
                 Err(SendError::Full(back)) => {
                     ev = Some(back);
-                    st.sender_task = Some(cx.waker().clone());
+                    if !st.sender_tasks.iter().any(|w| w.will_wake(cx.waker())) {
+                        st.sender_tasks.push(cx.waker().clone());
+                    }
                     Poll::Pending
                 }
             }
@@ -214,14 +221,12 @@ impl PipeReceiver {
                 std::mem::swap(&mut st.events, out);
                 st.bytes = 0;
                 let wake_thread = st.blocked > 0;
-                let task = st.sender_task.take();
+                let tasks = std::mem::take(&mut st.sender_tasks);
                 drop(st);
                 if wake_thread {
                     self.shared.room.notify_all();
                 }
-                if let Some(t) = task {
-                    t.wake();
-                }
+                tasks.into_iter().for_each(Waker::wake);
                 return Poll::Ready(true);
             }
             if st.senders == 0 {
@@ -245,15 +250,13 @@ impl Drop for PipeReceiver {
         let dropped = std::mem::take(&mut st.events);
         st.bytes = 0;
         let wake_thread = st.blocked > 0;
-        let task = st.sender_task.take();
+        let tasks = std::mem::take(&mut st.sender_tasks);
         drop(st);
         drop(dropped);
         if wake_thread {
             self.shared.room.notify_all();
         }
-        if let Some(t) = task {
-            t.wake();
-        }
+        tasks.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -298,5 +301,37 @@ mod tests {
             t.join().unwrap(),
             "the send must fail once the connection is gone"
         );
+    }
+
+    #[test]
+    fn tiny_events_count_against_the_budget_too() {
+        let (tx, _rx) = pipe();
+        let mut accepted = 0;
+        while tx.try_send(body(1)).is_ok() {
+            accepted += 1;
+        }
+        assert!(
+            accepted <= BUDGET / EVENT_COST,
+            "{accepted} one-byte events queued"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_waiting_async_sender_resumes() {
+        let (tx, mut rx) = pipe();
+        tx.try_send(body(BUDGET)).unwrap();
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let tx = tx.clone();
+                tokio::spawn(async move { tx.send(body(1)).await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut out = VecDeque::new();
+        assert!(rx.recv_all(&mut out).await);
+        for s in senders {
+            let sent = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
+            assert!(sent.expect("a sender never woke").unwrap());
+        }
     }
 }

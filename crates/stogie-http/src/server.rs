@@ -151,6 +151,9 @@ impl HttpServer {
             std::thread::sleep(Duration::from_millis(5));
         }
         runtime.shutdown_timeout(Duration::from_millis(200));
+        // The watcher task may have been dropped before it saw the stop; the connections it
+        // watched must close all the same (they hold the server's shared state).
+        self.shared.parked.close_all();
         clean
     }
 }

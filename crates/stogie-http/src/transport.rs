@@ -13,10 +13,9 @@ use tokio::net::{TcpStream, UnixStream};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready once the stream has bytes to read (or an error or end to report). Polled
     /// without a buffer, and with no future to hold: an idle keep-alive connection waits
-    /// here holding next to no memory.
-    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
+    /// here holding next to no memory. No default: a transport that answered Ready
+    /// without bytes would make idle connections spin.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
     /// Whether [`Transport::sendfile`] moves bytes in the kernel.
     fn can_sendfile(&self) -> bool {

@@ -442,3 +442,15 @@ fn many_parked_connections_each_resume_and_park_again() {
         server.server.stats().snapshot().active_connections == 0
     }));
 }
+
+#[test]
+fn stop_without_grace_closes_parked_connections() {
+    let mut server = start_with(parking_config(30), hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+    std::thread::sleep(Duration::from_millis(400));
+    server.stop(Duration::ZERO);
+    c.set_read_timeout(Duration::from_secs(3));
+    c.expect_closed();
+}
