@@ -232,7 +232,7 @@ impl<S: Transport> Conn<S> {
                 self.wbuf.release();
                 loop {
                     self.buf = BytesMut::new();
-                    match self.wait_idle(&cfg, first, true).await {
+                    match self.wait_idle(&cfg, first).await {
                         Idle::Ready => {}
                         Idle::Close => return None,
                         Idle::Park(deadline) => return Some(deadline),
@@ -250,7 +250,7 @@ impl<S: Transport> Conn<S> {
             // while the request is in progress, so that the future of a connection waiting
             // for its next request stays small (10,000 idle connections must cost next to
             // nothing; see the size test below).
-            if !Box::pin(self.serve_one(&cfg, first)).await {
+            if !Box::pin(self.serve_one(&cfg)).await {
                 return None;
             }
             self.first = false;
@@ -258,10 +258,10 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Waits, holding no buffer, until the client sends something, the idle timeout (or the
-    /// server's stop) closes the connection, or, when `may_park`, it has been idle long
-    /// enough to park. When the server is stopping, a new connection whose first request is
-    /// already there still gets it answered.
-    async fn wait_idle(&mut self, cfg: &ServerConfig, first: bool, may_park: bool) -> Idle {
+    /// server's stop) closes the connection, or it has been idle long enough to park. When
+    /// the server is stopping, a new connection whose first request is already there still
+    /// gets it answered.
+    async fn wait_idle(&mut self, cfg: &ServerConfig, first: bool) -> Idle {
         let shared = &*self.shared;
         let stream = &mut self.stream;
         let stopped = shared.stop.notified();
@@ -275,7 +275,7 @@ impl<S: Transport> Conn<S> {
             };
         }
         // Parking is for long waits; with a short timeout the connection just waits it out.
-        let park = may_park && cfg.timeout > 2 * PARK_AFTER;
+        let park = cfg.timeout > 2 * PARK_AFTER;
         let wait = if park { PARK_AFTER } else { cfg.timeout };
         tokio::select! {
             r = std::future::poll_fn(move |cx| stream.poll_read_ready(cx)) => {
@@ -317,8 +317,8 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Reads one request and answers it; returns whether the connection stays open.
-    async fn serve_one(&mut self, cfg: &Arc<ServerConfig>, first: bool) -> bool {
-        let head = match self.read_head(cfg, first).await {
+    async fn serve_one(&mut self, cfg: &Arc<ServerConfig>) -> bool {
+        let head = match self.read_head(cfg).await {
             HeadOutcome::Head(h) => h,
             HeadOutcome::Closed => return false,
             HeadOutcome::Refused(e) => {
@@ -340,10 +340,10 @@ impl<S: Transport> Conn<S> {
         true
     }
 
-    /// Reads one request head. A connection with nothing of a request yet may stay idle for
-    /// `timeout`; once a request's first byte is in, its whole head must follow within
-    /// `timeout`, however the bytes trickle in (else 408).
-    async fn read_head(&mut self, cfg: &ServerConfig, first: bool) -> HeadOutcome {
+    /// Reads one request head, the first bytes of which [`Conn::run`] has read. Once a
+    /// request's first byte is in, its whole head must follow within `timeout`, however the
+    /// bytes trickle in (else 408); blank lines before it do not count as a request.
+    async fn read_head(&mut self, cfg: &ServerConfig) -> HeadOutcome {
         let mut deadline = Instant::now() + cfg.timeout;
         let mut begun = false;
         let mut scan = HeadScan::default();
@@ -369,13 +369,6 @@ impl<S: Transport> Conn<S> {
                 }
             }
             let idle = self.buf.is_empty();
-            if idle
-                && self.buf.capacity() == 0
-                && !matches!(self.wait_idle(cfg, first, false).await, Idle::Ready)
-            {
-                // (Readiness that was not data: wait again, still without a buffer.)
-                return HeadOutcome::Closed;
-            }
             let stopped = self.shared.stop.notified();
             if idle && self.shared.stop.is_set() {
                 // Nothing of a request is here (blank lines at most): close, first or not.
@@ -413,30 +406,13 @@ impl<S: Transport> Conn<S> {
     async fn write_error(&mut self, err: &HttpError, version: Version, cfg: &ServerConfig) {
         self.wbuf.clear();
         let bytes = response::error_response(err, version, &cfg.server_software);
-        let _ = self.write_now(&bytes, cfg).await;
-    }
-
-    /// Writes all of `data`. A client that takes nothing for `timeout` is cut off; one that
-    /// keeps reading, however slowly, is not.
-    async fn write_now(&mut self, data: &[u8], cfg: &ServerConfig) -> Result<(), ()> {
-        let mut off = 0;
-        while off < data.len() {
-            match timeout(cfg.timeout, self.stream.write(&data[off..])).await {
-                Ok(Ok(n)) if n > 0 => {
-                    off += n;
-                    self.shared.stats.add_written(n);
-                }
-                _ => {
-                    self.shared.stats.add_socket_error();
-                    return Err(());
-                }
-            }
-        }
-        Ok(())
+        self.wbuf.extend_from_slice(&bytes);
+        let _ = self.flush(cfg).await;
     }
 
     /// Writes everything queued, in vectored writes when large pieces are queued by
-    /// reference. Timed as [`Conn::write_now`].
+    /// reference. A client that takes nothing for `timeout` is cut off; one that keeps
+    /// reading, however slowly, is not.
     async fn flush(&mut self, cfg: &ServerConfig) -> Result<(), ()> {
         while !self.wbuf.is_empty() {
             let wrote = match self.wbuf.contiguous() {
@@ -480,15 +456,23 @@ impl<S: Transport> Conn<S> {
         .await;
     }
 
+    /// Reads more body bytes into the buffer, waiting at most `timeout` for the client.
+    async fn read_body(&mut self, want: usize, cfg: &ServerConfig) -> Result<(), BodyError> {
+        read_body(
+            &mut self.stream,
+            &mut self.buf,
+            &self.shared.stats,
+            cfg.timeout,
+            want,
+        )
+        .await
+    }
+
     /// Reads `n` body bytes into the buffer (for bodies read before the app runs).
     async fn fill(&mut self, n: usize, cfg: &ServerConfig) -> Result<(), BodyError> {
         while self.buf.len() < n {
-            self.buf.reserve((n - self.buf.len()).min(READ_CHUNK * 4));
-            match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Truncated),
-                Ok(Ok(k)) => self.shared.stats.add_read(k),
-                Err(_) => return Err(BodyError::Timeout),
-            }
+            self.read_body((n - self.buf.len()).min(READ_CHUNK * 4), cfg)
+                .await?;
         }
         Ok(())
     }
@@ -512,14 +496,7 @@ impl<S: Transport> Conn<S> {
                     }
                 }
                 Decoded::Done => return Ok((pieces, true)),
-                Decoded::NeedMore => {
-                    self.buf.reserve(READ_CHUNK);
-                    match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Truncated),
-                        Ok(Ok(k)) => self.shared.stats.add_read(k),
-                        Err(_) => return Err(BodyError::Timeout),
-                    }
-                }
+                Decoded::NeedMore => self.read_body(READ_CHUNK, cfg).await?,
             }
         }
     }
@@ -638,13 +615,12 @@ impl<S: Transport> Conn<S> {
                 Step::Demand(true) => {
                     let p = pump.as_mut().unwrap();
                     p.demand = None;
-                    if !out.head_sent
-                        && self
-                            .write_now(b"HTTP/1.1 100 Continue\r\n\r\n", cfg)
-                            .await
-                            .is_err()
-                    {
-                        return false;
+                    if !out.head_sent {
+                        self.wbuf
+                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        if self.flush(cfg).await.is_err() {
+                            return false;
+                        }
                     }
                 }
                 Step::Pumped(r) => {
@@ -757,10 +733,8 @@ impl<S: Transport> Conn<S> {
                 }
                 Ok(Decoded::Done) => return true,
                 Ok(Decoded::NeedMore) => {
-                    self.buf.reserve(READ_CHUNK);
-                    match timeout(cfg.timeout, self.stream.read_buf(&mut self.buf)).await {
-                        Ok(Ok(n)) if n > 0 => self.shared.stats.add_read(n),
-                        _ => return false,
+                    if self.read_body(READ_CHUNK, cfg).await.is_err() {
+                        return false;
                     }
                 }
                 Err(_) => return false,
@@ -957,6 +931,26 @@ impl<S: Transport> Conn<S> {
     }
 }
 
+/// Reads more request-body bytes into `buf` (room for `want` more), waiting at most `wait`
+/// for the client: its end is a truncated body, its silence a timeout.
+async fn read_body<S: Transport>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    stats: &Stats,
+    wait: std::time::Duration,
+    want: usize,
+) -> Result<(), BodyError> {
+    buf.reserve(want);
+    match timeout(wait, stream.read_buf(buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Truncated),
+        Ok(Ok(n)) => {
+            stats.add_read(n);
+            Ok(())
+        }
+        Err(_) => Err(BodyError::Timeout),
+    }
+}
+
 /// Moves one piece of request body from the socket to the app. `Ok(true)`: the body is
 /// complete. `Err`: the body failed (the error was sent to the app).
 ///
@@ -989,17 +983,9 @@ async fn pump_step<S: Transport>(
             }
             Ok(Decoded::Done) => return Ok(true),
             Ok(Decoded::NeedMore) => {
-                buf.reserve(READ_CHUNK);
-                match timeout(wait, stream.read_buf(buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => {
-                        permit.send(Err(BodyError::Truncated));
-                        return Err(());
-                    }
-                    Ok(Ok(n)) => stats.add_read(n),
-                    Err(_) => {
-                        permit.send(Err(BodyError::Timeout));
-                        return Err(());
-                    }
+                if let Err(e) = read_body(stream, buf, stats, wait, READ_CHUNK).await {
+                    permit.send(Err(e));
+                    return Err(());
                 }
             }
             Err(e) => {
