@@ -3,11 +3,11 @@
 
 use std::sync::RwLock;
 
-use bytes::Bytes;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyTuple};
 use stogie_http::{Request, ResponseEvent};
 
 use crate::native::NativeRequest;
@@ -175,19 +175,8 @@ impl AppHandler {
     }
 }
 
-/// PEP 3333: no body before start_response().
-fn ensure_started(sr: &StartResponse) -> PyResult<()> {
-    if sr.responder.has_head() || sr.responder.headers_sent {
-        Ok(())
-    } else {
-        Err(PyRuntimeError::new_err(
-            "The WSGI application returned a body before calling start_response().",
-        ))
-    }
-}
-
-fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    let b = item.cast::<PyBytes>().map_err(|_| {
+fn chunk<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
         PyTypeError::new_err(format!(
             "WSGI applications must yield bytes, not {}",
             item.get_type()
@@ -195,8 +184,21 @@ fn chunk_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
                 .map(|n| n.to_string())
                 .unwrap_or_default()
         ))
-    })?;
-    Ok(body_bytes(b))
+        .into()
+    })
+}
+
+/// The body of a list or tuple result as one buffer: a single chunk as it is (lent when
+/// large), several copied once into one.
+fn join_chunks(items: &Bound<'_, PySequence>) -> PyResult<Bytes> {
+    if items.len()? == 1 {
+        return Ok(body_bytes(chunk(&items.get_item(0)?)?));
+    }
+    let mut body = BytesMut::new();
+    for item in items.try_iter()? {
+        body.extend_from_slice(chunk(&item?)?.as_bytes());
+    }
+    Ok(body.freeze())
 }
 
 /// Sends the app's result: lists and tuples in one event, a FileWrapper with sendfile,
@@ -207,28 +209,17 @@ fn send_result(
     result: &Bound<'_, PyAny>,
     can_sendfile: bool,
 ) -> PyResult<()> {
-    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = result.cast_exact::<PyList>() {
-        Some(list.iter().collect())
+    let items = if let Ok(list) = result.cast_exact::<PyList>() {
+        Some(list.as_sequence().clone())
     } else if let Ok(t) = result.cast_exact::<PyTuple>() {
-        Some(t.iter().collect())
+        Some(t.as_sequence().clone())
     } else {
         None
     };
-    if let Some(items) = seq {
-        let mut parts = Vec::with_capacity(items.len());
-        for item in &items {
-            let b = chunk_bytes(item)?;
-            if !b.is_empty() {
-                parts.push(b);
-            }
-        }
-        let body = match parts.len() {
-            0 => Bytes::new(),
-            1 => parts.pop().unwrap_or_default(),
-            _ => Bytes::from(parts.concat()),
-        };
+    if let Some(items) = items {
+        let body = join_chunks(&items)?;
         let mut me = sr.borrow_mut();
-        ensure_started(&me)?;
+        me.ensure_started()?;
         let _ = me.responder.write(py, body, true);
         return Ok(());
     }
@@ -236,19 +227,20 @@ fn send_result(
         if let Ok(fw) = result.cast::<FileWrapper>() {
             if let Some((file, offset)) = sendfile_source(py, &fw.borrow()) {
                 let mut me = sr.borrow_mut();
-                ensure_started(&me)?;
+                me.ensure_started()?;
                 let _ = me.responder.send_file(py, file, offset);
                 return Ok(());
             }
         }
     }
     for item in result.try_iter()? {
-        let data = chunk_bytes(&item?)?;
+        let item = item?;
+        let data = body_bytes(chunk(&item)?);
         if data.is_empty() {
             continue;
         }
         let mut me = sr.borrow_mut();
-        ensure_started(&me)?;
+        me.ensure_started()?;
         if me.responder.write(py, data, false).is_err() {
             // The client left: stop iterating; close() still runs.
             return Ok(());

@@ -87,11 +87,10 @@ fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
 /// A value that goes into a response header: control characters would break the head (or
 /// inject headers), so they are refused here, where the setting is made.
 fn header_text(key: &str, v: String) -> PyResult<String> {
-    if v.chars()
-        .any(|c| (c < ' ' && c != '\t') || c == '\x7f' || (c as u32) > 0xff)
-    {
+    // ASCII: the engine writes the text's bytes as they are.
+    if !v.is_ascii() || stogie_http::h1::response::has_bad_byte(v.as_bytes()) {
         return Err(PyValueError::new_err(format!(
-            "{key} {v:?} cannot go into a header: use printable ISO-8859-1 text"
+            "{key} {v:?} cannot go into a header: use printable ASCII text"
         )));
     }
     Ok(v)

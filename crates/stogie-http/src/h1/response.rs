@@ -68,7 +68,9 @@ pub struct EncodedHead {
 
 /// Control characters other than HTAB (CR, LF and NUL among them) and DEL: RFC 9110 allows
 /// none in a field value or a reason phrase, and clients refuse a head that has one.
-fn has_bad_byte(s: &[u8]) -> bool {
+/// Whether `s` holds a byte that must not appear in a header value (control characters
+/// other than tab, DEL).
+pub fn has_bad_byte(s: &[u8]) -> bool {
     s.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 

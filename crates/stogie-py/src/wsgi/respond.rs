@@ -73,11 +73,6 @@ impl Responder {
         }
     }
 
-    /// Whether a status and headers were set.
-    pub fn has_head(&self) -> bool {
-        self.head.is_some()
-    }
-
     /// Sets (or, before anything was sent, replaces) the status and headers.
     pub fn set_head(&mut self, head: ResponseHead) {
         self.head = Some(head);
@@ -192,9 +187,10 @@ fn to_latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
         ))
     })?;
     let text = s.to_cow()?;
-    // Nearly every status and header is plain ASCII: its UTF-8 bytes are its ISO-8859-1 ones.
+    // Nearly every status and header is plain ASCII: its UTF-8 bytes are its ISO-8859-1 ones,
+    // and the string in hand becomes the buffer.
     if text.is_ascii() && !text.bytes().any(|c| c == 0 || c == 10 || c == 13) {
-        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+        return Ok(Bytes::from(text.into_owned()));
     }
     let mut out = Vec::with_capacity(text.len());
     for c in text.chars() {
@@ -264,6 +260,17 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
+    /// PEP 3333: no body before start_response().
+    pub fn ensure_started(&self) -> PyResult<()> {
+        if self.started {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(
+                "The WSGI application returned a body before calling start_response().",
+            ))
+        }
+    }
+
     /// A start_response for one request.
     pub fn new(sender: ResponseSender) -> Self {
         StartResponse {
