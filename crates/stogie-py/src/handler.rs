@@ -184,7 +184,6 @@ fn chunk<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyByte
                 .map(|n| n.to_string())
                 .unwrap_or_default()
         ))
-        .into()
     })
 }
 
