@@ -58,10 +58,7 @@ fn connect_is_405() {
 
 #[test]
 fn incomplete_head_is_408_after_the_timeout() {
-    let cfg = ServerConfig {
-        timeout: Duration::from_secs(1),
-        ..config()
-    };
+    let cfg = config_with_timeout(1);
     let started = Instant::now();
     expect_error(cfg, b"GET / HTTP/1.1\r\nHost: x\r\n", 408);
     let took = started.elapsed();
@@ -227,10 +224,7 @@ fn empty_lines_before_a_request_line_are_ignored() {
 
 #[test]
 fn trickled_head_is_408_once_the_timeout_has_passed_since_its_first_byte() {
-    let cfg = ServerConfig {
-        timeout: Duration::from_secs(1),
-        ..config()
-    };
+    let cfg = config_with_timeout(1);
     let server = start_with(cfg, hello_gateway());
     let mut c = server.connect();
     let started = Instant::now();

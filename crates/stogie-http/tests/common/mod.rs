@@ -97,8 +97,13 @@ impl Drop for TestServer {
 
 /// A configuration with a short timeout, so that tests which wait on one stay fast.
 pub fn config() -> ServerConfig {
+    config_with_timeout(5)
+}
+
+/// The test configuration with `timeout` set to `secs`.
+pub fn config_with_timeout(secs: u64) -> ServerConfig {
     ServerConfig {
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(secs),
         ..ServerConfig::default()
     }
 }
