@@ -704,19 +704,24 @@ impl<S: Transport> Conn<S> {
 
     /// Hands the request over, waiting up to the gateway's queue timeout for room.
     async fn dispatch(&mut self, mut request: Request) -> bool {
-        let gateway = self.shared.gateway.clone();
+        let gateway = &self.shared.gateway;
+        match gateway.dispatch(request) {
+            Ok(()) => return true,
+            Err(back) => request = back,
+        }
+        // A full queue: the clock starts only now.
         let deadline = Instant::now() + gateway.queue_timeout();
         let mut wait = std::time::Duration::from_millis(1);
         loop {
-            match gateway.dispatch(request) {
-                Ok(()) => return true,
-                Err(back) => request = back,
-            }
             if Instant::now() >= deadline {
                 return false;
             }
             sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_millis(20));
+            match gateway.dispatch(request) {
+                Ok(()) => return true,
+                Err(back) => request = back,
+            }
         }
     }
 

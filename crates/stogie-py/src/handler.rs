@@ -14,7 +14,9 @@ use crate::native::NativeRequest;
 use crate::pool::Handler;
 use crate::wsgi::environ::{self, EnvironParts, KeyCache};
 use crate::wsgi::input::Input;
-use crate::wsgi::respond::{body_bytes, sendfile_source, FileWrapper, Responder, StartResponse};
+use crate::wsgi::respond::{
+    body_bytes, call_close, sendfile_source, FileWrapper, Responder, StartResponse,
+};
 
 /// How requests reach Python.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,11 +142,7 @@ impl AppHandler {
         {
             Ok(())
         } else {
-            match result.hasattr(intern!(py, "close")) {
-                Ok(true) => result.call_method0(intern!(py, "close")).map(|_| ()),
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            }
+            call_close(&result)
         };
         let mut me = sr.borrow_mut();
         match sent.and(closed) {

@@ -55,6 +55,8 @@ struct State {
     monitor_asleep: bool,
     shutdown: bool,
     handles: Vec<JoinHandle<()>>,
+    /// Under the same lock as the queue: dispatch reads them for every request.
+    limits: PoolLimits,
 }
 
 impl State {
@@ -105,7 +107,6 @@ struct Inner<H: Handler> {
     state: Mutex<State>,
     wake: Condvar,
     monitor: Condvar,
-    limits: Mutex<PoolLimits>,
     handler: H,
     work_ns: AtomicU64,
     served: AtomicU64,
@@ -154,10 +155,10 @@ impl<H: Handler> Pool<H> {
                     monitor_asleep: true,
                     shutdown: false,
                     handles: Vec::new(),
+                    limits,
                 }),
                 wake: Condvar::new(),
                 monitor: Condvar::new(),
-                limits: Mutex::new(limits),
                 handler,
                 work_ns: AtomicU64::new(0),
                 served: AtomicU64::new(0),
@@ -233,7 +234,7 @@ impl<H: Handler> Pool<H> {
                 self.inner.wake.notify_all();
                 continue;
             }
-            let max = self.limits().max;
+            let max = st.limits.max;
             let grow = st.queue.len().min((st.threads / 2).max(1));
             for _ in 0..grow {
                 if st.threads >= max {
@@ -248,14 +249,10 @@ impl<H: Handler> Pool<H> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn limits(&self) -> PoolLimits {
-        *self.inner.limits.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Changes the limits (Cheroot lets `numthreads` change on a running server).
     pub fn set_limits(&self, limits: PoolLimits) {
-        *self.inner.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
         let mut st = self.lock();
+        st.limits = limits;
         while st.threads < limits.min && !st.shutdown {
             self.spawn(&mut st);
         }
@@ -310,7 +307,6 @@ impl<H: Handler> Pool<H> {
 
     /// Waits for a request; `None` when this thread should exit.
     fn wait(&self) -> Option<Request> {
-        let idle_timeout = self.limits().idle_timeout;
         let mut st = self.lock();
         st.idle += 1;
         loop {
@@ -323,13 +319,14 @@ impl<H: Handler> Pool<H> {
                 st.threads -= 1;
                 return None;
             }
+            let idle_timeout = st.limits.idle_timeout;
             let (next, res) = self
                 .inner
                 .wake
                 .wait_timeout(st, idle_timeout)
                 .unwrap_or_else(|e| e.into_inner());
             st = next;
-            if res.timed_out() && st.queue.is_empty() && st.threads > self.limits().min.max(1) {
+            if res.timed_out() && st.queue.is_empty() && st.threads > st.limits.min.max(1) {
                 st.idle -= 1;
                 st.threads -= 1;
                 return None;
@@ -382,12 +379,11 @@ impl<H: Handler> Pool<H> {
 impl<H: Handler> Gateway for Pool<H> {
     #[allow(clippy::result_large_err)]
     fn dispatch(&self, request: Request) -> Result<(), Request> {
-        let limits = self.limits();
         let mut st = self.lock();
         if st.shutdown {
             return Err(request);
         }
-        if limits.queue.is_some_and(|q| st.queue.len() >= q.max(1)) && st.idle == 0 {
+        if st.limits.queue.is_some_and(|q| st.queue.len() >= q.max(1)) && st.idle == 0 {
             return Err(request);
         }
         st.queue.push_back((request, Instant::now()));
@@ -404,6 +400,6 @@ impl<H: Handler> Gateway for Pool<H> {
     }
 
     fn queue_timeout(&self) -> Duration {
-        self.limits().queue_timeout
+        self.lock().limits.queue_timeout
     }
 }

@@ -362,11 +362,15 @@ impl FileWrapper {
 
     /// Closes the wrapped file, if it can be closed.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let f = self.filelike.bind(py);
-        if f.hasattr(intern!(py, "close"))? {
-            f.call_method0(intern!(py, "close"))?;
-        }
-        Ok(())
+        call_close(self.filelike.bind(py))
+    }
+}
+
+/// Calls `obj.close()` if it has one (one attribute lookup).
+pub fn call_close(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    match obj.getattr_opt(intern!(obj.py(), "close"))? {
+        Some(close) => close.call0().map(|_| ()),
+        None => Ok(()),
     }
 }
 
