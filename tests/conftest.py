@@ -81,6 +81,59 @@ def http_get(target, path="/", timeout=5):
         conn.close()
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers in a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def connect_tcp(port):
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def connect_unix(path):
+    """A connected UNIX socket; ``path`` is a str or Path (``'\\0name'``: abstract)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def wait_for(predicate, timeout=5.0):
+    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def wait_closed(sock, limit):
+    """Read until the server closes ``sock``; return (seconds it took, bytes received).
+
+    ``limit`` is the timeout of each recv: ``socket.timeout`` if the server goes quiet
+    without closing.
+    """
+    sock.settimeout(limit)
+    started = time.monotonic()
+    data = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data.append(chunk)
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started, b"".join(data)
+
+
 def wait_until_serving(running, connect, timeout=8.0):
     """Poll until ``connect()`` succeeds; fail early if the server process exits.
 

@@ -14,28 +14,8 @@ import time
 
 import pytest
 
-from conftest import hello_app, running
+from conftest import hello_app, http_get, running, wait_for
 from stogie import errors, server, wsgi
-
-
-def get(addr, path="/", timeout=5):
-    """One GET on a fresh connection: (status, headers dict, body)."""
-    conn = http.client.HTTPConnection(*addr, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def refused(addr):
@@ -46,6 +26,23 @@ def refused(addr):
             return sock.recv(100) == b""
     except (ConnectionRefusedError, ConnectionResetError):
         return True
+
+
+def call_in_thread(fn):
+    """Start ``fn()`` in a daemon thread: ``(thread, outcome)``, where ``outcome`` gets
+    ``"returned"`` or the exception ``fn`` raised."""
+    outcome = []
+
+    def run():
+        try:
+            fn()
+            outcome.append("returned")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 # --- names and signatures ------------------------------------------------------------------
@@ -182,7 +179,7 @@ def test_prepare_then_serve_in_a_thread():
         assert host == "127.0.0.1" and isinstance(port, int) and port > 0
         thread = threading.Thread(target=srv.serve, daemon=True)
         thread.start()
-        assert get(srv.bind_addr)[::2] == (200, b"Hello, World!")
+        assert http_get(srv.bind_addr) == (200, b"Hello, World!")
     finally:
         srv.stop()
     assert srv.ready is False
@@ -198,7 +195,7 @@ def test_start_in_a_thread():
     try:
         assert wait_for(lambda: srv.ready)
         assert srv.bind_addr[1] > 0
-        assert get(srv.bind_addr)[::2] == (200, b"Hello, World!")
+        assert http_get(srv.bind_addr) == (200, b"Hello, World!")
     finally:
         srv.stop()
     thread.join(5)
@@ -208,37 +205,18 @@ def test_start_in_a_thread():
 
 def test_safe_start_returns_after_stop():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
-    outcome = []
-
-    def run():
-        try:
-            srv.safe_start()
-            outcome.append("returned")
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = call_in_thread(srv.safe_start)
     assert wait_for(lambda: srv.ready)
-    assert get(srv.bind_addr)[0] == 200
+    assert http_get(srv.bind_addr)[0] == 200
     srv.stop()
     thread.join(5)
+    assert not thread.is_alive()
     assert outcome == ["returned"]
 
 
 def test_safe_start_reraises_interrupt():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
-    outcome = []
-
-    def run():
-        try:
-            srv.safe_start()
-            outcome.append("returned")
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = call_in_thread(srv.safe_start)
     assert wait_for(lambda: srv.ready)
     interrupt = KeyboardInterrupt()
     srv.interrupt = interrupt
@@ -282,7 +260,7 @@ def test_safe_start_in_the_main_thread_stops_on_sigint():
     )
     try:
         port = int(proc.stdout.readline())
-        assert get(("127.0.0.1", port))[::2] == (200, b"ok")
+        assert http_get(("127.0.0.1", port)) == (200, b"ok")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=8)
         assert proc.returncode == 0, err
@@ -299,7 +277,7 @@ def test_stop_before_start_and_twice():
     srv.stop()  # never started: nothing to do
     assert srv.ready is False
     with running(srv):
-        assert get(srv.bind_addr)[0] == 200
+        assert http_get(srv.bind_addr)[0] == 200
         srv.stop()
         srv.stop()
         assert srv.ready is False
@@ -310,11 +288,11 @@ def test_stop_before_start_and_twice():
 def test_server_can_start_again_after_stop():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     with running(srv):
-        assert get(srv.bind_addr)[0] == 200
+        assert http_get(srv.bind_addr)[0] == 200
     srv.bind_addr = ("127.0.0.1", 0)
     with running(srv):
         assert srv.ready
-        assert get(srv.bind_addr)[::2] == (200, b"Hello, World!")
+        assert http_get(srv.bind_addr) == (200, b"Hello, World!")
 
 
 def test_stop_waits_for_request_in_flight():
@@ -330,7 +308,7 @@ def test_stop_waits_for_request_in_flight():
     results = []
     with running(srv):
         addr = srv.bind_addr
-        client = threading.Thread(target=lambda: results.append(get(addr)), daemon=True)
+        client = threading.Thread(target=lambda: results.append(http_get(addr)), daemon=True)
         client.start()
         assert entered.wait(5)
         started = time.monotonic()
@@ -338,7 +316,7 @@ def test_stop_waits_for_request_in_flight():
         elapsed = time.monotonic() - started
         client.join(5)
     assert results and results[0][0] == 200
-    assert results[0][2] == b"slow but complete"
+    assert results[0][1] == b"slow but complete"
     assert 0.5 < elapsed < 4.5
     assert refused(addr)
 
@@ -410,7 +388,7 @@ def test_stop_called_by_the_app_inside_a_request():
     thread.start()
     addr = srv.bind_addr
     started = time.monotonic()
-    status, _, body = get(addr)
+    status, body = http_get(addr)
     assert (status, body) == (200, b"bye")
     assert timings["stop"] < 1.5
     assert time.monotonic() - started < 2
@@ -431,23 +409,13 @@ def test_ready_flips():
 def test_interrupt_from_another_thread_raises_in_serve():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     srv.prepare()
-    raised = []
-
-    def run():
-        try:
-            srv.serve()
-            raised.append(None)
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert get(srv.bind_addr)[0] == 200
+    thread, outcome = call_in_thread(srv.serve)
+    assert http_get(srv.bind_addr)[0] == 200
     interrupt = KeyboardInterrupt()
     threading.Thread(target=setattr, args=(srv, "interrupt", interrupt)).start()
     thread.join(5)
     assert not thread.is_alive()
-    assert raised == [interrupt]
+    assert len(outcome) == 1 and outcome[0] is interrupt
     assert srv.interrupt is interrupt
     assert srv.ready is False
     assert refused(srv.bind_addr)
@@ -478,7 +446,7 @@ def test_no_connections_accepted_after_stop():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     with running(srv):
         addr = srv.bind_addr
-        assert get(addr)[0] == 200
+        assert http_get(addr)[0] == 200
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(addr, timeout=2).close()
 
@@ -517,7 +485,7 @@ def test_app_exception_is_logged_with_traceback(serve, caplog):
 
     with caplog.at_level(logging.DEBUG, logger="stogie.error"):
         srv = serve(broken_app)
-        status, _, body = get(srv.bind_addr)
+        status, body = http_get(srv.bind_addr)
         assert status == 500
         assert b"the app broke on purpose" not in body
         assert wait_for(lambda: any(r.exc_info for r in caplog.records))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import hello_app, raw_request
+from conftest import hello_app, raw_request, running
 from stogie import server, wsgi
 from stogie.ssl.builtin import BuiltinSSLAdapter
 
@@ -143,8 +143,6 @@ def test_software_changed_while_running(serve):
 
 def test_numthreads_is_live():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app, numthreads=2)
-    from conftest import running
-
     with running(srv):
         assert srv.requests.threads >= 2
         srv.numthreads = 5
@@ -182,6 +180,17 @@ def test_ssl_adapter_is_refused_with_a_clear_message(serve, tmp_path):
 
 
 # --- stats ---------------------------------------------------------------------------------
+
+
+# What numbers() gives right after the stats are enabled (or enabled again after
+# clear_stats()): nothing counted yet.
+ZERO_STATS = {
+    "Accepts": 0,
+    "Requests": 0,
+    "Bytes Read": 0,
+    "Bytes Written": 0,
+    "Work Time": 0,
+}
 
 
 def numbers(stats):
@@ -232,13 +241,7 @@ def test_stats_keys_are_cheroots(serve):
 def test_stats_count_requests(serve):
     srv = serve(slow_hello)
     srv.stats["Enabled"] = True
-    assert numbers(srv.stats) == {
-        "Accepts": 0,
-        "Requests": 0,
-        "Bytes Read": 0,
-        "Bytes Written": 0,
-        "Work Time": 0,
-    }
+    assert numbers(srv.stats) == ZERO_STATS
     req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     last = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     out = raw_request(srv.bind_addr, req + last)  # two requests on one connection
@@ -263,13 +266,7 @@ def test_stats_do_not_move_while_disabled(serve):
         assert request(srv.bind_addr)[0] == 200
     assert srv.stats["Requests"](srv.stats) == -1
     srv.stats["Enabled"] = True
-    assert numbers(srv.stats) == {
-        "Accepts": 0,
-        "Requests": 0,
-        "Bytes Read": 0,
-        "Bytes Written": 0,
-        "Work Time": 0,
-    }
+    assert numbers(srv.stats) == ZERO_STATS
     assert request(srv.bind_addr)[0] == 200
     assert numbers(srv.stats)["Requests"] == 1
     srv.stats["Enabled"] = False
@@ -290,13 +287,7 @@ def test_clear_stats(serve):
     assert srv.stats["Requests"](srv.stats) == -1
     assert request(srv.bind_addr)[0] == 200  # not counted: disabled
     srv.stats["Enabled"] = True
-    assert numbers(srv.stats) == {
-        "Accepts": 0,
-        "Requests": 0,
-        "Bytes Read": 0,
-        "Bytes Written": 0,
-        "Work Time": 0,
-    }
+    assert numbers(srv.stats) == ZERO_STATS
     assert request(srv.bind_addr)[0] == 200
     assert numbers(srv.stats)["Requests"] == 1
 
@@ -312,8 +303,6 @@ def test_stats_survive_stop(serve):
 def test_runtime_increases_while_serving():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     assert srv.runtime() == 0
-    from conftest import running
-
     with running(srv):
         first = srv.runtime()
         time.sleep(0.2)

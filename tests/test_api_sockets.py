@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import hello_app, http_get, raw_request, running
+from conftest import hello_app, http_get, raw_request, running, wait_closed
 from stogie import wsgi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sockets")
@@ -315,47 +315,8 @@ def test_peercreds_resolve_needs_peercreds(sock_path):
 # --- timeouts ------------------------------------------------------------------------------
 
 
-def wait_closed(sock, limit):
-    """Read until the server closes; return (seconds it took, bytes received)."""
-    sock.settimeout(limit)
-    started = time.monotonic()
-    data = []
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data.append(chunk)
-    except ConnectionResetError:
-        pass
-    return time.monotonic() - started, b"".join(data)
-
-
-def test_idle_keepalive_connection_closed_after_timeout(serve):
-    srv = serve(hello_app, timeout=1)
-    with socket.create_connection(srv.bind_addr, timeout=5) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = b""
-        while not resp.endswith(b"Hello, World!"):
-            resp += sock.recv(4096)
-        assert resp.startswith(b"HTTP/1.1 200 OK\r\n")
-        # the connection is kept alive for a while ...
-        sock.settimeout(0.5)
-        with pytest.raises(socket.timeout):
-            sock.recv(1)
-        # ... and closed, silently, once it has been idle for `timeout`.
-        elapsed, data = wait_closed(sock, 5)
-        assert data == b""
-        assert 0.8 <= 0.5 + elapsed < 3
-
-
-def test_silent_client_closed_after_timeout(serve):
-    srv = serve(hello_app, timeout=1)
-    with socket.create_connection(srv.bind_addr, timeout=5) as sock:
-        elapsed, data = wait_closed(sock, 5)
-    assert 0.8 <= elapsed < 3
-    # Nothing was asked, so there is nothing to answer (Cheroot closes silently too).
-    assert data == b""
+# The idle-timeout closes (a fresh connection, and one kept alive after a response) are in
+# test_slow_clients.py: test_idle_connection_closes_quietly_after_timeout.
 
 
 def test_partial_head_gets_408_after_timeout(serve):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import stogie
-from conftest import wait_until_serving
+from conftest import connect_tcp, connect_unix, free_port, wait_until_serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -55,12 +55,6 @@ def slow(environ, start_response):
 
 not_callable = {"a": "dict"}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -113,21 +107,6 @@ def stogie_process(args, tmp_path, cwd=None, command="module", env=None):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-
-
-def connect_tcp(port):
-    return socket.create_connection(("127.0.0.1", port), timeout=5)
-
-
-def connect_unix(path):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def get(connect, path="/", headers=None, method="GET", body=None):

@@ -15,24 +15,8 @@ import time
 
 import pytest
 
-from conftest import ResponseReader, hello_app
+from conftest import ResponseReader, hello_app, wait_closed
 from stogie import errors
-
-
-def elapsed_until_closed(sock, limit):
-    """Seconds until the server closes ``sock`` (reading whatever comes), and what came."""
-    start = time.monotonic()
-    sock.settimeout(limit)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return time.monotonic() - start, data
 
 
 def test_head_trickle_gets_408_within_timeout(serve):
@@ -56,30 +40,36 @@ def test_head_trickle_gets_408_within_timeout(serve):
             break
         took = time.monotonic() - start
         sock.setblocking(True)
-        rest_took, rest = elapsed_until_closed(sock, 3)
+        rest_took, rest = wait_closed(sock, 3)
     answer += rest
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert 0.9 <= took <= 1.7, took
     assert rest_took < 1
 
 
-def test_idle_connection_closes_quietly_after_timeout(serve):
+@pytest.mark.parametrize("after_response", [False, True], ids=["fresh", "after a response"])
+def test_idle_connection_closes_quietly_after_timeout(serve, after_response):
+    """A connection idle for ``timeout``, whether nothing was ever asked on it or it is
+    kept alive after a response, is closed with nothing sent (Cheroot closes silently)."""
     server = serve(hello_app, timeout=1)
     with socket.create_connection(server.bind_addr, timeout=5) as sock:
-        took, data = elapsed_until_closed(sock, 3)
+        if after_response:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            reader = ResponseReader(sock)
+            status, _, body, complete = reader.read_response()
+            assert status == b"HTTP/1.1 200 OK"
+            assert (body, complete, reader.buf) == (b"Hello, World!", True, b"")
+        idle_since = time.monotonic()
+        # the connection is kept open for a while ...
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(1)
+        # ... and closed, silently, once it has been idle for ``timeout``.
+        elapsed, data = wait_closed(sock, 3)
+        idle = time.monotonic() - idle_since
     assert data == b""
-    assert 0.9 <= took <= 1.7, took
-
-
-def test_idle_keep_alive_closes_after_timeout(serve):
-    server = serve(hello_app, timeout=1)
-    with socket.create_connection(server.bind_addr, timeout=5) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        reader = ResponseReader(sock)
-        assert reader.read_response()[0] == b"HTTP/1.1 200 OK"
-        took, data = elapsed_until_closed(sock, 3)
-    assert data == b""
-    assert 0.9 <= took <= 1.7, took
+    assert 0.9 <= 0.5 + elapsed, elapsed
+    assert idle <= 1.7, idle
 
 
 def test_keep_alive_head_gets_its_own_timeout(serve):
@@ -106,7 +96,7 @@ def test_stalled_small_body_gets_408_and_never_reaches_the_app(serve):
     server = serve(app, timeout=1)
     with socket.create_connection(server.bind_addr, timeout=5) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
-        took, data = elapsed_until_closed(sock, 4)
+        took, data = wait_closed(sock, 4)
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert 0.9 <= took <= 1.7, took
     assert called == []
@@ -137,7 +127,7 @@ def test_stalled_streamed_body_fails_the_apps_read(serve, framing):
     with socket.create_connection(server.bind_addr, timeout=5) as sock:
         sock.sendall(raw)
         stalled = time.monotonic()
-        took, data = elapsed_until_closed(sock, 4)
+        took, data = wait_closed(sock, 4)
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert 0.9 <= took <= 1.9, took
     assert len(outcome) == 1

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import http_get, wait_until_serving
+from conftest import (
+    connect_tcp,
+    connect_unix,
+    free_port,
+    http_get,
+    wait_for,
+    wait_until_serving,
+)
 from stogie import workers, wsgi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc")
@@ -74,12 +81,6 @@ def app_dir(tmp_path):
     return tmp_path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stat(pid):
     """(state, ppid) of a process, or None once it is gone (a zombie counts as gone)."""
     try:
@@ -104,30 +105,6 @@ def children_of(pid):
             if st is not None and st[1] == pid:
                 found.append(int(entry))
     return sorted(found)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def connect_tcp(port):
-    return socket.create_connection(("127.0.0.1", port), timeout=5)
-
-
-def connect_unix(path):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def answer(connect):
@@ -377,33 +354,14 @@ def test_restart_delay_doubles_and_restarts_are_capped_per_minute():
 # --- the command -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_cli_signal_stops_all_workers_after_the_request_in_flight(app_dir, signum):
-    port = free_port()
-    marker = app_dir / "entered"
-    args = ["--workers", "2", "--bind", f"127.0.0.1:{port}", "--shutdown-timeout", "5", "wapp"]
-    with start_cli(args, app_dir, env={"STOGIE_TEST_MARKER": str(marker)}) as running:
-        connect = lambda: connect_tcp(port)  # noqa: E731
-        kids = wait_for_workers(running, 2)
-        wait_until_serving(running, connect)
-        results = []
-        client = threading.Thread(target=lambda: results.append(http_get(connect, "/slow")))
-        client.start()
-        assert wait_for(marker.exists), "the slow request never reached the app"
-        started = time.monotonic()
-        running.proc.send_signal(signum)
-        client.join(8)
-        assert results and results[0][0] == 200, running.stderr
-        assert int(results[0][1].split()[0]) in kids
-        assert running.proc.wait(8) == 0, running.stderr
-        assert time.monotonic() - started < 5
-        assert not any(alive(pid) for pid in kids), "workers left behind"
-        assert refused(connect)
-    assert "Traceback" not in running.stderr
-    assert "(2 workers)" in running.stderr
+@contextlib.contextmanager
+def cli_with_a_slow_request(app_dir):
+    """``stogie --workers 2 --shutdown-timeout 5 wapp`` on a free port, serving, with a
+    request to ``/slow`` (1.5 s in the app) made from a thread and already in the app.
 
-
-def test_cli_second_signal_kills_the_workers_at_once(app_dir):
+    Yields ``(running, connect, kids, client, outcome)``: ``client`` is the thread and
+    ``outcome`` gets the request's ``(status, body)`` or the OSError it raised.
+    """
     port = free_port()
     marker = app_dir / "entered"
     args = ["--workers", "2", "--bind", f"127.0.0.1:{port}", "--shutdown-timeout", "5", "wapp"]
@@ -422,6 +380,30 @@ def test_cli_second_signal_kills_the_workers_at_once(app_dir):
         client = threading.Thread(target=slow_request, daemon=True)
         client.start()
         assert wait_for(marker.exists), "the slow request never reached the app"
+        yield running, connect, kids, client, outcome
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_cli_signal_stops_all_workers_after_the_request_in_flight(app_dir, signum):
+    with cli_with_a_slow_request(app_dir) as (running, connect, kids, client, outcome):
+        started = time.monotonic()
+        running.proc.send_signal(signum)
+        client.join(8)
+        assert not client.is_alive(), running.stderr
+        assert len(outcome) == 1 and isinstance(outcome[0], tuple), (outcome, running.stderr)
+        status, body = outcome[0]
+        assert status == 200, running.stderr
+        assert int(body.split()[0]) in kids
+        assert running.proc.wait(8) == 0, running.stderr
+        assert time.monotonic() - started < 5
+        assert not any(alive(pid) for pid in kids), "workers left behind"
+        assert refused(connect)
+    assert "Traceback" not in running.stderr
+    assert "(2 workers)" in running.stderr
+
+
+def test_cli_second_signal_kills_the_workers_at_once(app_dir):
+    with cli_with_a_slow_request(app_dir) as (running, _, kids, client, outcome):
         running.proc.send_signal(signal.SIGTERM)
         time.sleep(0.6)  # a repeat within 0.5 s is taken for the same signal delivered twice
         started = time.monotonic()
