@@ -49,6 +49,10 @@ struct State {
     queue: VecDeque<(Request, Instant)>,
     threads: usize,
     idle: usize,
+    /// A sleeping worker was woken for queued work and has not yet looked at the queue:
+    /// requests queued meanwhile are left for it rather than waking another (each wake
+    /// took a thread that then only fought the first for the GIL).
+    waking: bool,
     /// Requests taken from the queue so far: the monitor's measure of progress.
     taken: u64,
     /// Whether the monitor sleeps until the next request is queued.
@@ -151,6 +155,7 @@ impl<H: Handler> Pool<H> {
                     queue: VecDeque::new(),
                     threads: 0,
                     idle: 0,
+                    waking: false,
                     taken: 0,
                     monitor_asleep: true,
                     shutdown: false,
@@ -326,6 +331,7 @@ impl<H: Handler> Pool<H> {
                 .wait_timeout(st, idle_timeout)
                 .unwrap_or_else(|e| e.into_inner());
             st = next;
+            st.waking = false;
             if res.timed_out() && st.queue.is_empty() && st.threads > st.limits.min.max(1) {
                 st.idle -= 1;
                 st.threads -= 1;
@@ -387,10 +393,11 @@ impl<H: Handler> Gateway for Pool<H> {
             return Err(request);
         }
         st.queue.push_back((request, Instant::now()));
-        let active = st.threads - st.idle;
+        let wake_worker = st.threads == st.idle && !st.waking;
+        st.waking |= wake_worker;
         let wake_monitor = st.monitor_asleep;
         drop(st);
-        if active == 0 {
+        if wake_worker {
             self.inner.wake.notify_one();
         }
         if wake_monitor {
