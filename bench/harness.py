@@ -490,7 +490,7 @@ def parse_wrk(out):
     errors = []
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
-        for name, n in zip(("connect", "read", "write", "timeout"), m.groups()):
+        for name, n in zip(("connect", "read", "write", "timeout"), m.groups(), strict=True):
             if int(n):
                 errors.append(f"{n} {name}")
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -860,12 +860,13 @@ def mb(n):
 
 
 def md_table(header, rows):
-    cols = list(zip(header, *rows))
+    cols = list(zip(header, *rows, strict=True))
     widths = [max(len(str(c)) for c in col) for col in cols]
-    out = ["| " + " | ".join(str(h).ljust(wd) for h, wd in zip(header, widths)) + " |"]
+    out = ["| " + " | ".join(str(h).ljust(wd) for h, wd in zip(header, widths, strict=True)) + " |"]
     out.append("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
     for row in rows:
-        out.append("| " + " | ".join(str(c).ljust(wd) for c, wd in zip(row, widths)) + " |")
+        cells = (str(c).ljust(wd) for c, wd in zip(row, widths, strict=True))
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

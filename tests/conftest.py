@@ -54,7 +54,7 @@ def raw_request(addr, data, timeout=5.0, shut_write=False):
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
@@ -178,7 +178,7 @@ class ResponseReader:
             return False
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return False
         except ConnectionResetError:
             data = b""

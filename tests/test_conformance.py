@@ -23,6 +23,7 @@ exactly as the corpus says.
 """
 
 import base64
+import itertools
 import json
 import os
 import random
@@ -319,7 +320,7 @@ def pieces(raw, mode):
     rng = random.Random(1234)
     cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, 16)))
     bounds = [0, *cuts, len(raw)]
-    return [raw[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def pause_after(raw, mode, index, piece):

@@ -4,6 +4,7 @@ real sockets, stopped and killed with signals."""
 
 import contextlib
 import http.client
+import itertools
 import os
 import signal
 import socket
@@ -343,9 +344,9 @@ def test_restart_delay_doubles_and_restarts_are_capped_per_minute():
     finally:
         supervisor._wake_r.close()
         supervisor._wake_w.close()
-    delays = [b - a for a, b in zip([start] + dues, dues)]
+    delays = [b - a for a, b in itertools.pairwise([start, *dues])]
     assert 0.09 < delays[0] < 0.2
-    assert all(b >= a for a, b in zip(dues, dues[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(dues))
     assert max(delays[:-1]) <= workers.MAX_RESTART_DELAY + 0.05
     # one more than the cap waits until the first of the minute is a minute old
     assert dues[-1] >= dues[0] + 60

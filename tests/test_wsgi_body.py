@@ -369,7 +369,7 @@ def nothing_arrives(sock, seconds=0.3):
     sock.settimeout(seconds)
     try:
         return sock.recv(100) == b"" and False
-    except socket.timeout:
+    except TimeoutError:
         return True
     finally:
         sock.settimeout(5)

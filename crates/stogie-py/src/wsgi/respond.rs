@@ -2,6 +2,8 @@
 //! response side. Headers are held back until the first non-empty chunk; a list result
 //! leaves in one event (one write on the socket).
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -12,6 +14,9 @@ use stogie_http::{ClientGone, ResponseEvent, ResponseHead, ResponseSender};
 /// Bodies at least this long are lent to the engine without a copy; shorter ones are copied
 /// (cheaper than holding a reference that must be released under the GIL later).
 const LEND_AT: usize = 4 * 1024;
+
+/// Room for a typical head's status, names and values, so that the buffer rarely grows.
+const HEAD_TEXT_GUESS: usize = 256;
 
 /// A Python `bytes` object lent to the engine: its buffer is immutable and lives as long as
 /// the object, so the connection can write straight from it.
@@ -179,20 +184,26 @@ impl Responder {
     }
 }
 
-fn to_latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+/// Appends `s`, a `str` from the app, to `buf` as ISO-8859-1 (PEP 3333's header encoding)
+/// and returns where it landed. `what` names it in the error for a wrong type or character.
+fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<Range<usize>> {
     let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "WSGI {what} {} is not of type str.",
             s.repr().map(|r| r.to_string()).unwrap_or_default()
         ))
     })?;
-    let text = s.to_cow()?;
-    // Nearly every status and header is plain ASCII: its UTF-8 bytes are its ISO-8859-1 ones,
-    // and the string in hand becomes the buffer.
-    if text.is_ascii() && !text.bytes().any(|c| c == 0 || c == 10 || c == 13) {
-        return Ok(Bytes::from(text.into_owned()));
+    // Borrowed, not copied: an ASCII string's UTF-8 form is its own buffer.
+    let text = s.to_str()?;
+    let start = buf.len();
+    // Nearly every status and header is plain ASCII: its UTF-8 bytes are its ISO-8859-1 ones.
+    if text
+        .bytes()
+        .all(|c| c < 0x80 && c != 0 && c != b'\n' && c != b'\r')
+    {
+        buf.extend_from_slice(text.as_bytes());
+        return Ok(start..buf.len());
     }
-    let mut out = Vec::with_capacity(text.len());
     for c in text.chars() {
         let c = c as u32;
         if c > 0xff {
@@ -205,27 +216,30 @@ fn to_latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
                 "WSGI {what} {text:?} contains CR, LF or NUL."
             )));
         }
-        out.push(c as u8);
+        buf.push(c as u8);
     }
-    Ok(out.into())
+    Ok(start..buf.len())
 }
 
-/// Converts `status` and `headers` from a WSGI app into a head, checking types.
+/// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
+/// and every name and value are copied into one buffer which the head's pieces share (one
+/// allocation for the head's text instead of one per string).
 pub fn head_from_py(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
 ) -> PyResult<ResponseHead> {
-    let status = to_latin1(status, "response status")?;
-    stogie_http::h1::response::status_code(&status).map_err(|e| {
-        PyValueError::new_err(format!(
-            "WSGI response status {:?}: {e}",
-            String::from_utf8_lossy(&status)
-        ))
-    })?;
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("WSGI response headers must be a list of (name, value) tuples.")
     })?;
-    let mut out = Vec::with_capacity(list.len());
+    let mut text = Vec::with_capacity(HEAD_TEXT_GUESS);
+    let status_at = push_latin1(&mut text, status, "response status")?;
+    stogie_http::h1::response::status_code(&text[status_at.clone()]).map_err(|e| {
+        PyValueError::new_err(format!(
+            "WSGI response status {:?}: {e}",
+            String::from_utf8_lossy(&text[status_at.clone()])
+        ))
+    })?;
+    let mut ranges = Vec::with_capacity(list.len());
     for item in list.iter() {
         let pair = item.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err(format!("WSGI response header {item} is not a tuple."))
@@ -235,19 +249,23 @@ pub fn head_from_py(
                 "WSGI response header {pair} is not a (name, value) pair."
             )));
         }
-        let name = to_latin1(&pair.get_item(0)?, "response header key")?;
-        if !stogie_http::h1::head::is_token(&name) {
+        let name = push_latin1(&mut text, &pair.get_item(0)?, "response header key")?;
+        if !stogie_http::h1::head::is_token(&text[name.clone()]) {
             return Err(PyValueError::new_err(format!(
                 "WSGI response header name {:?} is not a valid token.",
-                String::from_utf8_lossy(&name)
+                String::from_utf8_lossy(&text[name])
             )));
         }
-        let value = to_latin1(&pair.get_item(1)?, "response header value")?;
-        out.push((name, value));
+        let value = push_latin1(&mut text, &pair.get_item(1)?, "response header value")?;
+        ranges.push((name, value));
     }
+    let text = Bytes::from(text);
     Ok(ResponseHead {
-        status,
-        headers: out,
+        status: text.slice(status_at),
+        headers: ranges
+            .into_iter()
+            .map(|(name, value)| (text.slice(name), text.slice(value)))
+            .collect(),
     })
 }
 
