@@ -38,6 +38,7 @@ BIN = Path(sys.executable).parent
 PY = sys.executable
 HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
 
 HELLO = b"Hello, World!"
 POST_BODY = b"x" * 4096  # what post4k.lua sends
@@ -307,6 +308,27 @@ def tree_rss(root):
     return total
 
 
+def tree_cpu(root):
+    """CPU seconds (user + system) used so far by the processes now in the tree under
+    ``root``, all of their threads included."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                # The command name may hold spaces: count fields after its closing paren.
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICK
+
+
+def children_cpu():
+    """CPU seconds used by the children this process has waited for (wrk, here)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -464,6 +486,8 @@ class Run:
     p50: float = 0.0  # ms
     p99: float = 0.0
     rss: int = 0  # peak bytes
+    cpu_server: float = float("nan")  # % of one CPU over the run, the server's process tree
+    cpu_wrk: float = float("nan")  # % of one CPU over the run, wrk
     requests: int = 0
     errors: str = ""
     variant: str = ""
@@ -772,10 +796,16 @@ def bench_one(server, variant, w, opts):
                 run_wrk(port, w, opts.warmup, wlog)
             sampler = RssSampler(proc.pid)
             sampler.start()
+            cpu0, wrk0, t0 = tree_cpu(proc.pid), children_cpu(), time.monotonic()
             try:
                 run = run_wrk(port, w, opts.duration, wlog)
             finally:
                 peak = sampler.stop()
+            # Where the machine's time went: a server that is far from its CPUs' limit is
+            # waiting on something, one at the limit is spending it.
+            wall = time.monotonic() - t0
+            run.cpu_server = 100 * (tree_cpu(proc.pid) - cpu0) / wall
+            run.cpu_wrk = 100 * (children_cpu() - wrk0) / wall
             run.rss = peak
         if proc.poll() is not None:
             return Run(variant=variant.label, fail=f"died during the run: {last_line(log_path)}")
@@ -929,6 +959,15 @@ def report(results, servers, workloads):
             for w in load_workloads
         ]
         parts.append("### Peak RSS of the server's process tree (MB)\n\n" + md_table(header, rows))
+        rows = [
+            [w.title] + [cell(results.runs.get((s.key, w.key)), cpu_cell) for s in servers]
+            for w in load_workloads
+        ]
+        cpus = os.cpu_count()
+        parts.append(
+            f"### CPU used during the run, % of one CPU: server / wrk (the machine has {cpus})"
+            "\n\n" + md_table(header, rows)
+        )
 
     idle_w = next((w for w in workloads if w.key == "idle"), None)
     if idle_w:
@@ -1056,6 +1095,10 @@ def lat_cell(r):
 
 def rss_cell(r):
     return mb(r.rss)
+
+
+def cpu_cell(r):
+    return f"{r.cpu_server:.0f} / {r.cpu_wrk:.0f}"
 
 
 def target_rows(results, servers, workloads):
