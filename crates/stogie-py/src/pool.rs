@@ -5,8 +5,9 @@
 //! Waking policy (DESIGN.md, "Rules that keep it fast"): a request queued while a worker is
 //! active is left for that worker, which takes it without giving up the GIL; waking another
 //! thread would only make the two hand the GIL back and forth. A sleeping thread is woken
-//! only when no worker is active and none was woken already. When the queue stops moving (every active worker is
-//! blocked in I/O or sleep, not busy in Python), a monitor thread wakes or adds workers.
+//! only when no worker is active and none was woken already. When the queue stops moving
+//! (every active worker is blocked in I/O or sleep, not busy in Python), a monitor thread
+//! wakes or adds workers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
