@@ -301,6 +301,42 @@ def test_pool_shrinks_back_to_numthreads_when_idle(serve):
     assert http_get(server.bind_addr, "/") == (200, b"ok")
 
 
+def test_quick_responses_are_not_held_behind_a_slow_request(serve):
+    """A worker with requests queued holds the I/O thread's wakes for quick responses and
+    sends them together; a slow request after quick ones must not hold theirs until it
+    ends (the pool's monitor lets them go)."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(1.0)
+        else:
+            # About 200 us of work: the kind of request whose wakes are held.
+            end = time.perf_counter() + 0.0002
+            while time.perf_counter() < end:
+                pass
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(app, numthreads=1, max=1)
+    paths = ["/quick"] * 6 + ["/slow"] + ["/quick"] * 2
+    socks = [socket.create_connection(server.bind_addr, timeout=5) for _ in paths]
+    try:
+        started = time.monotonic()
+        for sock, path in zip(socks, paths, strict=True):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        # The quick ones sent before the slow one are answered long before it ends.
+        for sock in socks[:6]:
+            status, _, body, _ = ResponseReader(sock).read_response()
+            assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
+        assert time.monotonic() - started < 0.5
+        for sock in socks[6:]:
+            status, _, body, _ = ResponseReader(sock).read_response()
+            assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_full_queue_gets_503(serve):
     entered = threading.Event()
     release = threading.Event()

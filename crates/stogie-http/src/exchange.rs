@@ -226,7 +226,14 @@ impl ResponseSender {
     /// Sends without waiting when there is room, else reports the event back (with
     /// `true` when the connection is gone).
     pub fn try_send(&self, ev: ResponseEvent) -> Result<(), (ResponseEvent, bool)> {
-        self.tx.try_send(ev).map_err(|e| match e {
+        self.try_send_as(ev, false)
+    }
+
+    /// [`ResponseSender::try_send`]; `last`: the gateway knows that only the response's end
+    /// follows this event (its Content-Length is reached), so that a thread holding the
+    /// wakes of finished responses ([`crate::hold_final_wakes`]) holds this one too.
+    pub fn try_send_as(&self, ev: ResponseEvent, last: bool) -> Result<(), (ResponseEvent, bool)> {
+        self.tx.try_send(ev, last).map_err(|e| match e {
             SendError::Full(ev) => (ev, false),
             SendError::Closed(ev) => (ev, true),
         })
@@ -235,7 +242,12 @@ impl ResponseSender {
     /// Sends, blocking the calling thread while too many bytes wait for the socket.
     /// Must not be called from inside an async runtime.
     pub fn blocking_send(&self, ev: ResponseEvent) -> Result<(), ClientGone> {
-        self.tx.blocking_send(ev).map_err(|_| ClientGone)
+        self.blocking_send_as(ev, false)
+    }
+
+    /// [`ResponseSender::blocking_send`], with `last` as in [`ResponseSender::try_send_as`].
+    pub fn blocking_send_as(&self, ev: ResponseEvent, last: bool) -> Result<(), ClientGone> {
+        self.tx.blocking_send(ev, last).map_err(|_| ClientGone)
     }
 
     /// Sends, waiting while too many bytes wait for the socket.

@@ -9,10 +9,13 @@
 //! only when it waits on an empty pipe, and takes everything queued at once, which then
 //! leaves in one vectored write. A pipe is one small allocation per request.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use crate::exchange::ResponseEvent;
 
@@ -28,6 +31,9 @@ struct State {
     /// Live [`PipeSender`]s; at zero the response ends (finished or dropped).
     senders: usize,
     receiver_gone: bool,
+    /// The connection has taken events of this response already: it is awake for it, and
+    /// holding the wake of its end would only delay the end.
+    delivered: bool,
     /// The connection, waiting on an empty pipe.
     receiver: Option<Waker>,
     /// Async producers waiting for room (clones of a sender may each wait).
@@ -74,6 +80,7 @@ pub fn pipe() -> (PipeSender, PipeReceiver) {
             bytes: 0,
             senders: 1,
             receiver_gone: false,
+            delivered: false,
             receiver: None,
             sender_tasks: Vec::new(),
             blocked: 0,
@@ -94,6 +101,83 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
+/// Wakes of connections whose response is complete, held back by the thread that produced
+/// them and released together: the connection's thread, asleep while a slow application
+/// works, then wakes once for many responses instead of once for each (measured with a
+/// Flask app: 113 us of server CPU per request woken one by one, 82 us in batches of 16).
+#[derive(Default)]
+pub struct HeldWakes {
+    held: Mutex<(Vec<Waker>, Option<Instant>)>,
+}
+
+impl HeldWakes {
+    fn lock(&self) -> MutexGuard<'_, (Vec<Waker>, Option<Instant>)> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, w: Waker) {
+        let mut held = self.lock();
+        held.0.push(w);
+        held.1.get_or_insert_with(Instant::now);
+    }
+
+    /// Wakes everything held.
+    pub fn release(&self) {
+        let wakers = {
+            let mut held = self.lock();
+            held.1 = None;
+            std::mem::take(&mut held.0)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// How many wakes are held, and since when the oldest.
+    pub fn held(&self) -> (usize, Option<Instant>) {
+        let held = self.lock();
+        (held.0.len(), held.1)
+    }
+}
+
+thread_local! {
+    static HOLDER: RefCell<Option<Arc<HeldWakes>>> = const { RefCell::new(None) };
+}
+
+/// I/O threads asleep waiting for events, across the process's servers. A wake is held back
+/// only while the thread it would wake sleeps: waking a busy one costs a queue push, waking
+/// a sleeping one a system call and a thread switch on both sides.
+pub(crate) static IO_ASLEEP: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the calling thread hold the wakes of the responses it completes in `holder`
+/// (`None`: wake at once, the default). Wakes for anything but a response's end are never
+/// held: a streaming response's chunks must leave while it goes on.
+pub fn hold_final_wakes(holder: Option<Arc<HeldWakes>>) {
+    HOLDER.with(|h| *h.borrow_mut() = holder);
+}
+
+/// Wakes the connection, or, for the end of a response it has not begun to take
+/// (`holdable`), holds the wake if this thread holds wakes and the I/O thread sleeps.
+fn wake_or_hold(waker: Option<Waker>, holdable: bool) {
+    let Some(w) = waker else { return };
+    let w = HOLDER.with(|h| match h.borrow().as_ref() {
+        Some(holder) if holdable && IO_ASLEEP.load(Ordering::Relaxed) > 0 => {
+            holder.hold(w);
+            None
+        }
+        _ => Some(w),
+    });
+    if let Some(w) = w {
+        w.wake();
+    }
+}
+
+/// Whether `ev` ends its response.
+fn is_final(ev: &ResponseEvent) -> bool {
+    matches!(
+        ev,
+        ResponseEvent::Head { end: true, .. } | ResponseEvent::End
+    )
+}
+
 /// What an event counts against the budget: its body bytes plus what holding it costs, so
 /// that an app writing one byte at a time cannot queue a hundred thousand events.
 fn weight(ev: &ResponseEvent) -> usize {
@@ -111,12 +195,15 @@ const EVENT_COST: usize = 128;
 
 impl PipeSender {
     /// Queues `ev` unless the pipe is over budget or closed. An event is always taken by
-    /// an empty pipe, however large.
-    pub fn try_send(&self, ev: ResponseEvent) -> Result<(), SendError> {
+    /// an empty pipe, however large. `last`: the gateway knows only the response's end
+    /// follows (its Content-Length is reached), so the wake may be held as the end's is.
+    pub fn try_send(&self, ev: ResponseEvent, last: bool) -> Result<(), SendError> {
+        let last = last || is_final(&ev);
         let mut st = self.shared.lock();
         let waiting = Self::push(&mut st, ev)?;
+        let holdable = last && !st.delivered;
         drop(st);
-        wake(waiting);
+        wake_or_hold(waiting, holdable);
         Ok(())
     }
 
@@ -136,14 +223,16 @@ impl PipeSender {
     }
 
     /// Queues `ev`, blocking the calling thread while the pipe is over budget. `Err` when
-    /// the connection is gone.
-    pub fn blocking_send(&self, mut ev: ResponseEvent) -> Result<(), ResponseEvent> {
+    /// the connection is gone. `last` as in [`PipeSender::try_send`].
+    pub fn blocking_send(&self, mut ev: ResponseEvent, last: bool) -> Result<(), ResponseEvent> {
+        let last = last || is_final(&ev);
         let mut st = self.shared.lock();
         loop {
             match Self::push(&mut st, ev) {
                 Ok(waiting) => {
+                    let holdable = last && !st.delivered;
                     drop(st);
-                    wake(waiting);
+                    wake_or_hold(waiting, holdable);
                     return Ok(());
                 }
                 Err(SendError::Closed(back)) => return Err(back),
@@ -206,8 +295,9 @@ impl Drop for PipeSender {
         } else {
             None
         };
+        let holdable = !st.delivered;
         drop(st);
-        wake(waiting);
+        wake_or_hold(waiting, holdable);
     }
 }
 
@@ -219,6 +309,7 @@ impl PipeReceiver {
             let mut st = self.shared.lock();
             if !st.events.is_empty() {
                 std::mem::swap(&mut st.events, out);
+                st.delivered = true;
                 st.bytes = 0;
                 let wake_thread = st.blocked > 0;
                 let tasks = std::mem::take(&mut st.sender_tasks);
@@ -264,6 +355,7 @@ impl Drop for PipeReceiver {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::future::Future;
 
     fn body(n: usize) -> ResponseEvent {
         ResponseEvent::Body(Bytes::from(vec![b'x'; n]))
@@ -272,15 +364,18 @@ mod tests {
     #[test]
     fn an_empty_pipe_takes_any_event_and_a_full_one_refuses() {
         let (tx, _rx) = pipe();
-        tx.try_send(body(BUDGET * 2)).unwrap();
-        assert!(matches!(tx.try_send(body(1)), Err(SendError::Full(_))));
+        tx.try_send(body(BUDGET * 2), false).unwrap();
+        assert!(matches!(
+            tx.try_send(body(1), false),
+            Err(SendError::Full(_))
+        ));
     }
 
     #[tokio::test]
     async fn the_receiver_takes_everything_waiting_at_once() {
         let (tx, mut rx) = pipe();
         for _ in 0..100 {
-            tx.try_send(body(1024)).unwrap();
+            tx.try_send(body(1024), false).unwrap();
         }
         let mut out = VecDeque::new();
         assert!(rx.recv_all(&mut out).await);
@@ -293,8 +388,8 @@ mod tests {
     #[test]
     fn a_blocked_sender_resumes_when_the_receiver_takes_or_goes() {
         let (tx, rx) = pipe();
-        tx.try_send(body(BUDGET)).unwrap();
-        let t = std::thread::spawn(move || tx.blocking_send(body(10)).is_err());
+        tx.try_send(body(BUDGET), false).unwrap();
+        let t = std::thread::spawn(move || tx.blocking_send(body(10), false).is_err());
         std::thread::sleep(std::time::Duration::from_millis(50));
         drop(rx);
         assert!(
@@ -307,7 +402,7 @@ mod tests {
     fn tiny_events_count_against_the_budget_too() {
         let (tx, _rx) = pipe();
         let mut accepted = 0;
-        while tx.try_send(body(1)).is_ok() {
+        while tx.try_send(body(1), false).is_ok() {
             accepted += 1;
         }
         assert!(
@@ -319,7 +414,7 @@ mod tests {
     #[tokio::test]
     async fn every_waiting_async_sender_resumes() {
         let (tx, mut rx) = pipe();
-        tx.try_send(body(BUDGET)).unwrap();
+        tx.try_send(body(BUDGET), false).unwrap();
         let senders: Vec<_> = (0..2)
             .map(|_| {
                 let tx = tx.clone();
@@ -333,5 +428,80 @@ mod tests {
             let sent = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
             assert!(sent.expect("a sender never woke").unwrap());
         }
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Wakes {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Makes `rx` wait with a waker counting into `wakes`; takes what was waiting first.
+    fn wait_on(rx: &mut PipeReceiver, wakes: &Arc<Wakes>) -> usize {
+        let waker = Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        let taken = {
+            let fut = std::pin::pin!(rx.recv_all(&mut out));
+            fut.poll(&mut cx).is_ready()
+        };
+        if taken {
+            // Took events: wait again, now on an empty pipe.
+            let mut none = VecDeque::new();
+            let fut = std::pin::pin!(rx.recv_all(&mut none));
+            assert!(fut.poll(&mut cx).is_pending());
+        }
+        out.len()
+    }
+
+    fn end() -> ResponseEvent {
+        ResponseEvent::End
+    }
+
+    #[test]
+    fn a_holding_thread_holds_only_the_end_of_an_untaken_response() {
+        let holder = Arc::new(HeldWakes::default());
+        IO_ASLEEP.fetch_add(1, Ordering::SeqCst);
+        hold_final_wakes(Some(holder.clone()));
+
+        // The end of a response the connection has not begun to take: held until released.
+        let (tx, mut rx) = pipe();
+        let wakes = Arc::new(Wakes::default());
+        wait_on(&mut rx, &wakes);
+        tx.try_send(body(10), true).unwrap();
+        assert_eq!((wakes.count(), holder.held().0), (0, 1));
+        holder.release();
+        assert_eq!((wakes.count(), holder.held().0), (1, 0));
+
+        // Anything but an end wakes at once: a streaming response goes on meanwhile.
+        let (tx, mut rx) = pipe();
+        let wakes = Arc::new(Wakes::default());
+        wait_on(&mut rx, &wakes);
+        tx.try_send(body(10), false).unwrap();
+        assert_eq!(wakes.count(), 1);
+
+        // The end of a response whose start the connection took: not held either.
+        assert_eq!(wait_on(&mut rx, &wakes), 1);
+        tx.try_send(end(), false).unwrap();
+        assert_eq!((wakes.count(), holder.held().0), (2, 0));
+
+        // A busy I/O thread is woken at once: that costs it nothing.
+        IO_ASLEEP.fetch_sub(1, Ordering::SeqCst);
+        let (tx, mut rx) = pipe();
+        let wakes = Arc::new(Wakes::default());
+        wait_on(&mut rx, &wakes);
+        tx.try_send(end(), false).unwrap();
+        assert_eq!((wakes.count(), holder.held().0), (1, 0));
+        hold_final_wakes(None);
     }
 }

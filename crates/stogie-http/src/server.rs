@@ -56,6 +56,12 @@ impl HttpServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.io_threads.max(1))
             .thread_name("stogie-io")
+            .on_thread_park(|| {
+                crate::pipe::IO_ASLEEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .on_thread_unpark(|| {
+                crate::pipe::IO_ASLEEP.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            })
             .enable_io()
             .enable_time()
             .build()?;

@@ -56,6 +56,8 @@ pub fn body_bytes(data: &Bound<'_, PyBytes>) -> Bytes {
 pub struct Responder {
     sender: ResponseSender,
     head: Option<ResponseHead>,
+    /// Body bytes still to come by the app's Content-Length, if it gave one.
+    left: Option<u64>,
     /// Whether the head went to the connection.
     pub headers_sent: bool,
     /// Whether the response is complete or abandoned.
@@ -73,6 +75,7 @@ impl Responder {
         Responder {
             sender,
             head: None,
+            left: None,
             headers_sent: false,
             finished: false,
         }
@@ -80,16 +83,23 @@ impl Responder {
 
     /// Sets (or, before anything was sent, replaces) the status and headers.
     pub fn set_head(&mut self, head: ResponseHead) {
+        // A bad value is refused by the engine when it writes the head.
+        self.left = head
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
         self.head = Some(head);
     }
 
-    fn send(&mut self, py: Python<'_>, ev: ResponseEvent) -> Result<(), ClientGone> {
-        let sent = match self.sender.try_send(ev) {
+    /// Sends `ev`; `last`: only the response's end can follow it.
+    fn send(&mut self, py: Python<'_>, ev: ResponseEvent, last: bool) -> Result<(), ClientGone> {
+        let sent = match self.sender.try_send_as(ev, last) {
             Ok(()) => Ok(()),
             Err((_, true)) => Err(ClientGone),
             Err((ev, false)) => {
                 let sender = &self.sender;
-                py.detach(|| sender.blocking_send(ev))
+                py.detach(|| sender.blocking_send_as(ev, last))
             }
         };
         if sent.is_err() {
@@ -105,6 +115,10 @@ impl Responder {
         if self.finished {
             return Err(ClientGone);
         }
+        // Bytes that complete the app's Content-Length leave the response waiting only for
+        // its end: the connection's wake may then be held like the end's (pool.rs).
+        let last = !end && self.left == Some(data.len() as u64);
+        self.left = self.left.map(|n| n.saturating_sub(data.len() as u64));
         let ev = if !self.headers_sent {
             if data.is_empty() && !end {
                 return Ok(());
@@ -117,7 +131,7 @@ impl Responder {
             }
         } else if end {
             if !data.is_empty() {
-                self.send(py, ResponseEvent::Body(data))?;
+                self.send(py, ResponseEvent::Body(data), false)?;
             }
             ResponseEvent::End
         } else {
@@ -129,7 +143,7 @@ impl Responder {
         if end {
             self.finished = true;
         }
-        self.send(py, ev)
+        self.send(py, ev, last)
     }
 
     /// Sends the head now, even with no body bytes yet (a native gateway's `send_headers`).
@@ -146,6 +160,7 @@ impl Responder {
                 body: Bytes::new(),
                 end: false,
             },
+            false,
         )
     }
 
@@ -164,6 +179,7 @@ impl Responder {
                 offset,
                 len: None,
             },
+            false,
         )
     }
 
@@ -179,7 +195,7 @@ impl Responder {
     pub fn abort(&mut self, py: Python<'_>, ev: ResponseEvent) {
         if !self.finished {
             self.finished = true;
-            let _ = self.send(py, ev);
+            let _ = self.send(py, ev, false);
         }
     }
 }
