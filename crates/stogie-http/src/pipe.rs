@@ -15,7 +15,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::exchange::ResponseEvent;
 
@@ -123,18 +123,39 @@ impl HeldWakes {
 
     /// Wakes everything held.
     pub fn release(&self) {
+        self.release_if(0, Duration::ZERO);
+    }
+
+    /// Wakes everything held once `count` wakes are held or the oldest has waited `age`.
+    pub fn release_if(&self, count: usize, age: Duration) {
         let wakers = {
             let mut held = self.lock();
+            let due = held.0.len() >= count || held.1.is_some_and(|t| t.elapsed() >= age);
+            if held.0.is_empty() || !due {
+                return;
+            }
             held.1 = None;
             std::mem::take(&mut held.0)
         };
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// How many wakes are held, and since when the oldest.
-    pub fn held(&self) -> (usize, Option<Instant>) {
-        let held = self.lock();
-        (held.0.len(), held.1)
+    /// How many wakes are held.
+    pub fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    /// Whether no wake is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Releases the wakes the calling thread holds, if it holds any.
+fn release_held() {
+    let holder = HOLDER.with(|h| h.borrow().clone());
+    if let Some(h) = holder {
+        h.release();
     }
 }
 
@@ -238,6 +259,9 @@ impl PipeSender {
                 Err(SendError::Closed(back)) => return Err(back),
                 Err(SendError::Full(back)) => ev = back,
             }
+            // The connection that would make room may be one whose wake this thread holds
+            // (a response that filled the pipe and completed its Content-Length at once).
+            release_held();
             st.blocked += 1;
             st = self.shared.room.wait(st).unwrap_or_else(|e| e.into_inner());
             st.blocked -= 1;
@@ -470,6 +494,7 @@ mod tests {
 
     #[test]
     fn a_holding_thread_holds_only_the_end_of_an_untaken_response() {
+        let _one = ASLEEP.lock().unwrap_or_else(|e| e.into_inner());
         let holder = Arc::new(HeldWakes::default());
         IO_ASLEEP.fetch_add(1, Ordering::SeqCst);
         hold_final_wakes(Some(holder.clone()));
@@ -479,9 +504,9 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         wait_on(&mut rx, &wakes);
         tx.try_send(body(10), true).unwrap();
-        assert_eq!((wakes.count(), holder.held().0), (0, 1));
+        assert_eq!((wakes.count(), holder.len()), (0, 1));
         holder.release();
-        assert_eq!((wakes.count(), holder.held().0), (1, 0));
+        assert_eq!((wakes.count(), holder.len()), (1, 0));
 
         // Anything but an end wakes at once: a streaming response goes on meanwhile.
         let (tx, mut rx) = pipe();
@@ -493,7 +518,7 @@ mod tests {
         // The end of a response whose start the connection took: not held either.
         assert_eq!(wait_on(&mut rx, &wakes), 1);
         tx.try_send(end(), false).unwrap();
-        assert_eq!((wakes.count(), holder.held().0), (2, 0));
+        assert_eq!((wakes.count(), holder.len()), (2, 0));
 
         // A busy I/O thread is woken at once: that costs it nothing.
         IO_ASLEEP.fetch_sub(1, Ordering::SeqCst);
@@ -501,7 +526,46 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         wait_on(&mut rx, &wakes);
         tx.try_send(end(), false).unwrap();
-        assert_eq!((wakes.count(), holder.held().0), (1, 0));
+        assert_eq!((wakes.count(), holder.len()), (1, 0));
         hold_final_wakes(None);
+    }
+
+    /// IO_ASLEEP is one counter for the process: tests that set it run one at a time.
+    static ASLEEP: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_thread_blocked_on_a_full_pipe_releases_the_wakes_it_holds() {
+        let _one = ASLEEP.lock().unwrap_or_else(|e| e.into_inner());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(full_pipe_with_held_wakes());
+    }
+
+    async fn full_pipe_with_held_wakes() {
+        let (tx, mut rx) = pipe();
+        // The connection waits before the response comes, as it does.
+        let connection = tokio::spawn(async move {
+            let mut out = VecDeque::new();
+            while rx.recv_all(&mut out).await {
+                out.clear();
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        IO_ASLEEP.fetch_add(1, Ordering::SeqCst);
+        let producer = std::thread::spawn(move || {
+            hold_final_wakes(Some(Arc::new(HeldWakes::default())));
+            // A whole body that completes its length at once, then the end, which does
+            // not fit: the connection must be woken to make room.
+            tx.try_send(body(BUDGET), true).unwrap();
+            let ended = tx.blocking_send(end(), false).is_ok();
+            hold_final_wakes(None);
+            ended
+        });
+        let done = tokio::time::timeout(std::time::Duration::from_secs(2), connection).await;
+        IO_ASLEEP.fetch_sub(1, Ordering::SeqCst);
+        assert!(done.is_ok(), "the response never completed");
+        assert!(producer.join().unwrap());
     }
 }

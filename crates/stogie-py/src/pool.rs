@@ -228,7 +228,7 @@ impl<H: Handler> Pool<H> {
             drop(st);
             std::thread::sleep(window);
             // A worker holding wakes may be inside a request that turned out slow.
-            self.release_stale();
+            self.inner.held.release_if(usize::MAX, HOLD_FOR);
             st = self.lock();
             let Some(&(_, oldest)) = st.queue.front() else {
                 continue;
@@ -266,15 +266,6 @@ impl<H: Handler> Pool<H> {
                     break;
                 }
                 self.spawn(&mut st);
-            }
-        }
-    }
-
-    /// Releases held wakes once the oldest has waited [`HOLD_FOR`].
-    fn release_stale(&self) {
-        if let (n, Some(since)) = self.inner.held.held() {
-            if n > 0 && since.elapsed() >= HOLD_FOR {
-                self.inner.held.release();
             }
         }
     }
@@ -327,7 +318,11 @@ impl<H: Handler> Pool<H> {
                     (next, !st.queue.is_empty())
                 };
                 if holding && !more {
+                    // Nothing queued behind this request: nothing to gather its response
+                    // with, and the monitor may go to sleep while it runs.
                     held.release();
+                    hold_final_wakes(None);
+                    holding = false;
                 }
                 let request = match next {
                     Some(r) => r,
@@ -348,10 +343,12 @@ impl<H: Handler> Pool<H> {
                 // The next request likely takes about as long as this one did.
                 let hold = (HOLD_APP_MIN..=HOLD_APP_MAX).contains(&took);
                 if holding {
-                    let (n, since) = held.held();
-                    if !hold || n >= HOLD_MAX || since.is_some_and(|t| t.elapsed() >= HOLD_FOR) {
-                        held.release();
-                    }
+                    let (count, age) = if hold {
+                        (HOLD_MAX, HOLD_FOR)
+                    } else {
+                        (0, Duration::ZERO)
+                    };
+                    held.release_if(count, age);
                 }
                 if hold != holding {
                     hold_final_wakes(hold.then(|| held.clone()));
