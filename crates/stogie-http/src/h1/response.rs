@@ -66,12 +66,22 @@ pub struct EncodedHead {
     pub code: u16,
 }
 
-/// Control characters other than HTAB (CR, LF and NUL among them) and DEL: RFC 9110 allows
-/// none in a field value or a reason phrase, and clients refuse a head that has one.
-/// Whether `s` holds a byte that must not appear in a header value (control characters
-/// other than tab, DEL).
+/// Whether `s` holds a control character other than HTAB (CR, LF and NUL among them) or
+/// DEL: RFC 9110 allows none in a field value or a reason phrase, and clients refuse a head
+/// that has one.
 pub fn has_bad_byte(s: &[u8]) -> bool {
     s.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// A Content-Length value as a client reads it: ASCII digits, optionally surrounded by
+/// spaces. `+5` or a Unicode space would parse with `str::parse` and then be framed
+/// differently, or refused, by the client.
+pub fn content_length_value(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Parses and checks the status: three digits, a space, a reason phrase without control
@@ -125,14 +135,7 @@ pub fn encode_head(
             ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            // Digits only, as a client checks it: `+5` or a Unicode space would parse here
-            // and then be framed differently, or refused, by the client.
-            let v = value.trim_ascii();
-            let n = std::str::from_utf8(v)
-                .ok()
-                .filter(|_| v.iter().all(u8::is_ascii_digit))
-                .and_then(|v| v.parse::<u64>().ok());
-            match n {
+            match content_length_value(value) {
                 Some(n) if content_length.is_none_or(|m| m == n) => content_length = Some(n),
                 _ => {
                     return Err(format!(

@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError,
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use stogie_http::h1::response::content_length_value;
 use stogie_http::{ClientGone, ResponseEvent, ResponseHead, ResponseSender};
 
 /// Bodies at least this long are lent to the engine without a copy; shorter ones are copied
@@ -88,7 +89,7 @@ impl Responder {
             .headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
+            .and_then(|(_, v)| content_length_value(v));
         self.head = Some(head);
     }
 
