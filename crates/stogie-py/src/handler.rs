@@ -191,9 +191,17 @@ fn join_chunks(items: &Bound<'_, PySequence>) -> PyResult<Bytes> {
     if items.len()? == 1 {
         return Ok(body_bytes(chunk(&items.get_item(0)?)?));
     }
-    let mut body = BytesMut::new();
+    let mut chunks = Vec::with_capacity(items.len()?);
+    let mut total = 0;
     for item in items.try_iter()? {
-        body.extend_from_slice(chunk(&item?)?.as_bytes());
+        let item = item?;
+        total += chunk(&item)?.as_bytes().len();
+        chunks.push(item);
+    }
+    // Sized once: growing by doubling copied a large body several times.
+    let mut body = BytesMut::with_capacity(total);
+    for item in &chunks {
+        body.extend_from_slice(chunk(item)?.as_bytes());
     }
     Ok(body.freeze())
 }
