@@ -344,7 +344,9 @@ impl<S: Transport> Conn<S> {
     /// request's first byte is in, its whole head must follow within `timeout`, however the
     /// bytes trickle in (else 408); blank lines before it do not count as a request.
     async fn read_head(&mut self, cfg: &ServerConfig) -> HeadOutcome {
-        let mut deadline = Instant::now() + cfg.timeout;
+        // The clock is read only when a head has to be waited for (usually the whole head
+        // came in the first read), and again once its first byte is in.
+        let mut deadline: Option<Instant> = None;
         let mut begun = false;
         let mut scan = HeadScan::default();
         loop {
@@ -358,7 +360,7 @@ impl<S: Transport> Conn<S> {
             if !self.buf.is_empty() {
                 if !begun {
                     begun = true;
-                    deadline = Instant::now() + cfg.timeout;
+                    deadline = None;
                 }
                 if scan.worth_parsing(&self.buf, cfg) {
                     match head::parse(&mut self.buf, cfg) {
@@ -379,6 +381,7 @@ impl<S: Transport> Conn<S> {
             if self.buf.capacity() - self.buf.len() < HEAD_CHUNK / 2 {
                 self.buf.reserve(self.buf.len().max(HEAD_CHUNK));
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + cfg.timeout);
             tokio::select! {
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     // The client ended its side inside a head: what came cannot be a request.
