@@ -305,35 +305,52 @@ def test_quick_responses_are_not_held_behind_a_slow_request(serve):
     """A worker with requests queued holds the I/O thread's wakes for quick responses and
     sends them together; a slow request after quick ones must not hold theirs until it
     ends (the pool's monitor lets them go)."""
+    blocking = threading.Event()
 
     def app(environ, start_response):
-        if environ["PATH_INFO"] == "/slow":
+        path = environ["PATH_INFO"]
+        if path == "/block":
+            blocking.set()
+            time.sleep(0.2)
+        elif path == "/slow":
             time.sleep(1.0)
         else:
-            # About 200 us of work: the kind of request whose wakes are held.
-            end = time.perf_counter() + 0.0002
+            # About 100 us of work: the kind of request whose wakes are held.
+            end = time.perf_counter() + 0.0001
             while time.perf_counter() < end:
                 pass
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
+    def send(sock, path):
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+
     server = serve(app, numthreads=1, max=1)
-    paths = ["/quick"] * 6 + ["/slow"] + ["/quick"] * 2
-    socks = [socket.create_connection(server.bind_addr, timeout=5) for _ in paths]
+    # One worker: it is kept busy while the queue fills in this order, quick ones first,
+    # then the slow one, then more behind it (a pause between the groups keeps the order).
+    groups = [["/quick"] * 6, ["/slow"], ["/quick"] * 2]
+    blocker = socket.create_connection(server.bind_addr, timeout=5)
+    socks = [[socket.create_connection(server.bind_addr, timeout=5) for _ in g] for g in groups]
     try:
+        send(blocker, "/block")
+        assert blocking.wait(5)
+        for group, conns in zip(groups, socks, strict=True):
+            for sock, path in zip(conns, group, strict=True):
+                send(sock, path)
+            time.sleep(0.03)
         started = time.monotonic()
-        for sock, path in zip(socks, paths, strict=True):
-            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
-        # The quick ones sent before the slow one are answered long before it ends.
-        for sock in socks[:6]:
+        assert ResponseReader(blocker).read_response()[2] == b"ok"
+        for sock in socks[0]:
             status, _, body, _ = ResponseReader(sock).read_response()
             assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
+        # Answered right after the blocker, long before the slow request ends.
         assert time.monotonic() - started < 0.5
-        for sock in socks[6:]:
+        for sock in socks[1] + socks[2]:
             status, _, body, _ = ResponseReader(sock).read_response()
             assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
     finally:
-        for sock in socks:
+        blocker.close()
+        for sock in (s for conns in socks for s in conns):
             sock.close()
 
 
