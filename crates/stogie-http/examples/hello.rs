@@ -19,23 +19,15 @@ use stogie_http::{
 
 const BODY: &[u8] = b"Hello, World!";
 
-struct Hello;
+struct Hello {
+    /// Built once: each response sends a copy (its text is static, its field list is
+    /// allocated, as a gateway's would be).
+    head: ResponseHead,
+}
 
 impl Gateway for Hello {
     fn dispatch(&self, request: Request) -> Result<(), Request> {
-        let head = ResponseHead::new(
-            Bytes::from_static(b"200 OK"),
-            vec![
-                (
-                    Bytes::from_static(b"Content-Type"),
-                    Bytes::from_static(b"text/plain"),
-                ),
-                (
-                    Bytes::from_static(b"Content-Length"),
-                    Bytes::from_static(b"13"),
-                ),
-            ],
-        );
+        let head = self.head.clone();
         // The response channel is new and empty: the first event always fits. An error
         // means the client is gone, and then there is nobody to answer.
         let _ = request.response.try_send(ResponseEvent::Head {
@@ -83,7 +75,13 @@ fn main() {
             timeout: Duration::from_secs(120),
             ..ServerConfig::default()
         }),
-        Arc::new(Hello),
+        Arc::new(Hello {
+            head: ResponseHead::from_text(
+                &b"200 OKContent-Typetext/plainContent-Length13"[..],
+                0..6,
+                vec![(6..18, 18..28), (28..42, 42..44)],
+            ),
+        }),
         Arc::new(StderrLog),
         Arc::new(Stats::default()),
         EngineOptions {

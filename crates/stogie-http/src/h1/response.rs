@@ -1,30 +1,113 @@
 //! Response heads and body framing: the app's status line and header names go out as the
 //! app wrote them; the engine adds Date, Server and the framing headers it needs.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 
 use super::head::{is_token, Version};
 use crate::error::HttpError;
 
-/// A response head as the application gave it.
-#[derive(Clone, Debug, Default)]
+/// A response head as the application gave it: the status and every name and value, back
+/// to back in one buffer.
+///
+/// One buffer, not a `Bytes` per piece: the head is built on the application's thread and
+/// dropped on the connection's, and a `Bytes` per piece cost that thread two allocations
+/// and a shared count per string (measured at hello: the worker's CPU 2.31 -> 2.18 us per
+/// request, the I/O thread's 6.39 -> 6.23; 3% more requests per second).
+#[derive(Clone, Default)]
 pub struct ResponseHead {
-    /// `"200 OK"`: the code and the reason phrase, as the app wrote them.
-    pub status: Bytes,
-    /// Header fields, in order, with the app's spelling.
-    pub headers: Vec<(Bytes, Bytes)>,
+    /// A `Vec` or a static buffer: a `Bytes` made from a `Vec` that is not full allocates.
+    text: Cow<'static, [u8]>,
+    status: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl ResponseHead {
-    /// A head from a status and header pairs.
-    pub fn new(status: impl Into<Bytes>, headers: Vec<(Bytes, Bytes)>) -> Self {
+    /// A head from a status (`"200 OK"`) and header pairs, copied.
+    pub fn new<N, V>(status: impl AsRef<[u8]>, headers: impl IntoIterator<Item = (N, V)>) -> Self
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut text = status.as_ref().to_vec();
+        let status = 0..text.len();
+        let headers = headers
+            .into_iter()
+            .map(|(name, value)| {
+                let n = push(&mut text, name.as_ref());
+                (n, push(&mut text, value.as_ref()))
+            })
+            .collect();
         ResponseHead {
-            status: status.into(),
+            text: text.into(),
+            status,
             headers,
         }
+    }
+
+    /// A head whose status and header names and values are the given ranges of `text`, as a
+    /// gateway that gathers them into one buffer (or keeps a static one) has them. Ranges
+    /// outside `text` are cut to it.
+    pub fn from_text(
+        text: impl Into<Cow<'static, [u8]>>,
+        status: Range<usize>,
+        mut headers: Vec<(Range<usize>, Range<usize>)>,
+    ) -> Self {
+        let text = text.into();
+        let len = text.len();
+        let fit = |r: &mut Range<usize>| {
+            r.end = r.end.min(len);
+            r.start = r.start.min(r.end);
+        };
+        let mut status = status;
+        fit(&mut status);
+        for (n, v) in &mut headers {
+            fit(n);
+            fit(v);
+        }
+        ResponseHead {
+            text,
+            status,
+            headers,
+        }
+    }
+
+    /// The status line's code and reason phrase.
+    pub fn status(&self) -> &[u8] {
+        &self.text[self.status.clone()]
+    }
+
+    /// The header fields, in order, with the application's spelling.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
+    }
+}
+
+fn push(text: &mut Vec<u8>, piece: &[u8]) -> Range<usize> {
+    let start = text.len();
+    text.extend_from_slice(piece);
+    start..text.len()
+}
+
+impl std::fmt::Debug for ResponseHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_struct("ResponseHead")
+            .field("status", &text(self.status()))
+            .field(
+                "headers",
+                &self
+                    .headers()
+                    .map(|(n, v)| (text(n), text(v)))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 
@@ -115,13 +198,14 @@ pub fn encode_head(
     head: &ResponseHead,
     ctx: &ResponseContext<'_>,
 ) -> Result<EncodedHead, String> {
-    let code = status_code(&head.status)
-        .map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(&head.status)))?;
+    let status = head.status();
+    let code =
+        status_code(status).map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(status)))?;
     let mut content_length: Option<u64> = None;
     let mut app_close = false;
     let mut has_date = false;
     let mut has_server = false;
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         if !is_token(name) {
             return Err(format!(
                 "response header name {:?} is not a token",
@@ -169,12 +253,12 @@ pub fn encode_head(
     // to keep alive: HEAD responses never carry a body.
     let close = !ctx.keep_alive || app_close || framing == ResponseFraming::Close;
 
-    out.reserve(128 + head.headers.len() * 32);
+    out.reserve(128 + head.text.len() + head.headers.len() * 4);
     out.extend_from_slice(ctx.version.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(&head.status);
+    out.extend_from_slice(status);
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The engine frames the body itself; an app's own framing header would lie.
             continue;
@@ -283,18 +367,23 @@ mod tests {
     }
 
     fn h(status: &'static str, headers: &[(&'static str, &'static str)]) -> ResponseHead {
-        ResponseHead::new(
-            status,
-            headers
-                .iter()
-                .map(|(a, b)| {
-                    (
-                        Bytes::from_static(a.as_bytes()),
-                        Bytes::from_static(b.as_bytes()),
-                    )
-                })
-                .collect(),
-        )
+        ResponseHead::new(status, headers.iter().copied())
+    }
+
+    #[test]
+    fn a_head_from_text_keeps_its_ranges_inside_the_text() {
+        let head = ResponseHead::from_text(b"200 OKX-Ay".to_vec(), 0..6, vec![(6..9, 9..10)]);
+        assert_eq!(head.status(), b"200 OK");
+        assert_eq!(
+            head.headers().collect::<Vec<_>>(),
+            [(&b"X-A"[..], &b"y"[..])]
+        );
+        // A gateway's wrong ranges are cut to the text, not a panic on the I/O thread.
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 5..2;
+        let head = ResponseHead::from_text(b"200".to_vec(), 0..9, vec![(backwards, 7..20)]);
+        assert_eq!(head.status(), b"200");
+        assert_eq!(head.headers().collect::<Vec<_>>(), [(&b""[..], &b""[..])]);
     }
 
     #[test]

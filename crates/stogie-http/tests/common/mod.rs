@@ -139,10 +139,7 @@ pub fn b(s: &'static str) -> Bytes {
 }
 
 pub fn head(status: &'static str, headers: &[(&'static str, &'static str)]) -> ResponseHead {
-    ResponseHead::new(
-        b(status),
-        headers.iter().map(|(n, v)| (b(n), b(v))).collect(),
-    )
+    ResponseHead::new(status, headers.iter().copied())
 }
 
 /// Sends a complete response with a Content-Length in one event.

@@ -403,14 +403,14 @@ fn is_field_byte(b: u8) -> bool {
 
 /// Whether an app's head is plainly fine, so that refusing it would be a bug.
 fn plainly_valid(head: &ResponseHead) -> bool {
-    let s = &head.status;
+    let s = head.status();
     s.len() >= 3
         && s[0].is_ascii_digit()
         && s[0] != b'0'
         && s[1].is_ascii_digit()
         && s[2].is_ascii_digit()
         && (s.len() == 3 || (s[3] == b' ' && s[4..].iter().all(|&b| is_field_byte(b))))
-        && head.headers.iter().all(|(n, v)| {
+        && head.headers().all(|(n, v)| {
             head::is_token(n)
                 && !n.eq_ignore_ascii_case(b"content-length")
                 && v.iter().all(|&b| is_field_byte(b))
@@ -438,7 +438,7 @@ pub fn check_response(head: &ResponseHead, ctx: &ResponseContext<'_>) {
         );
     }
 
-    let mut storage = vec![httparse::EMPTY_HEADER; head.headers.len() + 8];
+    let mut storage = vec![httparse::EMPTY_HEADER; head.headers().len() + 8];
     let mut res = httparse::Response::new(&mut storage);
     let n = match res.parse(&out) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -450,7 +450,7 @@ pub fn check_response(head: &ResponseHead, ctx: &ResponseContext<'_>) {
         res.version,
         Some(if ctx.version == Version::Http10 { 0 } else { 1 })
     );
-    if let (Ok(reason), Some(parsed)) = (std::str::from_utf8(&head.status), res.reason) {
+    if let (Ok(reason), Some(parsed)) = (std::str::from_utf8(head.status()), res.reason) {
         if !parsed.is_empty() {
             assert_eq!(reason.get(4..).unwrap_or(""), parsed);
         }
@@ -458,8 +458,7 @@ pub fn check_response(head: &ResponseHead, ctx: &ResponseContext<'_>) {
 
     // The app's fields, in order, then the engine's; the app's framing header is dropped.
     let sent: Vec<_> = head
-        .headers
-        .iter()
+        .headers()
         .filter(|(n, _)| !n.eq_ignore_ascii_case(b"transfer-encoding"))
         .collect();
     assert!(res.headers.len() >= sent.len());

@@ -86,8 +86,7 @@ impl Responder {
     pub fn set_head(&mut self, head: ResponseHead) {
         // A bad value is refused by the engine when it writes the head.
         self.left = head
-            .headers
-            .iter()
+            .headers()
             .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
             .and_then(|(_, v)| content_length_value(v));
         self.head = Some(head);
@@ -239,8 +238,7 @@ fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<
 }
 
 /// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
-/// and every name and value are copied into one buffer which the head's pieces share (one
-/// allocation for the head's text instead of one per string).
+/// and every name and value are copied into the one buffer the head is made of.
 pub fn head_from_py(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
@@ -276,14 +274,7 @@ pub fn head_from_py(
         let value = push_latin1(&mut text, &pair.get_item(1)?, "response header value")?;
         ranges.push((name, value));
     }
-    let text = Bytes::from(text);
-    Ok(ResponseHead {
-        status: text.slice(status_at),
-        headers: ranges
-            .into_iter()
-            .map(|(name, value)| (text.slice(name), text.slice(value)))
-            .collect(),
-    })
+    Ok(ResponseHead::from_text(text, status_at, ranges))
 }
 
 /// The `start_response` callable given to a WSGI app; its `write` is PEP 3333's `write()`.
