@@ -23,7 +23,7 @@ use crate::error::HttpError;
 use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
 use crate::h1::body::{BodyDecoder, BodyError, Decoded};
 use crate::h1::head::{self, BodyFraming, RequestHead, Version};
-use crate::h1::response::{self, ResponseContext, ResponseFraming};
+use crate::h1::response::{self, HeadRoom, ResponseContext, ResponseFraming};
 use crate::idle::{Lot, Parkable, PARK_AFTER};
 use crate::outbuf::OutBuf;
 use crate::pipe;
@@ -542,6 +542,7 @@ impl<S: Transport> Conn<S> {
             can_sendfile: self.stream.can_sendfile(),
             body,
             response: ResponseSender::new(resp_tx),
+            head_room: HeadRoom::new(),
         };
         if !self.dispatch(request).await {
             self.refuse(&HttpError::ServiceUnavailable, version, cfg)

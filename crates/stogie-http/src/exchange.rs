@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::h1::body::BodyError;
 use crate::h1::head::RequestHead;
-use crate::h1::response::ResponseHead;
+use crate::h1::response::{HeadRoom, ResponseHead};
 use crate::pipe::{PipeSender, SendError};
 
 /// Credentials of the process at the other end of a UNIX socket (SO_PEERCRED).
@@ -61,6 +61,8 @@ pub struct Request {
     pub body: RequestBody,
     /// Where the response goes.
     pub response: ResponseSender,
+    /// Buffers to build the response head in.
+    pub head_room: HeadRoom,
 }
 
 /// A request body: already read, or streamed from the connection as the reader asks.

@@ -28,7 +28,7 @@ pub use exchange::{
 };
 pub use h1::body::BodyError;
 pub use h1::head::{Header, RequestHead, Version};
-pub use h1::response::ResponseHead;
+pub use h1::response::{HeadRoom, ResponseHead};
 pub use listener::{BindAddr, ListenOptions, Listener};
 pub use pipe::{hold_final_wakes, HeldWakes};
 pub use server::{EngineOptions, HttpServer};

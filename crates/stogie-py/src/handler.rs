@@ -102,9 +102,10 @@ impl AppHandler {
             can_sendfile,
             body,
             response,
+            head_room,
             ..
         } = request;
-        let sr = match Bound::new(py, StartResponse::new(response)) {
+        let sr = match Bound::new(py, StartResponse::new(response, head_room)) {
             Ok(s) => s,
             // The response sender went with the failed object: the connection, seeing the
             // response dropped unfinished, answers 500.

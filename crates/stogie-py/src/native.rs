@@ -7,7 +7,7 @@ use stogie_http::{PeerAddr, Request};
 
 use crate::wsgi::environ::decode_path;
 use crate::wsgi::input::Input;
-use crate::wsgi::respond::{gone, head_from_py, Responder};
+use crate::wsgi::respond::{gone, Responder};
 
 /// One request, as Cheroot's `HTTPRequest` shows it to a native gateway.
 #[pyclass(module = "stogie._native")]
@@ -55,6 +55,7 @@ impl NativeRequest {
             scheme,
             body,
             response,
+            head_room,
             ..
         } = request;
         let headers = PyList::empty(py);
@@ -78,7 +79,7 @@ impl NativeRequest {
                 remote_port,
                 scheme,
                 rfile: Py::new(py, Input::new(body))?,
-                responder: Responder::new(response),
+                responder: Responder::new(response, head_room),
             },
         )
     }
@@ -93,8 +94,7 @@ impl NativeRequest {
                 "headers were already sent",
             ));
         }
-        self.responder.set_head(head_from_py(status, headers)?);
-        Ok(())
+        self.responder.set_head_from_py(status, headers)
     }
 
     /// Whether the head went out.

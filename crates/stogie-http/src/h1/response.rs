@@ -89,6 +89,29 @@ impl ResponseHead {
     }
 }
 
+/// Room for a response head, made by the engine with each request ([`crate::Request`]): a
+/// gateway that builds its head in it ([`ResponseHead::from_text`]) allocates nothing on its
+/// own thread, and the engine's thread, which frees the head, also allocated it. (The
+/// worker's allocator otherwise gathered, on each allocation, what the engine's thread had
+/// freed of its earlier ones: at hello the worker's CPU 2.08 -> 1.97 us per request.)
+#[derive(Debug, Default)]
+pub struct HeadRoom {
+    /// For the status and every name and value.
+    pub text: Vec<u8>,
+    /// For the fields' ranges in `text`.
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl HeadRoom {
+    /// Room for a typical head.
+    pub fn new() -> Self {
+        HeadRoom {
+            text: Vec::with_capacity(256),
+            fields: Vec::with_capacity(8),
+        }
+    }
+}
+
 fn push(text: &mut Vec<u8>, piece: &[u8]) -> Range<usize> {
     let start = text.len();
     text.extend_from_slice(piece);

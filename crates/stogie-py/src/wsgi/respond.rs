@@ -10,7 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use stogie_http::h1::response::content_length_value;
-use stogie_http::{ClientGone, ResponseEvent, ResponseHead, ResponseSender};
+use stogie_http::{ClientGone, HeadRoom, ResponseEvent, ResponseHead, ResponseSender};
 
 /// Bodies at least this long are lent to the engine without a copy; shorter ones are copied
 /// (cheaper than holding a reference that must be released under the GIL later).
@@ -56,6 +56,8 @@ pub fn body_bytes(data: &Bound<'_, PyBytes>) -> Bytes {
 /// The response state shared by `start_response`, `write()` and the result loop.
 pub struct Responder {
     sender: ResponseSender,
+    /// The engine's buffers for the head, until the head is built.
+    room: Option<HeadRoom>,
     head: Option<ResponseHead>,
     /// Body bytes still to come by the app's Content-Length, if it gave one.
     left: Option<u64>,
@@ -71,15 +73,28 @@ pub(crate) fn gone() -> PyErr {
 }
 
 impl Responder {
-    /// A responder sending to `sender`.
-    pub fn new(sender: ResponseSender) -> Self {
+    /// A responder sending to `sender`, building its head in `room`.
+    pub fn new(sender: ResponseSender, room: HeadRoom) -> Self {
         Responder {
             sender,
+            room: Some(room),
             head: None,
             left: None,
             headers_sent: false,
             finished: false,
         }
+    }
+
+    /// Converts `status` and `headers` from the app (see [`head_from_py`]) and sets them as
+    /// the head (or, before anything was sent, replaces the head set before).
+    pub fn set_head_from_py(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let room = self.room.take().unwrap_or_default();
+        self.set_head(head_from_py(status, headers, room)?);
+        Ok(())
     }
 
     /// Sets (or, before anything was sent, replaces) the status and headers.
@@ -238,15 +253,23 @@ fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<
 }
 
 /// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
-/// and every name and value are copied into the one buffer the head is made of.
+/// and every name and value are copied into the one buffer the head is made of, `room`'s.
 pub fn head_from_py(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
+    room: HeadRoom,
 ) -> PyResult<ResponseHead> {
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("WSGI response headers must be a list of (name, value) tuples.")
     })?;
-    let mut text = Vec::with_capacity(HEAD_TEXT_GUESS);
+    let HeadRoom {
+        mut text,
+        fields: mut ranges,
+    } = room;
+    text.clear();
+    text.reserve(HEAD_TEXT_GUESS);
+    ranges.clear();
+    ranges.reserve(list.len());
     let status_at = push_latin1(&mut text, status, "response status")?;
     stogie_http::h1::response::status_code(&text[status_at.clone()]).map_err(|e| {
         PyValueError::new_err(format!(
@@ -254,7 +277,6 @@ pub fn head_from_py(
             String::from_utf8_lossy(&text[status_at.clone()])
         ))
     })?;
-    let mut ranges = Vec::with_capacity(list.len());
     for item in list.iter() {
         let pair = item.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err(format!("WSGI response header {item} is not a tuple."))
@@ -298,9 +320,9 @@ impl StartResponse {
     }
 
     /// A start_response for one request.
-    pub fn new(sender: ResponseSender) -> Self {
+    pub fn new(sender: ResponseSender, room: HeadRoom) -> Self {
         StartResponse {
-            responder: Responder::new(sender),
+            responder: Responder::new(sender, room),
             started: false,
         }
     }
@@ -330,7 +352,7 @@ impl StartResponse {
                     return Err(PyErr::from_value(exc));
                 }
             }
-            me.responder.set_head(head_from_py(status, headers)?);
+            me.responder.set_head_from_py(status, headers)?;
             me.started = true;
         }
         slf.getattr(intern!(slf.py(), "write"))
