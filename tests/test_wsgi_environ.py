@@ -199,6 +199,31 @@ def test_repeated_headers_are_joined(env_server):
     assert env["HTTP_ACCEPT"] == "text/html, text/plain"
 
 
+def test_repeated_headers_are_joined_past_the_first_sixteen(env_server):
+    # The environ tells a repeated field by its key without a dict lookup for up to 16
+    # fields, and by looking past that: both ways must join.
+    server, seen = env_server
+    fields = b"".join(b"X-F%d: %d\r\n" % (i, i) for i in range(20))
+    env, _ = fetch_environ(
+        server,
+        seen,
+        b"GET /plain HTTP/1.1\r\nHost: x\r\n" + fields + b"x-f3: again\r\nX-F19: more\r\n\r\n",
+    )
+    assert env["HTTP_X_F3"] == "3, again"
+    assert env["HTTP_X_F19"] == "19, more"
+    assert env["HTTP_X_F0"] == "0"
+    assert env["REQUEST_URI"] == env["PATH_INFO"] == "/plain"
+
+
+def test_repeated_headers_among_few_are_joined_once(env_server):
+    server, seen = env_server
+    env, _ = fetch_environ(
+        server, seen, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\nX-B: 3\r\n\r\n"
+    )
+    assert env["HTTP_X_A"] == "1, 2"
+    assert env["HTTP_X_B"] == "3"
+
+
 def test_underscore_header_names_are_dropped(env_server):
     server, seen = env_server
     env, _ = fetch_environ(

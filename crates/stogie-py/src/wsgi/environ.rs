@@ -53,11 +53,18 @@ impl KeyCache {
     }
 }
 
-/// A `str` from bytes read as ISO-8859-1, as PEP 3333 asks.
-pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(b) {
-        Ok(s) if b.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &b.iter().map(|&c| c as char).collect::<String>()),
+/// A `str` from bytes read as ISO-8859-1, as PEP 3333 asks: CPython's own decoder, one pass
+/// (ASCII, nearly always, is copied as it is).
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: a valid pointer and length; Latin-1 decoding cannot fail but for memory, which
+    // the null result reports.
+    unsafe {
+        let s = pyo3::ffi::PyUnicode_DecodeLatin1(
+            b.as_ptr().cast(),
+            b.len() as pyo3::ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked())
     }
 }
 
@@ -140,7 +147,7 @@ pub fn build<'py>(
         b"DELETE" => intern!(py, "DELETE").clone(),
         b"PATCH" => intern!(py, "PATCH").clone(),
         b"OPTIONS" => intern!(py, "OPTIONS").clone(),
-        other => latin1(py, other),
+        other => latin1(py, other)?,
     };
     env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
     let path = decode_path(&head.path);
@@ -155,14 +162,24 @@ pub fn build<'py>(
             _ => url_fallback = true,
         }
     }
+    let mut uri = None;
     if !parts.u0 || url_fallback {
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query))?;
+        let path_info = latin1(py, &path)?;
+        if head.target == path[..] {
+            // No query, nothing percent-encoded: the target is PATH_INFO's very text.
+            uri = Some(path_info.clone());
+        }
+        env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
         if url_fallback {
             env.set_item(intern!(py, "wsgi.url_encoding"), intern!(py, "ISO-8859-1"))?;
         }
     }
-    env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
+    let uri = match uri {
+        Some(u) => u,
+        None => latin1(py, &head.target)?,
+    };
+    env.set_item(intern!(py, "REQUEST_URI"), uri)?;
     let protocol = match head.version {
         stogie_http::Version::Http10 => intern!(py, "HTTP/1.0"),
         stogie_http::Version::Http11 => intern!(py, "HTTP/1.1"),
@@ -190,7 +207,13 @@ pub fn build<'py>(
         }
     }
 
-    // Repeated fields are joined (RFC 9110 §5.3); Cookie with "; " (RFC 6265 §5.4).
+    // Repeated fields are joined (RFC 9110 §5.3); Cookie with "; " (RFC 6265 §5.4). A field
+    // seen before is told by its key (the same interned object for every spelling of a
+    // name), without a dict lookup per field; past SEEN fields, by looking.
+    const SEEN: usize = 16;
+    let few = head.headers.len() <= SEEN;
+    let mut seen = [std::ptr::null_mut(); SEEN];
+    let mut n_seen = 0;
     for h in &head.headers {
         let name = &h.name;
         let key = if name.eq_ignore_ascii_case(b"content-type") {
@@ -200,27 +223,40 @@ pub fn build<'py>(
         } else {
             cache.key(py, name)
         };
-        let value = latin1(py, &h.value);
-        match env.get_item(&key)? {
-            Some(prev) => {
-                if name.eq_ignore_ascii_case(b"content-length") {
-                    continue;
-                }
-                let sep = if name.eq_ignore_ascii_case(b"cookie") {
-                    "; "
-                } else {
-                    ", "
-                };
-                let joined = format!(
-                    "{}{}{}",
-                    prev.cast::<PyString>()?.to_cow()?,
-                    sep,
-                    value.to_cow()?
-                );
-                env.set_item(key, joined)?;
+        let repeated = if few {
+            let p = key.as_ptr();
+            let again = seen[..n_seen].contains(&p);
+            if !again {
+                seen[n_seen] = p;
+                n_seen += 1;
             }
-            _ => env.set_item(key, value)?,
+            again
+        } else {
+            env.contains(&key)?
+        };
+        if !repeated {
+            env.set_item(key, latin1(py, &h.value)?)?;
+            continue;
         }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let Some(prev) = env.get_item(&key)? else {
+            env.set_item(key, latin1(py, &h.value)?)?;
+            continue;
+        };
+        let sep = if name.eq_ignore_ascii_case(b"cookie") {
+            "; "
+        } else {
+            ", "
+        };
+        let joined = format!(
+            "{}{}{}",
+            prev.cast::<PyString>()?.to_cow()?,
+            sep,
+            latin1(py, &h.value)?.to_cow()?
+        );
+        env.set_item(key, joined)?;
     }
     Ok(env)
 }
