@@ -15,6 +15,7 @@ use stogie_http::{
 
 use crate::handler::{AppHandler, Mode};
 use crate::pool::{Pool, PoolLimits};
+use crate::wsgi::environ;
 
 /// Sends engine messages to a Python callable `log(message, levelno)`.
 struct PyLog(Py<PyAny>);
@@ -117,12 +118,14 @@ pub struct NativeServer {
 impl NativeServer {
     #[new]
     fn new(
+        py: Python<'_>,
         app: Py<PyAny>,
         template: Py<PyDict>,
         mode: &str,
         on_error: Py<PyAny>,
         log: Py<PyAny>,
     ) -> PyResult<Self> {
+        let template = environ::with_room(template.bind(py))?;
         Ok(NativeServer {
             app: Arc::new(AppHandler {
                 app: RwLock::new(app),
@@ -305,8 +308,10 @@ impl NativeServer {
     }
 
     /// Replaces the environ template for the next request.
-    fn set_template(&self, template: Py<PyDict>) {
+    fn set_template(&self, template: &Bound<'_, PyDict>) -> PyResult<()> {
+        let template = environ::with_room(template)?;
         *self.app.template.write().unwrap_or_else(|e| e.into_inner()) = template;
+        Ok(())
     }
 
     /// Switches between "wsgi", "wsgi_u0" and "native".
