@@ -1206,13 +1206,13 @@ def mem_total():
     return "?"
 
 
-def versions(servers, workloads):
+def versions(servers, workloads, rev):
     out = {}
     for s in servers:
         for p in s.packages:
             out[p] = dist_version(p) or "not installed"
     if any(s.family == "stogie" for s in servers):
-        out["stogie"] = f"{dist_version('stogie') or 'not installed'} ({git_rev()})"
+        out["stogie"] = f"{dist_version('stogie') or 'not installed'} ({rev})"
     if any(w.key == "flask" for w in workloads):
         out["flask"] = dist_version("flask") or "not installed"
     try:
@@ -1358,6 +1358,8 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = loadavg()
     results = Results()
+    # The checkout as it is built, not as it is when the run ends half an hour later.
+    rev = git_rev()
     ctx = Context(hello_bin=target_dir() / "release" / "examples" / "hello")
     interrupted = False
     try:
@@ -1380,7 +1382,7 @@ def main(argv=None):
         say("interrupted: no results file written")
         return 130
     info = machine_info()
-    vers = versions(servers, workloads)
+    vers = versions(servers, workloads, rev)
     head = [
         "# stogie benchmark results",
         "",
