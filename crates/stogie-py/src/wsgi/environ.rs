@@ -249,40 +249,34 @@ pub fn build<'py>(
         } else {
             cache.key(py, name)
         };
-        let repeated = if few {
-            let p = key.as_ptr();
-            let again = seen[..n_seen].contains(&p);
-            if !again {
-                seen[n_seen] = p;
-                n_seen += 1;
+        // Looked up only when the field may have come before.
+        let prev = if !few || seen[..n_seen].contains(&key.as_ptr()) {
+            env.get_item(&key)?
+        } else {
+            seen[n_seen] = key.as_ptr();
+            n_seen += 1;
+            None
+        };
+        match prev {
+            Some(prev) => {
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    continue;
+                }
+                let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ", "
+                };
+                let joined = format!(
+                    "{}{}{}",
+                    prev.cast::<PyString>()?.to_cow()?,
+                    sep,
+                    latin1(py, &h.value)?.to_cow()?
+                );
+                env.set_item(key, joined)?;
             }
-            again
-        } else {
-            env.contains(&key)?
-        };
-        if !repeated {
-            env.set_item(key, latin1(py, &h.value)?)?;
-            continue;
+            None => env.set_item(key, latin1(py, &h.value)?)?,
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            continue;
-        }
-        let Some(prev) = env.get_item(&key)? else {
-            env.set_item(key, latin1(py, &h.value)?)?;
-            continue;
-        };
-        let sep = if name.eq_ignore_ascii_case(b"cookie") {
-            "; "
-        } else {
-            ", "
-        };
-        let joined = format!(
-            "{}{}{}",
-            prev.cast::<PyString>()?.to_cow()?,
-            sep,
-            latin1(py, &h.value)?.to_cow()?
-        );
-        env.set_item(key, joined)?;
     }
     Ok(env)
 }

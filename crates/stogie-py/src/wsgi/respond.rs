@@ -16,9 +16,6 @@ use stogie_http::{ClientGone, HeadRoom, ResponseEvent, ResponseHead, ResponseSen
 /// (cheaper than holding a reference that must be released under the GIL later).
 const LEND_AT: usize = 4 * 1024;
 
-/// Room for a typical head's status, names and values, so that the buffer rarely grows.
-const HEAD_TEXT_GUESS: usize = 256;
-
 /// A Python `bytes` object lent to the engine: its buffer is immutable and lives as long as
 /// the object, so the connection can write straight from it.
 struct LentBytes {
@@ -266,9 +263,6 @@ pub fn head_from_py(
         mut text,
         fields: mut ranges,
     } = room;
-    text.clear();
-    text.reserve(HEAD_TEXT_GUESS);
-    ranges.clear();
     ranges.reserve(list.len());
     let status_at = push_latin1(&mut text, status, "response status")?;
     stogie_http::h1::response::status_code(&text[status_at.clone()]).map_err(|e| {
