@@ -87,6 +87,7 @@ fn main() {
         EngineOptions {
             io_threads,
             peercreds: false,
+            tls: None,
         },
     )
     .unwrap_or_else(|e| {

@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     pub parked: Arc<Lot>,
     pub local: LocalAddr,
     pub scheme: &'static str,
+    pub tls: Option<crate::transport::tls::TlsAcceptor>,
 }
 
 /// The server's stop signal, as connections and accept loops see it.
@@ -438,6 +439,13 @@ impl<S: Transport> Conn<S> {
                 }
             }
         }
+        // A TLS stream may hold records it could not write yet.
+        if self.stream.buffers_writes()
+            && !matches!(timeout(cfg.timeout, self.stream.flush()).await, Ok(Ok(())))
+        {
+            self.shared.stats.add_socket_error();
+            return Err(());
+        }
         Ok(())
     }
 
@@ -540,6 +548,7 @@ impl<S: Transport> Conn<S> {
             local: self.shared.local.clone(),
             scheme: self.shared.scheme,
             can_sendfile: self.stream.can_sendfile(),
+            tls: self.stream.tls_info().cloned(),
             body,
             response: ResponseSender::new(resp_tx),
             head_room: HeadRoom::new(),

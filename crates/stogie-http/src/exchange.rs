@@ -57,6 +57,8 @@ pub struct Request {
     pub scheme: &'static str,
     /// Whether [`ResponseEvent::File`] may be used (plain TCP or UNIX, not TLS).
     pub can_sendfile: bool,
+    /// The connection's TLS facts (`None` over plain TCP or UNIX), shared by its requests.
+    pub tls: Option<std::sync::Arc<crate::tls_env::TlsInfo>>,
     /// The request body.
     pub body: RequestBody,
     /// Where the response goes.

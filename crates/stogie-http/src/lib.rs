@@ -17,6 +17,7 @@ mod outbuf;
 mod pipe;
 pub mod server;
 pub mod stats;
+pub mod tls_env;
 pub mod transport;
 
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub use listener::{BindAddr, ListenOptions, Listener};
 pub use pipe::{hold_final_wakes, HeldWakes};
 pub use server::{EngineOptions, HttpServer};
 pub use stats::{Stats, StatsSnapshot};
+pub use tls_env::TlsInfo;
+pub use transport::tls::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsVersion};
 
 /// Whatever answers requests: takes each request and, sooner or later, sends its response
 /// events through `request.response`.

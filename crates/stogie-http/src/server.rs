@@ -10,7 +10,7 @@ use crate::conn::{self, Open, Shared, Stop};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
 use crate::stats::Stats;
-use crate::transport::Transport;
+use crate::transport::tls::{self, Plain, TlsAcceptor};
 use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
 
 /// Options fixed for the server's lifetime.
@@ -20,6 +20,8 @@ pub struct EngineOptions {
     pub io_threads: usize,
     /// Read SO_PEERCRED on UNIX sockets.
     pub peercreds: bool,
+    /// Serve HTTPS: every connection starts with a TLS handshake.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for EngineOptions {
@@ -27,6 +29,7 @@ impl Default for EngineOptions {
         EngineOptions {
             io_threads: 1,
             peercreds: false,
+            tls: None,
         }
     }
 }
@@ -65,7 +68,7 @@ impl HttpServer {
             .enable_io()
             .enable_time()
             .build()?;
-        let scheme = "http";
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             config: config.clone(),
             gateway,
@@ -75,6 +78,7 @@ impl HttpServer {
             parked: Arc::default(),
             local: local.clone(),
             scheme,
+            tls: opts.tls.clone(),
         });
         let accept_from = listener.try_clone()?;
         let _guard = runtime.enter();
@@ -121,6 +125,11 @@ impl HttpServer {
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The TLS configuration (to reload the certificate), if the server speaks HTTPS.
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.shared.tls.as_ref()
     }
 
     /// The first step of [`HttpServer::stop`], which returns at once: no new connections,
@@ -178,12 +187,26 @@ fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
     Duration::from_millis(50)
 }
 
-/// Serves an accepted connection on its own task, counted as open until the task ends.
-fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
+/// Serves an accepted connection on its own task, counted as open until the task ends. A
+/// TLS handshake happens in that task too.
+fn spawn_connection<S: Plain>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
     shared.stats.add_accept();
     shared.stats.open();
     let open = Open(shared.stats.clone());
-    tokio::spawn(conn::serve(stream, peer, shared.clone(), open));
+    match &shared.tls {
+        Some(acceptor) => {
+            tokio::spawn(tls::serve(
+                acceptor.clone(),
+                stream,
+                peer,
+                shared.clone(),
+                open,
+            ));
+        }
+        None => {
+            tokio::spawn(conn::serve(stream, peer, shared.clone(), open));
+        }
+    }
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {

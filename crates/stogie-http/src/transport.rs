@@ -9,7 +9,11 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
-/// A connected stream: TCP or UNIX now, TLS later.
+use crate::tls_env::TlsInfo;
+
+pub mod tls;
+
+/// A connected stream: TCP, UNIX, or TLS over either.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready once the stream has bytes to read (or an error or end to report). Polled
     /// without a buffer, and with no future to hold: an idle keep-alive connection waits
@@ -17,23 +21,38 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// without bytes would make idle connections spin.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
+    /// The connection's TLS facts; `None` on a plain stream.
+    fn tls_info(&self) -> Option<&std::sync::Arc<TlsInfo>> {
+        None
+    }
+
+    /// Whether a write may leave bytes in the stream's own buffer, sent only by a flush
+    /// (TLS records the socket had no room for).
+    fn buffers_writes(&self) -> bool {
+        false
+    }
+
     /// Whether [`Transport::sendfile`] moves bytes in the kernel.
     fn can_sendfile(&self) -> bool {
         false
     }
 
-    /// Sends up to `count` bytes of `file` from `offset`; returns how many went out.
+    /// Sends up to `count` bytes of `file` from `offset`; returns how many went out. Without
+    /// kernel help (TLS), the bytes are read and written: a piece at a time, 0 at the file's
+    /// end.
     fn sendfile(
         &mut self,
-        _file: &File,
-        _offset: u64,
-        _count: usize,
+        file: &File,
+        offset: u64,
+        count: usize,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        async {
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "sendfile is not supported on this transport",
-            ))
+        async move {
+            use std::os::unix::fs::FileExt;
+            use tokio::io::AsyncWriteExt;
+            let mut piece = vec![0u8; count.min(64 * 1024)];
+            let n = file.read_at(&mut piece, offset)?;
+            self.write_all(&piece[..n]).await?;
+            Ok(n)
         }
     }
 }

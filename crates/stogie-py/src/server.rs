@@ -249,6 +249,7 @@ impl NativeServer {
                     EngineOptions {
                         io_threads,
                         peercreds,
+                        tls: None,
                     },
                 )
             })
