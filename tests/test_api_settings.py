@@ -166,19 +166,6 @@ def test_builtin_ssl_adapter_signature():
     assert server.get_ssl_adapter_class("builtin") is BuiltinSSLAdapter
 
 
-def test_ssl_adapter_is_refused_with_a_clear_message(serve, tmp_path):
-    adapter = BuiltinSSLAdapter(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
-    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
-    with pytest.raises(NotImplementedError, match=r"TLS is not supported\b.* yet"):
-        srv.ssl_adapter = adapter
-    assert srv.ssl_adapter is None
-    running_srv = serve(hello_app)
-    with pytest.raises(NotImplementedError, match=r"TLS is not supported\b.* yet"):
-        running_srv.ssl_adapter = adapter
-    assert request(running_srv.bind_addr)[0] == 200
-    srv.ssl_adapter = None  # None is fine: plain HTTP
-
-
 # --- stats ---------------------------------------------------------------------------------
 
 

@@ -76,10 +76,11 @@ class Gateway:
 class _Connection:
     """What a gateway sees of the client connection (``req.conn``)."""
 
-    def __init__(self, server, remote_addr, remote_port):
+    def __init__(self, server, remote_addr, remote_port, ssl_env=None):
         self.server = server
         self.remote_addr = remote_addr
         self.remote_port = remote_port
+        self.ssl_env = ssl_env
 
 
 class HTTPRequest:
@@ -92,7 +93,7 @@ class HTTPRequest:
         """Wrap the engine's request for a native gateway."""
         self.server = server
         self._native = native
-        self.conn = _Connection(server, native.remote_addr, native.remote_port)
+        self.conn = _Connection(server, native.remote_addr, native.remote_port, native.ssl_env)
         self.scheme = native.scheme.encode("ascii")
         self.method = native.method
         self.uri = native.uri
@@ -165,13 +166,23 @@ class HTTPRequest:
         self.write(body)
 
 
+# These may either be ssl.Adapter subclasses or the string names
+# of such classes (in which case they will be lazily loaded).
+ssl_adapters = {
+    "builtin": "stogie.ssl.builtin.BuiltinSSLAdapter",
+    "pyopenssl": "stogie.ssl.pyopenssl.pyOpenSSLAdapter",
+}
+
+
 def get_ssl_adapter_class(name="builtin"):
     """Return an SSL adapter class for the given name."""
-    from .ssl import builtin
+    adapter = ssl_adapters[name.lower()]
+    if isinstance(adapter, str):
+        import importlib
 
-    if name != "builtin":
-        raise ValueError(f"unknown SSL adapter {name!r}: only 'builtin' exists")
-    return builtin.BuiltinSSLAdapter
+        module_name, _, class_name = adapter.rpartition(".")
+        adapter = getattr(importlib.import_module(module_name), class_name)
+    return adapter
 
 
 class _Stats(dict):
@@ -333,9 +344,10 @@ class HTTPServer:
     """The class to use for handling HTTP connections (unused: the engine owns them)."""
 
     ssl_adapter = None
-    """An instance of ``ssl.Adapter`` (or a subclass).
+    """An instance of ``ssl.Adapter`` (or a subclass): serve HTTPS.
 
-    TLS is not served yet: setting one raises :py:exc:`NotImplementedError`.
+    Its files and context settings are read at prepare(); :meth:`reload_tls` (or SIGHUP to
+    the ``stogie`` command) reads the certificate and key again.
     """
 
     peercreds_enabled = False
@@ -434,10 +446,6 @@ class HTTPServer:
     }
 
     def __setattr__(self, name, value):
-        if name == "ssl_adapter" and value is not None:
-            from .ssl import TLS_NOT_SUPPORTED
-
-            raise NotImplementedError(TLS_NOT_SUPPORTED)
         if name in self._LIVE and self._native is not None:
             missing = object()
             previous = self.__dict__.get(name, missing)
@@ -671,10 +679,6 @@ class HTTPServer:
         self._interrupt = None
         if self.software is None:
             self.software = "%s Server" % self.version
-        if self.ssl_adapter is not None:
-            from .ssl import TLS_NOT_SUPPORTED
-
-            raise NotImplementedError(TLS_NOT_SUPPORTED)
         if self._native is not None:
             raise RuntimeError("the server is already prepared; call stop() first")
         if self._gateway_mode() != "native" and not callable(getattr(self, "wsgi_app", None)):
@@ -692,6 +696,10 @@ class HTTPServer:
             self._on_app_error,
             self._on_engine_log,
         )
+        if self.ssl_adapter is not None:
+            from . import ssl
+
+            ssl.configure(self, native)
         kind, target, port = self._bind_args()
         try:
             bound = native.bind(
@@ -847,6 +855,17 @@ class HTTPServer:
             object.__setattr__(self, "_last_native", native)
             object.__setattr__(self, "_native", None)
             self._stopped.set()
+
+    def reload_tls(self):
+        """Read the TLS certificate and key files again: new handshakes use them, open
+        connections keep theirs. With worker processes, each reloads (they get SIGHUP).
+
+        Raises:
+            stogie.ssl.TLSError: the new files cannot be served; the old pair stays.
+        """
+        from . import ssl
+
+        ssl.reload(self)
 
     def bind(self, family, type, proto=0):
         """Kept for compatibility: the engine creates and binds its sockets in prepare()."""

@@ -243,6 +243,8 @@ class Gateway_10(Gateway):
                 "wsgi.version": self.version,
             }
         )
+        if req.conn.ssl_env:
+            env.update(req.conn.ssl_env)
         for k, v in req.inheaders.items():
             name = k.decode("ISO-8859-1").upper().replace("-", "_")
             env["HTTP_" + name] = v.decode("ISO-8859-1")

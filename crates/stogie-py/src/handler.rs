@@ -100,6 +100,7 @@ impl AppHandler {
             peer,
             scheme,
             can_sendfile,
+            tls,
             body,
             response,
             head_room,
@@ -118,6 +119,7 @@ impl AppHandler {
             scheme,
             u0,
             resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
+            tls: tls.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,

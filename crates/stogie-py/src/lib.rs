@@ -5,6 +5,7 @@ pub mod handler;
 pub mod native;
 pub mod pool;
 pub mod server;
+pub mod tls;
 pub mod wsgi;
 
 use pyo3::prelude::*;
@@ -33,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "MaxSizeExceeded",
         py.get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
+    tls::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

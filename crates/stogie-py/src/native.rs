@@ -42,6 +42,9 @@ pub struct NativeRequest {
     /// The body, file-like.
     #[pyo3(get)]
     pub rfile: Py<Input>,
+    /// The connection's SSL_* variables (a dict shared by its requests), or None.
+    #[pyo3(get)]
+    pub ssl_env: Option<Py<pyo3::types::PyDict>>,
     /// The response in progress.
     pub responder: Responder,
 }
@@ -53,6 +56,7 @@ impl NativeRequest {
             head,
             peer,
             scheme,
+            tls,
             body,
             response,
             head_room,
@@ -79,6 +83,10 @@ impl NativeRequest {
                 remote_port,
                 scheme,
                 rfile: Py::new(py, Input::new(body))?,
+                ssl_env: match &tls {
+                    Some(info) => Some(crate::tls::environ(py, info)?.unbind()),
+                    None => None,
+                },
                 responder: Responder::new(response, head_room),
             },
         )

@@ -112,6 +112,8 @@ pub struct NativeServer {
     listeners: Vec<Listener>,
     engine: Option<HttpServer>,
     pool: Option<Pool<Arc<AppHandler>>>,
+    /// HTTPS: the TLS configuration the engine starts with (and reloads through).
+    tls: Option<stogie_http::TlsAcceptor>,
 }
 
 #[pymethods]
@@ -140,6 +142,7 @@ impl NativeServer {
             listeners: Vec::new(),
             engine: None,
             pool: None,
+            tls: None,
         })
     }
 
@@ -238,6 +241,7 @@ impl NativeServer {
         );
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
+        let tls = self.tls.clone();
         let mut engine = py
             .detach(|| {
                 HttpServer::start(
@@ -249,7 +253,7 @@ impl NativeServer {
                     EngineOptions {
                         io_threads,
                         peercreds,
-                        tls: None,
+                        tls,
                     },
                 )
             })
@@ -295,6 +299,92 @@ impl NativeServer {
             return false;
         }
         py.detach(move || finish(engine))
+    }
+
+    /// Serves HTTPS from the next start() on: the certificate chain and key (PEM), an
+    /// optional bundle of intermediates, client verification ("none", "optional",
+    /// "required") with the CA certificates (DER), protocol versions ("TLSv1.2",
+    /// "TLSv1.3"), cipher suites by name (None: all), and SSL_VERSION_INTERFACE. Everything
+    /// is checked now: TLSError names the file or setting at fault. `cert=None` turns TLS
+    /// off.
+    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None, client_verify = "none", client_cas = Vec::new(), min_version = "TLSv1.2", max_version = "TLSv1.3", ciphers = None, interface = String::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_tls(
+        &mut self,
+        py: Python<'_>,
+        cert: Option<Vec<u8>>,
+        cert_name: &str,
+        key: Vec<u8>,
+        key_name: &str,
+        chain: Option<Vec<u8>>,
+        chain_name: Option<&str>,
+        client_verify: &str,
+        client_cas: Vec<Vec<u8>>,
+        min_version: &str,
+        max_version: &str,
+        ciphers: Option<Vec<String>>,
+        interface: String,
+    ) -> PyResult<()> {
+        if self.engine.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "TLS is set before start(); reload_tls() changes the certificate of a running server",
+            ));
+        }
+        let Some(cert) = cert else {
+            self.tls = None;
+            return Ok(());
+        };
+        let chain = chain
+            .as_deref()
+            .map(|c| (c, chain_name.unwrap_or("certificate chain")));
+        let acceptor = py.detach(|| {
+            let identity = crate::tls::identity(&cert, cert_name, &key, key_name, chain)?;
+            crate::tls::acceptor(
+                identity,
+                client_verify,
+                client_cas,
+                min_version,
+                max_version,
+                ciphers,
+                interface,
+            )
+        })?;
+        self.tls = Some(acceptor);
+        Ok(())
+    }
+
+    /// Replaces the certificate chain and key for new handshakes (open connections keep
+    /// theirs). On an error (TLSError) the server keeps the pair it has.
+    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn reload_tls(
+        &self,
+        py: Python<'_>,
+        cert: Vec<u8>,
+        cert_name: &str,
+        key: Vec<u8>,
+        key_name: &str,
+        chain: Option<Vec<u8>>,
+        chain_name: Option<&str>,
+    ) -> PyResult<()> {
+        let Some(acceptor) = &self.tls else {
+            return Err(PyRuntimeError::new_err("the server does not serve TLS"));
+        };
+        let chain = chain
+            .as_deref()
+            .map(|c| (c, chain_name.unwrap_or("certificate chain")));
+        py.detach(|| {
+            let identity = crate::tls::identity(&cert, cert_name, &key, key_name, chain)?;
+            acceptor
+                .reload(identity)
+                .map_err(|e| crate::tls::TLSError::new_err(e.to_string()))
+        })
+    }
+
+    /// Whether the server serves TLS.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Whether the engine is running.

@@ -1,9 +1,82 @@
-"""TLS adapters (Cheroot's ``cheroot.ssl``). TLS is not served yet by stogie."""
+"""TLS adapters with Cheroot's names (``cheroot.ssl``), served by stogie's engine (rustls).
 
-TLS_NOT_SUPPORTED = (
-    "TLS is not supported by this version of stogie yet: serve plain HTTP behind a "
-    "TLS-terminating proxy (nginx, HAProxy, a load balancer) for now."
+An adapter gathers what the engine needs and hands it over when the server starts: the
+certificate and key files (an encrypted key decrypted with ``private_key_password``), an
+intermediate bundle (``certificate_chain``), and the settings of its ``context``:
+``verify_mode`` with the CA certificates loaded into it (client certificates),
+``minimum_version``/``maximum_version`` and the ciphers. A setting the engine cannot honour
+is refused with a :class:`TLSError` that names it. No socket is wrapped in Python:
+handshakes happen in the engine, off the GIL.
+"""
+
+import getpass
+import re
+import signal
+import ssl as _ssl
+import sys
+
+from .._native import TLS_LIBRARY, TLSError
+
+__all__ = ("Adapter", "TLSError")
+
+# Encrypted keys: PKCS#8 "ENCRYPTED PRIVATE KEY", or OpenSSL's traditional PEM encryption.
+_ENCRYPTED = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,\s*ENCRYPTED")
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN ((?:ENCRYPTED |RSA |EC |DSA )?PRIVATE KEY)-----.*?-----END \1-----", re.S
 )
+_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+
+_VERSIONS = {
+    _ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+    _ssl.TLSVersion.TLSv1_3: "TLSv1.3",
+}
+
+
+def _read(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise TLSError(f"{what} file {path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _password_bytes(password, key_name):
+    """``private_key_password`` (str, bytes or a callable returning one) as bytes."""
+    if callable(password):
+        password = password()
+    if isinstance(password, str):
+        return password.encode("utf-8")
+    if isinstance(password, (bytes, bytearray)):
+        return bytes(password)
+    raise TLSError(
+        f"{key_name}: private_key_password must be str, bytes or a callable returning one, "
+        f"not {type(password).__name__}"
+    )
+
+
+def _decrypt(key_pem, password, key_name):
+    """The first private key of ``key_pem``, decrypted, as unencrypted PKCS#8 PEM."""
+    block = _KEY_BLOCK.search(key_pem)
+    if block is None:
+        raise TLSError(f"{key_name}: no private key found")
+    try:
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        raise TLSError(
+            f"{key_name}: the private key is encrypted, and decrypting it needs the "
+            "'cryptography' package (pip install cryptography)"
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(block.group(0), password=password)
+    except (ValueError, TypeError) as exc:
+        raise TLSError(
+            f"{key_name}: the private key cannot be decrypted (wrong password?): {exc}"
+        ) from None
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 class Adapter:
@@ -14,6 +87,8 @@ class Adapter:
         * ``wrap(sock) -> (wrapped socket, ssl environ dict)``
         * ``makefile(sock, mode='r', bufsize=DEFAULT_BUFFER_SIZE) ->
           socket file object``
+
+    In stogie the engine does the handshakes: ``wrap`` and ``makefile`` are not called.
     """
 
     def __init__(
@@ -39,12 +114,217 @@ class Adapter:
 
     def wrap(self, sock):
         """Wrap and return the given socket, plus WSGI environ entries."""
-        raise NotImplementedError(TLS_NOT_SUPPORTED)
+        raise NotImplementedError("stogie's engine does the TLS handshakes; nothing is wrapped")
 
-    def get_environ(self):
-        """Return WSGI environ entries to be merged into each request."""
-        raise NotImplementedError(TLS_NOT_SUPPORTED)
+    def get_environ(self, sock=None):
+        """Return the WSGI environ entries every HTTPS request has.
+
+        The per-connection ones (``SSL_PROTOCOL``, ``SSL_CLIENT_*``, ...) are made by the
+        engine when the handshake ends.
+        """
+        from ..server import HTTPServer
+
+        return {
+            "wsgi.url_scheme": "https",
+            "HTTPS": "on",
+            "SSL_VERSION_INTERFACE": f"{HTTPServer.version} Python/{sys.version}",
+            "SSL_VERSION_LIBRARY": TLS_LIBRARY,
+        }
 
     def makefile(self, sock, mode="r", bufsize=-1):
         """Return socket file object."""
-        raise NotImplementedError(TLS_NOT_SUPPORTED)
+        raise NotImplementedError("stogie's engine does the TLS handshakes; nothing is wrapped")
+
+    # --- what the engine is given (stogie) -------------------------------------------------
+
+    _password = None  # the password resolved once, kept for reloads
+
+    def _key_password(self, key_pem, key_name):
+        """The key's password as bytes, asked for once (a callable is called once; on a
+        terminal with no password given, it is prompted for, as OpenSSL does)."""
+        if self._password is not None:
+            return self._password
+        password = self.private_key_password
+        if password is None:
+            if not (sys.stdin is not None and sys.stdin.isatty()):
+                raise TLSError(
+                    f"{key_name}: the private key is encrypted and no password was given "
+                    "(private_key_password)"
+                )
+            password = getpass.getpass(f"Enter PEM pass phrase for {self.private_key}: ")
+        self._password = _password_bytes(password, key_name)
+        return self._password
+
+    def _key_pem(self, key_pem, key_name):
+        if _ENCRYPTED.search(key_pem):
+            return _decrypt(key_pem, self._key_password(key_pem, key_name), key_name)
+        return key_pem
+
+    def _tls_identity(self):
+        """The certificate chain and key (decrypted), read from the files now."""
+        if not self.certificate:
+            raise TLSError("the SSL adapter has no certificate file")
+        cert_name = f"certificate file {self.certificate}"
+        cert = _read(self.certificate, "certificate")
+        if self.private_key:
+            key_name = f"private key file {self.private_key}"
+            key = _read(self.private_key, "private key")
+        else:
+            key_name, key = cert_name, cert
+        settings = {
+            "cert": cert,
+            "cert_name": cert_name,
+            "key": self._key_pem(key, key_name),
+            "key_name": key_name,
+        }
+        if self.certificate_chain:
+            settings["chain"] = _read(self.certificate_chain, "certificate chain")
+            settings["chain_name"] = f"certificate chain file {self.certificate_chain}"
+        return settings
+
+    def _prepare(self):
+        """Called when a server starts with this adapter, before anything is read."""
+
+    def _tls_settings(self):
+        """Everything ``NativeServer.set_tls`` takes, but the interface name."""
+        self._prepare()
+        settings = self._tls_identity()
+        settings.update(self._context_settings())
+        return settings
+
+    def _context_settings(self):
+        context = self.context
+        if context is None:
+            return self._cipher_settings(None)
+        if isinstance(context, _ssl.SSLContext):
+            return _ssl_context_settings(context)
+        if hasattr(context, "get_verify_mode"):
+            return self._pyopenssl_context_settings(context)
+        raise TLSError(
+            f"context: a {type(context).__name__} cannot be read; use an ssl.SSLContext"
+        )
+
+    def _cipher_settings(self, ciphers):
+        """The cipher names an OpenSSL cipher string selects (OpenSSL itself reads it)."""
+        ciphers = self.ciphers if ciphers is None else ciphers
+        if not ciphers:
+            return {}
+        probe = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+        try:
+            probe.set_ciphers(ciphers)
+        except _ssl.SSLError:
+            raise TLSError(f"ciphers {ciphers!r}: OpenSSL selects no cipher from it") from None
+        return {"ciphers": [c["name"] for c in probe.get_ciphers()]}
+
+    def _pyopenssl_context_settings(self, context):
+        """A pyOpenSSL ``SSL.Context`` (``pyOpenSSLAdapter.get_context()``): its verify mode;
+        the CAs are those of ``certificate_chain`` (its store cannot be read back)."""
+        settings = self._cipher_settings(None)
+        mode = context.get_verify_mode()
+        if not mode & 1:  # SSL.VERIFY_PEER
+            return settings
+        settings["client_verify"] = "required" if mode & 2 else "optional"
+        cas = []
+        if self.certificate_chain:
+            pem = _read(self.certificate_chain, "certificate chain")
+            cas = [
+                _ssl.PEM_cert_to_DER_cert(m.group(0).decode("ascii"))
+                for m in _CERT_BLOCK.finditer(pem)
+            ]
+        if not cas:
+            raise TLSError(
+                "context.set_verify(): client certificates are verified against the CAs of "
+                "certificate_chain, and it has none (CAs added to a pyOpenSSL context cannot "
+                "be read back: use the builtin adapter and context.load_verify_locations())"
+            )
+        settings["client_cas"] = cas
+        return settings
+
+
+def _ssl_context_settings(context):
+    """What an ``ssl.SSLContext`` says about client certificates, versions and ciphers; a
+    setting rustls cannot honour is refused, naming it."""
+    settings = {}
+    verify = {
+        _ssl.CERT_NONE: "none",
+        _ssl.CERT_OPTIONAL: "optional",
+        _ssl.CERT_REQUIRED: "required",
+    }[context.verify_mode]
+    settings["client_verify"] = verify
+    if verify != "none":
+        cas = context.get_ca_certs(binary_form=True)
+        if not cas:
+            raise TLSError(
+                f"context.verify_mode is {context.verify_mode.name}, but the context has no "
+                "CA certificates to verify client certificates with: load them with "
+                "load_verify_locations(cafile=...) (a capath directory or the system store "
+                "cannot be read back)"
+            )
+        settings["client_cas"] = cas
+    if context.verify_flags & (_ssl.VERIFY_CRL_CHECK_LEAF | _ssl.VERIFY_CRL_CHECK_CHAIN):
+        raise TLSError("context.verify_flags: CRL checks are not supported by stogie")
+    if context.sni_callback is not None:
+        raise TLSError(
+            "context.sni_callback: stogie does not call it (the engine picks the "
+            "certificate); leave it unset (SSL_TLS_SNI carries the name asked for)"
+        )
+    if getattr(context, "keylog_filename", None):
+        raise TLSError("context.keylog_filename: not supported by stogie")
+
+    low, high = context.minimum_version, context.maximum_version
+    if low == _ssl.TLSVersion.MINIMUM_SUPPORTED:
+        low = _ssl.TLSVersion.TLSv1_2
+    if high == _ssl.TLSVersion.MAXIMUM_SUPPORTED:
+        high = _ssl.TLSVersion.TLSv1_3
+    options = context.options
+    if options & _ssl.OP_NO_TLSv1_2 and low <= _ssl.TLSVersion.TLSv1_2:
+        low = _ssl.TLSVersion.TLSv1_3
+    if options & _ssl.OP_NO_TLSv1_3 and high >= _ssl.TLSVersion.TLSv1_3:
+        high = _ssl.TLSVersion.TLSv1_2
+    for name, version in (("minimum_version", low), ("maximum_version", high)):
+        if version not in _VERSIONS:
+            raise TLSError(
+                f"context.{name} is {version.name}: stogie (rustls) speaks TLSv1_2 and "
+                "TLSv1_3 only"
+            )
+    if low > high:
+        raise TLSError(
+            f"context.minimum_version {low.name} is above context.maximum_version {high.name}"
+        )
+    settings["min_version"] = _VERSIONS[low]
+    settings["max_version"] = _VERSIONS[high]
+    settings["ciphers"] = [c["name"] for c in context.get_ciphers()]
+    return settings
+
+
+def configure(server, native):
+    """Hand the server's ``ssl_adapter`` to the engine (from ``HTTPServer.prepare()``)."""
+    adapter = server.ssl_adapter
+    settings = adapter._tls_settings()
+    settings["interface"] = f"{server.version} Python/{sys.version}"
+    native.set_tls(**settings)
+
+
+def reload(server):
+    """``HTTPServer.reload_tls()``: read the certificate and key files again."""
+    adapter = server.ssl_adapter
+    if adapter is None:
+        raise RuntimeError("the server has no ssl_adapter: there is no certificate to reload")
+    supervisor = server._supervisor
+    if supervisor is not None:
+        supervisor.send_workers(signal.SIGHUP)
+        return
+    native = server._native
+    if native is None:
+        return  # not serving: prepare() reads the files
+    native.reload_tls(**adapter._tls_identity())
+    server.error_log(f"TLS certificate reloaded from {adapter.certificate}", level=20)
+
+
+def reload_logged(server):
+    """A reload on SIGHUP: a failure is logged, and the old certificate stays."""
+    try:
+        reload(server)
+    except Exception as exc:  # noqa: BLE001 - logged; the server goes on with the old pair
+        server.error_log(f"TLS reload failed, the old certificate stays: {exc}", level=40)
+

@@ -1,10 +1,67 @@
-"""A TLS adapter with Cheroot's name and signature (``cheroot.ssl.builtin``).
+"""Cheroot's builtin TLS adapter (``cheroot.ssl.builtin``), served by stogie's engine.
 
-stogie does not serve TLS yet: giving one of these to a server raises an error that says so.
+As in Cheroot, the constructor makes ``context``, an :class:`ssl.SSLContext` for
+``Purpose.CLIENT_AUTH`` with ``certificate_chain`` as its CA file, and loads the certificate
+and key into it, so a wrong password, a missing file or a key that does not match fails
+there with the same errors. What is set on ``context`` afterwards (``verify_mode``, CAs,
+``minimum_version``/``maximum_version``, ciphers) is honoured when the server starts; a
+context assigned whole (CherryPy's ``server.ssl_context``) too.
 """
 
-from . import Adapter
+import ssl
+
+from . import _ENCRYPTED, Adapter, _read
 
 
 class BuiltinSSLAdapter(Adapter):
     """Wrapper for integrating Python's builtin :py:mod:`ssl` with stogie."""
+
+    certificate = None
+    """The file name of the server SSL certificate."""
+
+    private_key = None
+    """The file name of the server's private key file."""
+
+    certificate_chain = None
+    """The file name of the certificate chain file."""
+
+    ciphers = None
+    """The ciphers list of SSL."""
+
+    private_key_password = None
+    """Optional passphrase for password protected private key."""
+
+    def __init__(
+        self,
+        certificate,
+        private_key,
+        certificate_chain=None,
+        ciphers=None,
+        *,
+        private_key_password=None,
+    ):
+        """Set up context in addition to base class properties if available."""
+        super().__init__(
+            certificate,
+            private_key,
+            certificate_chain,
+            ciphers,
+            private_key_password=private_key_password,
+        )
+        self.context = ssl.create_default_context(
+            purpose=ssl.Purpose.CLIENT_AUTH,
+            cafile=certificate_chain,
+        )
+        password = private_key_password
+        key_file = private_key or certificate
+        try:
+            encrypted = _ENCRYPTED.search(_read(key_file, "private key")) is not None
+        except Exception:  # noqa: BLE001 - load_cert_chain reports a missing file
+            encrypted = False
+        if encrypted and (password is None or callable(password)):
+            # Asked for once (a callable called, or a prompt on a terminal) and kept for
+            # the engine and for reloads.
+            password = self._key_password(None, f"private key file {key_file}")
+        self.context.load_cert_chain(certificate, private_key, password=password)
+        if self.ciphers is not None:
+            self.context.set_ciphers(ciphers)

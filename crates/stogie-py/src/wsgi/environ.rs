@@ -7,7 +7,7 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use stogie_http::{PeerAddr, RequestHead};
+use stogie_http::{PeerAddr, RequestHead, TlsInfo};
 
 /// `HTTP_*` key objects by header name spelling, and the last client address as a string,
 /// per worker thread.
@@ -128,6 +128,8 @@ pub struct EnvironParts<'a> {
     pub u0: bool,
     /// Resolve peer credentials to user and group names.
     pub resolve_peer: bool,
+    /// The connection's TLS facts, when it is HTTPS.
+    pub tls: Option<&'a TlsInfo>,
 }
 
 /// Keys [`build`] sets for every request.
@@ -213,6 +215,9 @@ pub fn build<'py>(
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     if parts.scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
+    }
+    if let Some(info) = parts.tls {
+        env.update(crate::tls::environ(py, info)?.as_mapping())?;
     }
     match parts.peer {
         PeerAddr::Tcp(addr) => {

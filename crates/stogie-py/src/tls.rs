@@ -1,0 +1,100 @@
+//! TLS for the Python side: building the engine's TLS configuration from what the adapters
+//! in `stogie.ssl` gathered (PEM text, CA certificates, the SSLContext's settings), and the
+//! per-connection SSL_* variables as a Python dict, made once per connection.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use stogie_http::transport::tls::PLAIN_HTTP_ON_TLS_PORT;
+use stogie_http::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsInfo, TlsVersion};
+
+pyo3::create_exception!(
+    _native,
+    TLSError,
+    PyValueError,
+    "A certificate, key or TLS setting that cannot be served; the message names it."
+);
+
+fn err(e: TlsError) -> PyErr {
+    TLSError::new_err(e.to_string())
+}
+
+/// The server's certificate chain and key from PEM text (with the names errors give).
+pub fn identity(
+    cert: &[u8],
+    cert_name: &str,
+    key: &[u8],
+    key_name: &str,
+    chain: Option<(&[u8], &str)>,
+) -> PyResult<Identity> {
+    let identity = Identity::from_pem(cert, cert_name, key, key_name).map_err(err)?;
+    match chain {
+        Some((bundle, name)) => identity.with_chain(bundle, name).map_err(err),
+        None => Ok(identity),
+    }
+}
+
+fn version(setting: &str, v: &str) -> PyResult<TlsVersion> {
+    match v {
+        "TLSv1.2" => Ok(TlsVersion::Tls12),
+        "TLSv1.3" => Ok(TlsVersion::Tls13),
+        _ => Err(TLSError::new_err(format!(
+            "{setting} {v}: stogie speaks TLSv1.2 and TLSv1.3 only"
+        ))),
+    }
+}
+
+/// Everything [`crate::server::NativeServer::set_tls`] takes, checked and built.
+#[allow(clippy::too_many_arguments)]
+pub fn acceptor(
+    identity: Identity,
+    client_verify: &str,
+    client_cas: Vec<Vec<u8>>,
+    min_version: &str,
+    max_version: &str,
+    ciphers: Option<Vec<String>>,
+    interface: String,
+) -> PyResult<TlsAcceptor> {
+    let cas = client_cas.into_iter().map(Into::into).collect();
+    let client_auth = match client_verify {
+        "none" => ClientAuth::None,
+        "optional" => ClientAuth::Optional(cas),
+        "required" => ClientAuth::Required(cas),
+        other => {
+            return Err(TLSError::new_err(format!(
+                "client verification {other:?}: use 'none', 'optional' or 'required'"
+            )))
+        }
+    };
+    let mut config = TlsConfig::new(identity);
+    config.client_auth = client_auth;
+    config.min_version = version("minimum_version", min_version)?;
+    config.max_version = version("maximum_version", max_version)?;
+    config.cipher_suites = ciphers;
+    config.interface = interface;
+    TlsAcceptor::new(config).map_err(err)
+}
+
+/// The connection's SSL_* variables (and `HTTPS`) as a dict, made by the first request of
+/// the connection and kept with its TLS facts for the rest. Callers copy from it.
+pub fn environ<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let slot = info.gateway_slot();
+    if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
+        return Ok(dict.bind(py).clone());
+    }
+    let dict = PyDict::new(py);
+    for (k, v) in info.environ() {
+        dict.set_item(k, v)?;
+    }
+    // Another worker may have made it meanwhile: either dict will do.
+    let _ = slot.set(Box::new(dict.clone().unbind()));
+    Ok(dict)
+}
+
+/// Registers the exception and constants in the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("TLSError", m.py().get_type::<TLSError>())?;
+    m.add("TLS_LIBRARY", stogie_http::tls_env::LIBRARY)?;
+    m.add("PLAIN_HTTP_ON_TLS_PORT", PLAIN_HTTP_ON_TLS_PORT)?;
+    Ok(())
+}
