@@ -39,6 +39,9 @@ import threading
 import time
 import traceback
 
+from .ssl import TLSError
+from .ssl import _cli as tls_cli
+
 log = logging.getLogger("stogie.cli")
 
 PROG = "stogie"
@@ -408,6 +411,7 @@ def build_parser():
         default="info",
         help="debug, info, warning or error (default: info)",
     )
+    tls_cli.add_arguments(parser)
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return parser
 
@@ -511,6 +515,10 @@ def _start(opts):
         server.workers = opts.workers
     except (TypeError, ValueError) as exc:
         raise CLIError(f"bad server settings: {exc}") from None
+    try:
+        server.ssl_adapter = tls_cli.make_adapter(opts)
+    except ValueError as exc:
+        raise CLIError(f"bad TLS settings: {exc}") from None
 
     try:
         server.prepare()
@@ -524,11 +532,16 @@ def _start(opts):
     except RuntimeError as exc:
         # --workers with threads already running (started by the app's import).
         raise CLIError(str(exc)) from None
+    except TLSError as exc:
+        raise CLIError(f"bad TLS settings: {exc}") from None
 
     # After prepare() bind_addr holds the real address (port 0 resolved).
     bound = getattr(server, "bind_addr", None) or bind_addr
     workers = f" ({opts.workers} workers)" if opts.workers > 1 else ""
-    _say(f"serving {description} on {format_bind(bound)}{workers}")
+    where = format_bind(bound)
+    if server.ssl_adapter is not None:
+        where = where.replace("http://", "https://", 1) + " (HTTPS)"
+    _say(f"serving {description} on {where}{workers}")
     return server
 
 
@@ -547,8 +560,11 @@ class _Signals:
     threads write a 0 byte to it when they finish, to wake the main thread.
     """
 
-    def __init__(self):
-        """Install the handlers, if this is the main thread (signals go only there)."""
+    def __init__(self, on_hup=None):
+        """Install the handlers, if this is the main thread (signals go only there).
+
+        ``on_hup``: what SIGHUP does (reload the TLS certificate); it does not stop.
+        """
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
@@ -566,6 +582,8 @@ class _Signals:
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._ignore)
+        if on_hup is not None:
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: on_hup())
 
     @staticmethod
     def _ignore(signum, frame):
@@ -597,7 +615,7 @@ class _Signals:
             except BlockingIOError:
                 continue
             for signum in data:
-                if signum:
+                if signum and signum != signal.SIGHUP:
                     return signal.Signals(signum).name
         return None
 
@@ -643,7 +661,7 @@ def serve_until_signalled(server):
     """
     if getattr(server, "_supervisor", None) is not None:
         return _supervise(server)
-    signals = _Signals()
+    signals = _Signals(on_hup=tls_cli.sighup_handler(server))
     try:
         served, serve_failures = _in_thread(server.serve, "stogie-serve", signals)
         received = signals.wait(served)

@@ -1,8 +1,9 @@
 """The demo application that ``stogie`` serves when no application is named.
 
 It shows the request as the application received it (method, path, query,
-protocol, client address, headers) and echoes what a form posts back, which
-makes it a quick check of a deployment behind a proxy.
+protocol, client address, headers, and over HTTPS the TLS variables) and echoes
+what a form posts back, which makes it a quick check of a deployment behind a
+proxy.
 """
 
 import html
@@ -36,6 +37,8 @@ input, textarea {{ font: inherit; width: 100%; box-sizing: border-box; }}
 <table>
 {request_rows}
 </table>
+<h2>Connection</h2>
+{tls}
 <h2>Request headers</h2>
 <table>
 {header_rows}
@@ -84,6 +87,21 @@ def _read_body(environ):
             return body[:MAX_BODY], f"more than {MAX_BODY} bytes"
         return body, f"{len(body)} bytes"
     return b"", "0 bytes"
+
+
+def _tls(environ):
+    """The HTML saying whether the page came over HTTPS, with the TLS variables."""
+    if environ.get("HTTPS") != "on":
+        return "<p>Plain HTTP: this page was not reached over HTTPS.</p>"
+    pairs = sorted(
+        (name, value)
+        for name, value in environ.items()
+        if name.startswith("SSL_") and name not in ("SSL_SERVER_CERT", "SSL_CLIENT_CERT")
+    )
+    return (
+        f"<p>HTTPS: {html.escape(environ.get('SSL_PROTOCOL', ''))}, "
+        f"{html.escape(environ.get('SSL_CIPHER', ''))}.</p>\n<table>\n{_rows(pairs)}\n</table>"
+    )
 
 
 def _posted(environ):
@@ -135,6 +153,7 @@ def app(environ, start_response):
         version=html.escape(__version__),
         request_rows=request_rows,
         header_rows=_rows(headers) or "<tr><td>(none)</td></tr>",
+        tls=_tls(environ),
         posted=_posted(environ),
     )
     body = page.encode("utf-8")

@@ -51,7 +51,7 @@ STOP_MARGIN = 3.0
 REPEAT_SIGNAL_WINDOW = 0.5
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -204,6 +204,11 @@ class Supervisor:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, _ignore)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if server.ssl_adapter is not None:
+            # SIGHUP: read the TLS certificate and key again (the supervisor passes it on).
+            from . import ssl
+
+            signal.signal(signal.SIGHUP, lambda signum, frame: ssl.reload_logged(server))
         self._wake_r.close()
         self._wake_w.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -295,6 +300,10 @@ class Supervisor:
         }
         for signum in (*_STOP_SIGNALS, signal.SIGCHLD):
             previous[signum] = signal.signal(signum, _ignore)
+        if self.server.ssl_adapter is not None:
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda signum, frame: self.send_workers(signal.SIGHUP)
+            )
         return previous
 
     def _restore_signals(self, previous):
@@ -422,6 +431,10 @@ class Supervisor:
             except ChildProcessError:
                 pass
             del self.children[pid]
+
+    def send_workers(self, signum):
+        """Send a signal to every worker (SIGHUP: reload the TLS certificate)."""
+        self._send_all(signum)
 
     def _send_all(self, signum):
         for pid in self.children:

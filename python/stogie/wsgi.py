@@ -342,11 +342,27 @@ class CherryPyWSGIServer(Server):
     as a :class:`PathInfoDispatcher` would.
     """
 
+    ssl_module = "builtin"
+    """The adapter (``get_ssl_adapter_class`` name) made of the attributes below."""
+    ssl_certificate = None
+    """With ``ssl_private_key``: serve HTTPS, as the old wsgiserver did."""
+    ssl_private_key = None
+    ssl_certificate_chain = None
+
     def __init__(self, bind_addr, wsgi_app, *args, **kwargs):
         """Initialize, accepting a list of (script_name, app) pairs as the app."""
         if isinstance(wsgi_app, (list, tuple)) and not callable(wsgi_app):
             wsgi_app = PathInfoDispatcher(list(wsgi_app))
         super().__init__(bind_addr, wsgi_app, *args, **kwargs)
+
+    def prepare(self):
+        """Prepare to serve; an ``ssl_certificate`` set without an ``ssl_adapter`` makes one."""
+        if self.ssl_adapter is None and self.ssl_certificate:
+            adapter_class = server.get_ssl_adapter_class(self.ssl_module)
+            self.ssl_adapter = adapter_class(
+                self.ssl_certificate, self.ssl_private_key, self.ssl_certificate_chain
+            )
+        super().prepare()
 
 
 # compatibility aliases

@@ -8,6 +8,7 @@ Without pyOpenSSL, ``get_context()`` returns an :class:`ssl.SSLContext` instead.
 """
 
 import ssl
+import warnings
 from warnings import warn as _warn
 
 from . import Adapter
@@ -66,6 +67,9 @@ class pyOpenSSLAdapter(Adapter):
     def _password_callback(self, password_max_length, _verify_twice, password, /):
         """Pass a passphrase to password protected private key."""
         b_password = b""  # returning a falsy value communicates an error
+        if callable(password):
+            # Called once, and kept for the engine and for reloads.
+            password = self._key_password(None, f"private key file {self.private_key}")
         if isinstance(password, str):
             b_password = password.encode("utf-8")
         elif isinstance(password, bytes):
@@ -96,7 +100,10 @@ class pyOpenSSLAdapter(Adapter):
                 c.set_ciphers(self.ciphers)
             return c
         c = SSL.Context(SSL.SSLv23_METHOD)
-        c.set_passwd_cb(self._password_callback, self.private_key_password)
+        with warnings.catch_warnings():
+            # pyOpenSSL 25 deprecates it; Cheroot's adapter uses it, so this one does.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            c.set_passwd_cb(self._password_callback, self.private_key_password)
         c.use_privatekey_file(self.private_key)
         if self.certificate_chain:
             c.load_verify_locations(self.certificate_chain)

@@ -1,0 +1,568 @@
+"""HTTPS through Cheroot's adapter API: real certificates (trustme, cryptography), real
+clients (ssl, http.client, requests), the environ, client certificates, keys and their
+passwords, reload, and the wrong protocol on the port."""
+
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+import warnings
+
+import pytest
+import requests
+import trustme
+from tlskit import (
+    PASSWORD,
+    Pki,
+    environ_app,
+    https_get,
+    key_bytes,
+    load_key,
+    self_signed,
+    tls_connect,
+)
+
+from conftest import hello_app, running
+from stogie import server, wsgi
+from stogie.ssl import TLSError
+from stogie.ssl.builtin import BuiltinSSLAdapter
+from stogie.ssl.pyopenssl import pyOpenSSLAdapter
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path)
+
+
+@pytest.fixture
+def tls_serve(pki):
+    """``tls_serve(app, adapter=None, **server_kwargs)``: a running HTTPS server (the
+    builtin adapter on the pki's files by default)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+
+    def start(app=environ_app, adapter=None, bind_addr=("127.0.0.1", 0), attrs=None, **kw):
+        srv = wsgi.Server(bind_addr, app, **kw)
+        srv.ssl_adapter = adapter or BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+        for name, value in (attrs or {}).items():
+            setattr(srv, name, value)
+        return stack.enter_context(running(srv))
+
+    with stack:
+        yield start
+
+
+def env_over(srv, context, path="/"):
+    status, body, facts = https_get(srv.bind_addr, context, path)
+    assert status == 200
+    return json.loads(body), facts
+
+
+# --- serving and the environ -----------------------------------------------------------
+
+
+def test_requests_and_http_client_over_https(pki, tls_serve):
+    srv = tls_serve(hello_app)
+    with requests.Session() as s:
+        for _ in range(3):  # one kept-alive connection
+            r = s.get(f"https://127.0.0.1:{srv.bind_addr[1]}/", verify=pki.ca_file)
+            assert (r.status_code, r.text) == (200, "Hello, World!")
+    ctx = pki.client_context()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    status, body, facts = https_get(srv.bind_addr, ctx)
+    assert (status, body) == (200, b"Hello, World!")
+    assert facts["alpn"] == "http/1.1"
+    assert facts["version"] == "TLSv1.3"
+
+
+def test_environ_has_cheroots_ssl_variables(pki, tls_serve):
+    srv = tls_serve()
+    env, facts = env_over(srv, pki.client_context())
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTPS"] == "on"
+    assert env["SSL_PROTOCOL"] == facts["version"] == "TLSv1.3"
+    assert env["SSL_CIPHER"] == facts["cipher"][0]
+    assert env["SSL_CIPHER_USEKEYSIZE"] == str(facts["cipher"][2])
+    assert env["SSL_CIPHER_ALGKEYSIZE"] in ("128", "256")
+    assert env["SSL_CIPHER_EXPORT"] == ""
+    assert env["SSL_VERSION_INTERFACE"].startswith(f"{server.HTTPServer.version} Python/")
+    assert env["SSL_VERSION_LIBRARY"].startswith("rustls/")
+    assert len(env["SSL_SESSION_ID"]) == 64
+    assert env["SSL_TLS_SNI"] == "localhost"
+    assert env["SSL_CLIENT_VERIFY"] == "NONE"
+    assert not any(k.startswith("SSL_CLIENT_S_DN") for k in env)
+    # The server certificate, in Cheroot's (OpenSSL's) formats.
+    leaf = ssl._ssl._test_decode_cert(pki.cert_file)
+    assert env["SSL_SERVER_M_VERSION"] == "3"
+    assert env["SSL_SERVER_M_SERIAL"] == leaf["serialNumber"]
+    assert env["SSL_SERVER_V_START"] == leaf["notBefore"]
+    assert env["SSL_SERVER_V_END"] == leaf["notAfter"]
+    assert env["SSL_SERVER_S_DN_O"] == "trustme v1.2.1" or env["SSL_SERVER_S_DN_O"].startswith(
+        "trustme"
+    )
+    subject = ",".join(f"{k}={v}" for rdn in leaf["subject"] for k, v in rdn)
+    assert env["SSL_SERVER_S_DN"] == subject.replace("organizationName", "O").replace(
+        "organizationalUnitName", "OU"
+    )
+    assert env["SSL_SERVER_SAN_DNS_0"] == "localhost"
+    assert env["SSL_SERVER_CERT"] == ssl.DER_cert_to_PEM_cert(facts["peer"]).strip()
+    # PEP 3333: CGI variables are native strings.
+    assert env["_types"] == ["str"]
+
+
+def test_tls12_environ(pki, tls_serve):
+    srv = tls_serve()
+    ctx = pki.client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    env, facts = env_over(srv, ctx)
+    assert env["SSL_PROTOCOL"] == "TLSv1.2"
+    assert env["SSL_CIPHER"] == facts["cipher"][0]
+    assert "ECDHE" in env["SSL_CIPHER"]
+
+
+def test_native_gateway_sees_ssl_env(pki):
+    """A Gateway_10 subclass (Cheroot's test_ssl HelloWorldGateway) builds its environ in
+    Python, with ``req.conn.ssl_env``."""
+
+    class EnvGateway(wsgi.Gateway_10):
+        def respond(self):
+            env = self.get_environ()
+            self.req.status = b"200 OK"
+            self.req.ensure_headers_sent()
+            env = {k: v for k, v in env.items() if isinstance(v, str)}
+            self.req.write(json.dumps(env).encode())
+
+    srv = server.HTTPServer(("127.0.0.1", 0), EnvGateway)
+    srv.ssl_adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    with running(srv):
+        env, _ = env_over(srv, pki.client_context())
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTPS"] == "on"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3"
+    assert env["SSL_CLIENT_VERIFY"] == "NONE"
+
+
+def test_unix_socket_https(pki, tls_serve, tmp_path):
+    path = str(tmp_path / "tls.sock")
+    srv = tls_serve(bind_addr=path)
+    raw = socket.socket(socket.AF_UNIX)
+    raw.settimeout(5)
+    raw.connect(path)
+    with pki.client_context().wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["SSL_PROTOCOL"] == "TLSv1.3"
+    assert srv.bind_addr == path
+
+
+def test_bodies_chunked_streaming_and_files_over_https(pki, tls_serve, tmp_path):
+    blob = os.urandom(3 << 20)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(blob)
+
+    def app(environ, start_response):
+        route = environ["PATH_INFO"]
+        if route == "/echo":
+            data = environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Length", str(len(data)))])
+            return [data]
+        if route == "/stream":
+            start_response("200 OK", [])
+            return (blob[i : i + 100_000] for i in range(0, len(blob), 100_000))
+        start_response("200 OK", [("Content-Length", str(len(blob)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    srv = tls_serve(app)
+    url = f"https://127.0.0.1:{srv.bind_addr[1]}"
+    ca = pki.ca_file  # given each time: REQUESTS_CA_BUNDLE would win over Session.verify
+    with requests.Session() as s:
+        assert s.post(url + "/echo", data=blob, verify=ca).content == blob
+        chunks = (blob[i : i + 65536] for i in range(0, len(blob), 65536))
+        assert s.post(url + "/echo", data=chunks, verify=ca).content == blob  # chunked upload
+        r = s.get(url + "/stream", verify=ca)
+        assert r.headers["Transfer-Encoding"] == "chunked"
+        assert r.content == blob
+        assert s.get(url + "/file", verify=ca).content == blob  # sendfile falls back
+
+
+def test_pipelined_requests_over_https(pki, tls_serve):
+    srv = tls_serve(hello_app)
+    with tls_connect(srv.bind_addr, pki.client_context()) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        data = b""
+        deadline = time.monotonic() + 5
+        while data.count(b"Hello, World!") < 20 and time.monotonic() < deadline:
+            data += s.recv(65536)
+    assert data.count(b"HTTP/1.1 200 OK") == 20
+
+
+# --- the wrong protocol on the port --------------------------------------------------
+
+
+def test_plain_http_on_the_https_port_gets_cheroots_400(tls_serve):
+    srv = tls_serve(hello_app, attrs={"timeout": 30})
+    started = time.monotonic()
+    r = requests.get(f"http://127.0.0.1:{srv.bind_addr[1]}/", timeout=5)
+    assert time.monotonic() - started < 2
+    assert r.status_code == 400
+    assert r.text == (
+        "The client sent a plain HTTP request, but this server only speaks HTTPS on this port."
+    )
+    assert r.headers["Content-Type"].startswith("text/plain")
+
+
+def test_https_on_a_plain_port_fails_the_handshake(serve):
+    srv = serve(hello_app, attrs={"timeout": 2})
+    with pytest.raises(ssl.SSLError):
+        tls_connect(srv.bind_addr, ssl.create_default_context(), timeout=10)
+
+
+def test_garbage_and_stalled_handshakes_leave_the_server_serving(pki, tls_serve):
+    srv = tls_serve(hello_app, attrs={"timeout": 2})
+    junk = []
+    for payload in (b"\x00\x01\x02garbage", b"\x16\x03\x01\x00\x05\xde\xad\xbe\xef\x00", b""):
+        s = socket.create_connection(srv.bind_addr)
+        s.sendall(payload)
+        junk.append(s)
+    assert https_get(srv.bind_addr, pki.client_context())[0] == 200
+    for s in junk:
+        s.settimeout(5)
+        started = time.monotonic()
+        try:
+            while s.recv(1024):
+                pass
+        except OSError:
+            pass
+        assert time.monotonic() - started < 4
+        s.close()
+
+
+def test_a_thousand_stalled_handshakes_do_not_delay_a_client(pki, tls_serve):
+    srv = tls_serve(hello_app, attrs={"timeout": 30})
+    stalled = []
+    try:
+        for i in range(1000):
+            s = socket.create_connection(srv.bind_addr)
+            if i % 2:
+                s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # half a hello
+            stalled.append(s)
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert https_get(srv.bind_addr, pki.client_context())[0] == 200
+            times.append(time.monotonic() - started)
+        assert max(times) < 1.0, times
+    finally:
+        for s in stalled:
+            s.close()
+
+
+# --- client certificates ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED])
+def test_client_certificate_verified(pki, tls_serve, mode):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context.verify_mode = mode
+    pki.ca.configure_trust(adapter.context)  # trustme, as in Cheroot's tests
+    srv = tls_serve(adapter=adapter)
+    alice = pki.ca.issue_cert("alice@example.com", "alice.example", common_name="alice")
+    env, _ = env_over(srv, pki.client_context(alice))
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN_CN"] == "alice"
+    assert env["SSL_CLIENT_S_DN"].endswith(",CN=alice")
+    assert env["SSL_CLIENT_I_DN_O"].startswith("trustme")
+    assert env["SSL_CLIENT_SAN_Email_0"] == "alice@example.com"
+    assert env["SSL_CLIENT_SAN_DNS_0"] == "alice.example"
+    assert env["SSL_CLIENT_M_VERSION"] == "3"
+    assert env["SSL_CLIENT_V_END"].endswith(" GMT")
+    assert int(env["SSL_CLIENT_V_REMAIN"]) > 0
+    cert_pem = alice.cert_chain_pems[0].bytes().decode().strip()
+    assert env["SSL_CLIENT_CERT"] == cert_pem
+    # A certificate from another CA is refused.
+    mallory = trustme.CA().issue_cert("mallory.example")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(srv.bind_addr, pki.client_context(mallory, "mallory"))
+    # No certificate: refused when required, served (NONE) when optional.
+    if mode == ssl.CERT_REQUIRED:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https_get(srv.bind_addr, pki.client_context())
+    else:
+        env, _ = env_over(srv, pki.client_context())
+        assert env["SSL_CLIENT_VERIFY"] == "NONE"
+    assert https_get(srv.bind_addr, pki.client_context(alice))[0] == 200
+
+
+def test_client_verification_without_cas_is_refused(pki):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context.verify_mode = ssl.CERT_REQUIRED
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = adapter
+    with pytest.raises(TLSError, match="verify_mode is CERT_REQUIRED.*no CA certificates"):
+        srv.prepare()
+    assert not srv.ready
+
+
+# --- context settings -----------------------------------------------------------------
+
+
+def test_versions_and_ciphers_honoured(pki, tls_serve):
+    suite = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file, ciphers=suite)
+    adapter.context.maximum_version = ssl.TLSVersion.TLSv1_2
+    srv = tls_serve(adapter=adapter)
+    env, facts = env_over(srv, pki.client_context())
+    assert (env["SSL_PROTOCOL"], env["SSL_CIPHER"]) == ("TLSv1.2", suite)
+
+    only13 = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    only13.context.minimum_version = ssl.TLSVersion.TLSv1_3
+    srv = tls_serve(adapter=only13)
+    ctx = pki.client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        https_get(srv.bind_addr, ctx)
+    assert env_over(srv, pki.client_context())[0]["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        (lambda c: setattr(c, "minimum_version", ssl.TLSVersion.TLSv1), "minimum_version is TLSv1"),
+        (lambda c: setattr(c, "maximum_version", ssl.TLSVersion.TLSv1_1), "maximum_version"),
+        (lambda c: setattr(c, "sni_callback", lambda *a: None), "sni_callback"),
+        (lambda c: c.set_ciphers("DHE-RSA-AES256-GCM-SHA384"), "ciphers: none of the TLS 1.2"),
+        (lambda c: setattr(c, "verify_flags", ssl.VERIFY_CRL_CHECK_LEAF), "CRL"),
+    ],
+)
+def test_settings_rustls_cannot_honour_are_refused_by_name(pki, setting, match):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1
+        setting(adapter.context)
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = adapter
+    with pytest.raises(TLSError, match=match):
+        srv.prepare()
+    assert not srv.ready
+
+
+def test_a_context_assigned_whole_is_honoured(pki, tls_serve):
+    """CherryPy's ``server.ssl_context``: the adapter's context replaced."""
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    ctx = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki.cert_file, pki.key_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    adapter.context = ctx
+    srv = tls_serve(adapter=adapter)
+    old = pki.client_context()
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        https_get(srv.bind_addr, old)
+
+
+# --- keys, passwords and certificate errors ------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["pkcs8", "traditional"])
+@pytest.mark.parametrize(
+    "password",
+    [PASSWORD, PASSWORD.encode(), lambda: PASSWORD],
+    ids=["str", "bytes", "callable"],
+)
+def test_encrypted_keys(pki, tls_serve, tmp_path, fmt, password):
+    key = load_key(pki.server.private_key_pem.bytes())
+    encrypted = tmp_path / f"enc-{fmt}.key"
+    encrypted.write_bytes(key_bytes(key, fmt, PASSWORD.encode()))
+    marker = b"ENCRYPTED PRIVATE KEY" if fmt == "pkcs8" else b"Proc-Type: 4,ENCRYPTED"
+    assert marker in encrypted.read_bytes()
+    for cls in (BuiltinSSLAdapter, pyOpenSSLAdapter):
+        adapter = cls(pki.cert_file, str(encrypted), private_key_password=password)
+        srv = tls_serve(hello_app, adapter=adapter)
+        assert https_get(srv.bind_addr, pki.client_context())[:2] == (200, b"Hello, World!")
+
+
+def test_wrong_or_missing_password(pki, tmp_path):
+    key = load_key(pki.server.private_key_pem.bytes())
+    encrypted = tmp_path / "enc.key"
+    encrypted.write_bytes(key_bytes(key, "pkcs8", PASSWORD.encode()))
+    # As in Cheroot: the builtin adapter fails at construction, with OpenSSL's error.
+    with pytest.raises(ssl.SSLError, match=r"^\[SSL\] PEM"):
+        BuiltinSSLAdapter(pki.cert_file, str(encrypted), private_key_password="wrong")
+    # No password and no terminal to ask on.
+    with pytest.raises(TLSError, match="encrypted and no password was given"):
+        BuiltinSSLAdapter(pki.cert_file, str(encrypted))
+    # The pyOpenSSL adapter fails at start.
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = pyOpenSSLAdapter(pki.cert_file, str(encrypted), private_key_password="no")
+    with pytest.raises(Exception, match="bad decrypt|cannot be decrypted|PEM"):
+        srv.prepare()
+    assert not srv.ready
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec", "ed25519"])
+@pytest.mark.parametrize("fmt", ["pkcs8", "traditional"])
+def test_key_types_and_formats(tmp_path, tls_serve, kind, fmt):
+    if kind == "ed25519" and fmt == "traditional":
+        pytest.skip("Ed25519 keys have no traditional OpenSSL form")
+    cert, key = self_signed(tmp_path, kind)
+    key_file = tmp_path / f"{kind}-{fmt}.key"
+    key_file.write_bytes(key_bytes(key, fmt))
+    header = {
+        ("rsa", "traditional"): b"BEGIN RSA PRIVATE KEY",  # PKCS#1
+        ("ec", "traditional"): b"BEGIN EC PRIVATE KEY",  # SEC1
+    }.get((kind, fmt), b"BEGIN PRIVATE KEY")
+    assert header in key_file.read_bytes()
+    srv = tls_serve(hello_app, adapter=BuiltinSSLAdapter(cert, str(key_file)))
+    ctx = ssl.create_default_context(cafile=cert)
+    assert https_get(srv.bind_addr, ctx)[:2] == (200, b"Hello, World!")
+
+
+def test_certificate_errors_name_the_file(pki, tmp_path):
+    # Cheroot's own errors at construction: a missing file, a key that does not match.
+    with pytest.raises(FileNotFoundError):
+        BuiltinSSLAdapter(str(tmp_path / "missing.pem"), pki.key_file)
+    other = pki.ca.issue_cert("other.example")
+    _, other_key = pki.write(other, "other")
+    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH|key values mismatch"):
+        BuiltinSSLAdapter(pki.cert_file, other_key)
+    # An expired certificate: refused at start, naming the file.
+    import datetime
+
+    cert, key = self_signed(
+        tmp_path, "ec", "old", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    )
+    key_file = tmp_path / "old.key"
+    key_file.write_bytes(key_bytes(key, "pkcs8"))
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = BuiltinSSLAdapter(cert, str(key_file))
+    expired = f"certificate file {cert}: the certificate expired on Jan  1"
+    with pytest.raises(TLSError, match=expired):
+        srv.prepare()
+    # A file that went missing between construction and start.
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.certificate = str(tmp_path / "gone.pem")
+    srv.ssl_adapter = adapter
+    with pytest.raises(TLSError, match="gone.pem: cannot be read: No such file"):
+        srv.prepare()
+
+
+# --- reload ---------------------------------------------------------------------------
+
+
+def test_reload_tls_new_connections_see_the_new_certificate(pki, tls_serve, tmp_path):
+    srv = tls_serve(hello_app)
+    first = https_get(srv.bind_addr, pki.client_context())[2]["peer"]
+    keep = tls_connect(srv.bind_addr, pki.client_context())
+    keep.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in keep.recv(4096)
+
+    renewed = pki.ca.issue_cert("127.0.0.1", "localhost", common_name="renewed")
+    pki.write(renewed, "server")  # over the served files
+    srv.reload_tls()
+    second = https_get(srv.bind_addr, pki.client_context())[2]["peer"]
+    assert second != first
+    assert second == ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    # The connection opened before goes on.
+    keep.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in keep.recv(4096)
+    keep.close()
+
+    # A bad pair is refused, and the served one stays.
+    with open(pki.key_file, "wb") as f:
+        f.write(pki.ca.issue_cert("x.example").private_key_pem.bytes())
+    with pytest.raises(TLSError, match="does not match the certificate"):
+        srv.reload_tls()
+    assert https_get(srv.bind_addr, pki.client_context())[2]["peer"] == second
+
+
+def test_reload_tls_of_an_encrypted_key_uses_the_password_again(pki, tls_serve, tmp_path):
+    calls = []
+
+    def password():
+        calls.append(1)
+        return PASSWORD
+
+    key_file = tmp_path / "enc.key"
+    key_file.write_bytes(
+        key_bytes(load_key(pki.server.private_key_pem.bytes()), "pkcs8", PASSWORD.encode())
+    )
+    adapter = BuiltinSSLAdapter(pki.cert_file, str(key_file), private_key_password=password)
+    srv = tls_serve(hello_app, adapter=adapter)
+    renewed = pki.ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, _ = pki.write(renewed, "server")
+    key_file.write_bytes(
+        key_bytes(load_key(renewed.private_key_pem.bytes()), "pkcs8", PASSWORD.encode())
+    )
+    srv.reload_tls()
+    peer = https_get(srv.bind_addr, pki.client_context())[2]["peer"]
+    assert peer == ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    assert calls == [1], "the password callable is called once"
+
+
+# --- Cheroot's API ------------------------------------------------------------------
+
+
+def test_adapter_classes_and_signatures():
+    import inspect
+
+    assert server.get_ssl_adapter_class("builtin") is BuiltinSSLAdapter
+    assert server.get_ssl_adapter_class("pyopenssl") is pyOpenSSLAdapter
+    assert server.get_ssl_adapter_class("PyOpenSSL") is pyOpenSSLAdapter
+    for cls in (BuiltinSSLAdapter, pyOpenSSLAdapter):
+        assert str(inspect.signature(cls)) == (
+            "(certificate, private_key, certificate_chain=None, ciphers=None, *,"
+            " private_key_password=None)"
+        )
+
+
+def test_cherrypy_wsgi_server_ssl_attributes(pki):
+    srv = wsgi.CherryPyWSGIServer(("127.0.0.1", 0), hello_app)
+    srv.ssl_certificate = pki.cert_file
+    srv.ssl_private_key = pki.key_file
+    with running(srv):
+        status, body, _ = https_get(srv.bind_addr, pki.client_context())
+    assert (status, body) == (200, b"Hello, World!")
+
+
+def test_certificate_chain_is_sent(tmp_path, tls_serve):
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    leaf = intermediate.issue_cert("127.0.0.1", "localhost")
+    cert = tmp_path / "leaf.pem"
+    cert.write_bytes(leaf.cert_chain_pems[0].bytes())  # the leaf alone
+    key = tmp_path / "leaf.key"
+    leaf.private_key_pem.write_to_path(str(key))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(intermediate.cert_pem.bytes() + root.cert_pem.bytes())
+    srv = tls_serve(hello_app, adapter=BuiltinSSLAdapter(str(cert), str(key), str(chain)))
+    ctx = ssl.create_default_context()
+    root.configure_trust(ctx)  # the root only: the intermediate must come from the server
+    assert https_get(srv.bind_addr, ctx)[0] == 200
+
+
+def test_handshakes_are_not_in_python_threads(pki, tls_serve):
+    """A handshake never occupies a worker thread: one thread serves while clients stall."""
+    srv = tls_serve(hello_app, numthreads=1, attrs={"timeout": 30})
+    stalled = [socket.create_connection(srv.bind_addr) for _ in range(20)]
+    try:
+        results = []
+
+        def client():
+            results.append(https_get(srv.bind_addr, pki.client_context())[0])
+
+        threads = [threading.Thread(target=client) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results == [200] * 5
+    finally:
+        for s in stalled:
+            s.close()

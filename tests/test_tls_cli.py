@@ -1,0 +1,252 @@
+"""HTTPS from the ``stogie`` command: its TLS options (and gunicorn's names for them), real
+clients (curl, openssl s_client, Python's ssl), SIGHUP reloading the certificate in the
+process and in every worker."""
+
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+import trustme
+from test_cli import run_to_exit, stogie_process
+from tlskit import PASSWORD, Pki, key_bytes, load_key, tls_connect
+
+from conftest import connect_tcp, free_port, wait_until_serving
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+
+CURL = shutil.which("curl")
+OPENSSL = shutil.which("openssl")
+needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path)
+
+
+def curl(port, pki, *args, path="/"):
+    """curl a page of the server: (exit code, body, stderr)."""
+    proc = subprocess.run(
+        [CURL, "-sS", "--max-time", "5", "--cacert", pki.ca_file, *args]
+        + [f"https://localhost:{port}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+GET = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def s_client(port, pki, *args, data=GET):
+    proc = subprocess.run(
+        [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", pki.ca_file, "-ign_eof"]
+        + list(args),
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def peer_cert(port, pki):
+    with tls_connect(("127.0.0.1", port), pki.client_context()) as s:
+        return s.getpeercert(binary_form=True)
+
+
+def der(leaf):
+    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.fixture
+def tls_process(tmp_path, pki):
+    """``tls_process(*extra_args)``: a ``stogie`` serving HTTPS (the demo app) with the
+    pki's files, waited for; yields (running process, port)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+
+    def start(*extra, cert=True):
+        port = free_port()
+        args = ["--bind", f"127.0.0.1:{port}"]
+        if cert:
+            args += ["--ssl-certificate", pki.cert_file, "--ssl-private-key", pki.key_file]
+        running = stack.enter_context(stogie_process(args + list(extra), tmp_path))
+        wait_until_serving(running, lambda: connect_tcp(port))
+        return running, port
+
+    with stack:
+        yield start
+
+
+@needs_curl
+def test_gunicorn_option_names_and_the_demo_page(tmp_path, pki, tls_process):
+    running, port = tls_process("--certfile", pki.cert_file, "--keyfile", pki.key_file, cert=False)
+    code, page, err = curl(port, pki)
+    assert code == 0, err
+    assert "HTTPS: TLSv1.3" in page
+    assert "SSL_SERVER_S_DN" in page
+    assert f"https://127.0.0.1:{port} (HTTPS)" in running.stderr
+    code, page, err = curl(port, pki, "--tlsv1.2", "--tls-max", "1.2")
+    assert code == 0, err
+    assert "HTTPS: TLSv1.2" in page
+
+
+@needs_curl
+def test_minimum_version_and_ciphers(pki, tls_process):
+    _, port = tls_process("--ssl-minimum-version", "TLSv1.3")
+    assert curl(port, pki, "--tls-max", "1.2")[0] != 0
+    assert curl(port, pki)[0] == 0
+    _, port = tls_process("--ssl-ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305")
+    code, page, err = curl(port, pki, "--tls-max", "1.2")
+    assert code == 0, err
+    assert "ECDHE-ECDSA-CHACHA20-POLY1305" in page
+
+
+@needs_curl
+@pytest.mark.parametrize("verify", ["required", "optional"])
+def test_client_certificates_with_curl(tmp_path, pki, tls_process, verify):
+    _, port = tls_process("--ca-certs", pki.ca_file, "--ssl-client-verify", verify)
+    client = pki.ca.issue_cert("carol@example.com", common_name="carol")
+    cert, key = tmp_path / "carol.pem", tmp_path / "carol.key"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    code, page, err = curl(port, pki, "--cert", str(cert), "--key", str(key))
+    assert code == 0, err
+    assert "SSL_CLIENT_S_DN_CN" in page and "carol" in page
+    code, page, err = curl(port, pki)
+    if verify == "required":
+        assert code != 0, page
+    else:
+        assert code == 0, err
+        assert "SSL_CLIENT_VERIFY</th><td>NONE" in page
+    stranger = trustme.CA().issue_cert("mallory@example.com")
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "mallory.pem"))
+    assert curl(port, pki, "--cert", str(tmp_path / "mallory.pem"))[0] != 0
+
+
+@needs_curl
+def test_encrypted_key_with_a_password_file(tmp_path, pki, tls_process):
+    key = tmp_path / "enc.key"
+    plain = load_key(pki.server.private_key_pem.bytes())
+    key.write_bytes(key_bytes(plain, "pkcs8", PASSWORD.encode()))
+    password = tmp_path / "password.txt"
+    password.write_text(PASSWORD + "\n")
+    args = ["--ssl-certificate", pki.cert_file, "--ssl-private-key", str(key)]
+    _, port = tls_process(*args, "--ssl-private-key-password-file", str(password), cert=False)
+    assert curl(port, pki)[0] == 0
+
+
+@needs_openssl
+def test_openssl_s_client_alpn_sni_protocol_cipher_and_resumption(tmp_path, pki, tls_process):
+    _, port = tls_process()
+    sess = str(tmp_path / "session.pem")
+    suite = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    common = ["-alpn", "http/1.1", "-servername", "localhost", "-tls1_2", "-cipher", suite]
+    code, out, err = s_client(port, pki, *common, "-sess_out", sess)
+    assert code == 0, err
+    assert "ALPN protocol: http/1.1" in out
+    assert f"New, TLSv1.2, Cipher is {suite}" in out
+    assert "Verify return code: 0 (ok)" in out
+    assert "HTTP/1.1 200 OK" in out
+    assert "SSL_TLS_SNI</th><td>localhost" in out
+    code, out, err = s_client(port, pki, *common, "-sess_in", sess)
+    assert code == 0, err
+    assert f"Reused, TLSv1.2, Cipher is {suite}" in out
+    assert "SSL_SESSION_RESUMED</th><td>Resumed" in out
+    code, out, _ = s_client(port, pki, "-tls1_3", "-alpn", "http/1.1")
+    assert "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384" in out
+
+
+@needs_openssl
+def test_renegotiation_is_refused_and_the_server_goes_on(pki, tls_process):
+    _, port = tls_process()
+    # "R" at the start of a line asks s_client to renegotiate (TLS 1.2); rustls answers
+    # with a no_renegotiation alert.
+    command = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", pki.ca_file]
+    proc = subprocess.Popen(
+        command + ["-tls1_2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        proc.stdin.write("R\n")
+        proc.stdin.flush()
+        time.sleep(1)
+        proc.stdin.close()
+        proc.wait(10)
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    assert "RENEGOTIATING" in out
+    assert peer_cert(port, pki) == der(pki.server)
+
+
+def test_sighup_reloads_the_certificate(tmp_path, pki, tls_process):
+    running, port = tls_process()
+    assert peer_cert(port, pki) == der(pki.server)
+    renewed = pki.ca.issue_cert("127.0.0.1", "localhost", common_name="renewed")
+    pki.write(renewed, "server")
+    running.proc.send_signal(signal.SIGHUP)
+    assert _wait(lambda: peer_cert(port, pki) == der(renewed)), running.stderr
+    assert "TLS certificate reloaded" in running.stderr
+    # A broken pair is refused: logged, and the served one stays.
+    with open(pki.key_file, "w") as f:
+        f.write("not a key\n")
+    running.proc.send_signal(signal.SIGHUP)
+    assert _wait(lambda: "TLS reload failed" in running.stderr), running.stderr
+    assert peer_cert(port, pki) == der(renewed)
+    assert running.proc.poll() is None
+
+
+def test_sighup_reloads_every_worker(tmp_path, pki, tls_process):
+    running, port = tls_process("--workers", "2")
+    renewed = pki.ca.issue_cert("127.0.0.1", "localhost", common_name="renewed")
+    pki.write(renewed, "server")
+    os.kill(running.proc.pid, signal.SIGHUP)
+    assert _wait(lambda: running.stderr.count("TLS certificate reloaded") >= 2), running.stderr
+    # Connections land on either worker: every one sees the new certificate.
+    assert all(peer_cert(port, pki) == der(renewed) for _ in range(12))
+    assert running.proc.poll() is None
+
+
+def _wait(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ssl-private-key", "k.pem"], "--ssl-private-key needs --ssl-certificate"),
+        (["--ssl-certificate", "missing.pem"], "bad TLS settings"),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-client-verify", "required"],
+            "--ssl-client-verify required needs --ssl-client-ca",
+        ),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "{key}", "--ssl-ciphers", "NOPE"],
+            "bad TLS settings",
+        ),
+    ],
+)
+def test_bad_tls_options_are_one_line_errors(tmp_path, pki, args, message):
+    args = [a.format(cert=pki.cert_file, key=pki.key_file) for a in args]
+    code, _, err = run_to_exit(["--bind", f"127.0.0.1:{free_port()}", *args], tmp_path)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
