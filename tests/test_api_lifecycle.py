@@ -452,10 +452,21 @@ def test_no_connections_accepted_after_stop():
 
 
 def test_prepare_with_non_callable_app_fails():
-    srv = wsgi.Server(("127.0.0.1", 0), None)
+    srv = wsgi.Server(("127.0.0.1", 0), 42)
     with pytest.raises(TypeError):
         srv.prepare()
     assert srv.ready is False
+
+
+def test_app_may_be_set_once_the_server_runs(caplog):
+    # Cheroot allows wsgi.Server(addr, None) (its test fixtures set the app later); until an
+    # app is set, requests get a 500 and the log says what is missing.
+    srv = wsgi.Server(("127.0.0.1", 0), None)
+    with caplog.at_level(logging.ERROR, logger="stogie.error"), running(srv):
+        assert http_get(srv.bind_addr)[0] == 500
+        assert "no WSGI application is set" in caplog.text
+        srv.wsgi_app = hello_app
+        assert http_get(srv.bind_addr)[0] == 200
 
 
 # --- the error log -------------------------------------------------------------------------

@@ -252,6 +252,30 @@ def test_unix_socket_stale_file_is_replaced(sock_path):
         assert unix_environ(sock_path)["SERVER_PORT"] == ""
 
 
+def test_unix_socket_of_a_running_server_is_not_taken(sock_path):
+    # A socket someone accepts on is not stale: binding over it would steal the address.
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(sock_path)
+    live.listen(1)
+    try:
+        srv = wsgi.Server(sock_path, hello_app)
+        with pytest.raises(OSError) as info:
+            srv.prepare()
+        assert "in use by a running server" in str(info.value)
+        assert os.path.exists(sock_path)
+    finally:
+        live.close()
+
+
+def test_unix_socket_replaces_an_empty_file(sock_path):
+    # What tempfile.mkstemp() leaves to reserve a name (Cheroot's own tests bind there):
+    # nothing is lost by replacing it.
+    open(sock_path, "w").close()
+    srv = wsgi.Server(sock_path, environ_app)
+    with running(srv):
+        assert unix_environ(sock_path)["SERVER_PORT"] == ""
+
+
 def test_unix_socket_never_deletes_a_regular_file(sock_path):
     with open(sock_path, "w") as f:
         f.write("precious data")

@@ -132,6 +132,7 @@ impl NativeServer {
                 template: RwLock::new(template),
                 mode: RwLock::new(parse_mode(mode)?),
                 on_error,
+                peercreds: AtomicBool::new(false),
                 resolve_peer: AtomicBool::new(false),
             }),
             config: LiveConfig::new(ServerConfig::default()),
@@ -224,7 +225,7 @@ impl NativeServer {
         let pick = slot.min(self.listeners.len() - 1);
         let listener = self.listeners.swap_remove(pick);
         self.listeners.clear();
-        self.app.resolve_peer.store(peercreds_resolve, Relaxed);
+        self.set_peercreds(peercreds, peercreds_resolve);
         let pool = Pool::start(
             self.app.clone(),
             limits(
@@ -248,7 +249,9 @@ impl NativeServer {
                     stats,
                     EngineOptions {
                         io_threads,
-                        peercreds,
+                        // Always read on UNIX sockets (one getsockopt per connection):
+                        // `peercreds_enabled` may be turned on while the server runs.
+                        peercreds: true,
                     },
                 )
             })
@@ -294,6 +297,13 @@ impl NativeServer {
             return false;
         }
         py.detach(move || finish(engine))
+    }
+
+    /// Whether requests from UNIX socket clients carry their credentials, and whether
+    /// those are resolved to user and group names; for the next request.
+    fn set_peercreds(&self, enabled: bool, resolve: bool) {
+        self.app.peercreds.store(enabled, Relaxed);
+        self.app.resolve_peer.store(enabled && resolve, Relaxed);
     }
 
     /// Whether the engine is running.
