@@ -301,15 +301,22 @@ def test_keep_alive_http11(serve):
     assert len(set(seen)) == 1
 
 
-def test_keep_alive_http10_with_keep_alive_header(serve):
-    server = serve(app_with(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")]))
+@pytest.mark.parametrize("timeout", [7, 2.5])
+def test_keep_alive_http10_with_keep_alive_header(serve, timeout):
+    server = serve(
+        app_with(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")]),
+        timeout=timeout,
+    )
     req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
     responses, closed = exchange(server, [req, req, GET10])
     for status, headers, body, _ in responses[:2]:
         assert status == b"HTTP/1.0 200 OK"
         assert [v.lower() for v in header(headers, "Connection")] == ["keep-alive"]
+        # How long the server keeps the connection, as Cheroot says it.
+        assert header(headers, "Keep-Alive") == [f"timeout={timeout}"]
         assert body == b"hello"
     assert [v.lower() for v in header(responses[2][1], "Connection")] != ["keep-alive"]
+    assert header(responses[2][1], "Keep-Alive") == []
     assert closed
 
 
