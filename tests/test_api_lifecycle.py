@@ -421,6 +421,70 @@ def test_interrupt_from_another_thread_raises_in_serve():
     assert refused(srv.bind_addr)
 
 
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("mode", ["wsgi", "native"])
+def test_an_app_raising_an_interrupt_stops_the_server(caplog, kind, mode):
+    # As in Cheroot: KeyboardInterrupt or SystemExit from the app is a request to stop the
+    # server, not an application error. It becomes the server's interrupt (logged as
+    # Cheroot logs it), the server stops, and safe_start() re-raises it in its thread.
+    def app(environ, start_response):
+        raise kind("simulated handler interrupt")
+
+    class Interrupting(server.Gateway):
+        def respond(self):
+            raise kind("simulated handler interrupt")
+
+    if mode == "wsgi":
+        srv = wsgi.Server(("127.0.0.1", 0), app)
+    else:
+        srv = server.HTTPServer(("127.0.0.1", 0), Interrupting)
+    with caplog.at_level(logging.DEBUG, logger="stogie.error"):
+        thread, outcome = call_in_thread(srv.safe_start)
+        assert wait_for(lambda: srv.ready)
+        assert http_get(srv.bind_addr)[0] == 500
+        thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], kind)
+    assert srv.interrupt is outcome[0]
+    assert srv.ready is False
+    assert refused(srv.bind_addr)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert messages[0][0] == logging.DEBUG
+    assert messages[0][1].startswith(
+        "Got a server shutdown request while handling a connection from 127.0.0.1:"
+    )
+    assert messages[0][1].endswith("(simulated handler interrupt)")
+    assert messages[1] == (
+        logging.DEBUG,
+        f"Setting the server interrupt flag to {kind.__name__}('simulated handler interrupt')",
+    )
+    shutting = "Keyboard Interrupt" if kind is KeyboardInterrupt else "SystemExit raised"
+    assert messages[2] == (logging.INFO, f"{shutting}: shutting down")
+    assert not [m for level, m in messages if level >= logging.ERROR]
+
+
+def test_stop_returns_once_serve_has_returned():
+    # Cheroot's stop() returns only after the serve loop ended: a caller may join the
+    # serving thread, or start the next server, right away.
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.prepare()
+    thread, outcome = call_in_thread(srv.serve)
+    assert http_get(srv.bind_addr)[0] == 200
+    srv.stop()
+    assert not thread.is_alive()
+    assert outcome == ["returned"]
+
+
+def test_run_in_thread():
+    # Cheroot's private helper that other projects' test suites use.
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    with srv._run_in_thread() as thread:
+        assert thread.is_alive() and thread.daemon
+        assert http_get(srv.bind_addr)[0] == 200
+    assert not thread.is_alive()
+    assert refused(srv.bind_addr)
+
+
 def test_bind_addr_port_zero_is_resolved():
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     assert srv.bind_addr == ("127.0.0.1", 0)
@@ -452,10 +516,21 @@ def test_no_connections_accepted_after_stop():
 
 
 def test_prepare_with_non_callable_app_fails():
-    srv = wsgi.Server(("127.0.0.1", 0), None)
+    srv = wsgi.Server(("127.0.0.1", 0), 42)
     with pytest.raises(TypeError):
         srv.prepare()
     assert srv.ready is False
+
+
+def test_app_may_be_set_once_the_server_runs(caplog):
+    # Cheroot allows wsgi.Server(addr, None) (its test fixtures set the app later); until an
+    # app is set, requests get a 500 and the log says what is missing.
+    srv = wsgi.Server(("127.0.0.1", 0), None)
+    with caplog.at_level(logging.ERROR, logger="stogie.error"), running(srv):
+        assert http_get(srv.bind_addr)[0] == 500
+        assert "no WSGI application is set" in caplog.text
+        srv.wsgi_app = hello_app
+        assert http_get(srv.bind_addr)[0] == 200
 
 
 # --- the error log -------------------------------------------------------------------------

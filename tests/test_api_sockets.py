@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import hello_app, http_get, raw_request, running, wait_closed
-from stogie import wsgi
+from stogie import server, wsgi
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sockets")
 
@@ -252,6 +252,30 @@ def test_unix_socket_stale_file_is_replaced(sock_path):
         assert unix_environ(sock_path)["SERVER_PORT"] == ""
 
 
+def test_unix_socket_of_a_running_server_is_not_taken(sock_path):
+    # A socket someone accepts on is not stale: binding over it would steal the address.
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(sock_path)
+    live.listen(1)
+    try:
+        srv = wsgi.Server(sock_path, hello_app)
+        with pytest.raises(OSError) as info:
+            srv.prepare()
+        assert "in use by a running server" in str(info.value)
+        assert os.path.exists(sock_path)
+    finally:
+        live.close()
+
+
+def test_unix_socket_replaces_an_empty_file(sock_path):
+    # What tempfile.mkstemp() leaves to reserve a name (Cheroot's own tests bind there):
+    # nothing is lost by replacing it.
+    open(sock_path, "w").close()
+    srv = wsgi.Server(sock_path, environ_app)
+    with running(srv):
+        assert unix_environ(sock_path)["SERVER_PORT"] == ""
+
+
 def test_unix_socket_never_deletes_a_regular_file(sock_path):
     with open(sock_path, "w") as f:
         f.write("precious data")
@@ -310,6 +334,65 @@ def test_peercreds_resolve_needs_peercreds(sock_path):
         env = unix_environ(sock_path)
     assert env["X_REMOTE_PID"] is None
     assert env["X_REMOTE_USER"] is None
+
+
+def test_peercreds_setting_is_live(sock_path):
+    # Cheroot reads peercreds_enabled per request: turning it on for a running server works
+    # (its own tests do so).
+    srv = wsgi.Server(sock_path, environ_app)
+    with running(srv):
+        assert unix_environ(sock_path)["X_REMOTE_UID"] is None
+        srv.peercreds_enabled = True
+        assert unix_environ(sock_path)["X_REMOTE_UID"] == str(os.getuid())
+        srv.peercreds_resolve_enabled = True
+        assert unix_environ(sock_path)["X_REMOTE_USER"] == pwd.getpwuid(os.getuid()).pw_name
+        srv.peercreds_enabled = False
+        assert unix_environ(sock_path)["X_REMOTE_UID"] is None
+
+
+class PeerCredsGateway(server.Gateway):
+    """A native gateway answering with what ``req.conn`` says of the peer, or the error."""
+
+    def respond(self):
+        conn = self.req.conn
+        try:
+            ids = "|".join(map(str, (conn.peer_pid, conn.peer_uid, conn.peer_gid)))
+        except (RuntimeError, NotImplementedError) as exc:
+            ids = f"{type(exc).__name__}: {exc}"
+        try:
+            names = f"{conn.peer_user}!{conn.peer_group}"
+        except (RuntimeError, NotImplementedError) as exc:
+            names = f"{type(exc).__name__}: {exc}"
+        self.req.simple_response("200 OK", f"{ids}\n{names}")
+
+
+@pytest.mark.parametrize("resolve", [False, True])
+def test_native_gateway_sees_peer_creds(sock_path, resolve):
+    assert server.IS_UID_GID_RESOLVABLE is True
+    srv = server.HTTPServer(
+        sock_path, PeerCredsGateway, peercreds_enabled=True, peercreds_resolve_enabled=resolve
+    )
+    with running(srv):
+        raw = unix_request(sock_path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ids, names = raw.partition(b"\r\n\r\n")[2].decode().split("\n")
+    assert ids == f"{os.getpid()}|{os.getuid()}|{os.getgid()}"
+    if resolve:
+        user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+        assert names == f"{user}!{group}"
+    else:
+        assert names == "RuntimeError: UID/GID lookup is disabled within this server"
+
+
+def test_native_gateway_peer_creds_errors(sock_path):
+    # Off: Cheroot's RuntimeError; over TCP: its NotImplementedError.
+    srv = server.HTTPServer(sock_path, PeerCredsGateway)
+    with running(srv):
+        raw = unix_request(sock_path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"RuntimeError: Peer creds lookup is disabled within this server" in raw
+    srv = server.HTTPServer(("127.0.0.1", 0), PeerCredsGateway, peercreds_enabled=True)
+    with running(srv):
+        raw = raw_request(srv.bind_addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"NotImplementedError: SO_PEERCRED is only supported" in raw
 
 
 # --- timeouts ------------------------------------------------------------------------------

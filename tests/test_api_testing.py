@@ -46,7 +46,8 @@ def test_wsgi_server_fixture_app_can_be_swapped(wsgi_server, testing):
     with testing.get_server_client(wsgi_server) as client:
         assert client.post("/", b"payload")[::2] == ("201 Created", b"POST payload")
         assert client.put("/x", body=b"p")[::2] == ("201 Created", b"PUT p")
-        assert client.request("DELETE", "/x")[::2] == ("201 Created", b"DELETE ")
+        assert client.request("/x", "DELETE")[::2] == ("201 Created", b"DELETE ")
+        assert client.request("/x", method="PATCH", body="p")[::2] == ("201 Created", b"PATCH p")
 
 
 def test_native_server_fixture(native_server, testing):
@@ -81,14 +82,56 @@ def test_stogie_server_helper_stops_the_server(testing):
 
 def test_run_server_reraises_what_serve_raised(testing):
     srv = stogie.wsgi.Server(("127.0.0.1", 0), testing.hello_app)
-    boom = KeyboardInterrupt()
-    with pytest.raises(KeyboardInterrupt) as info:
+    boom = RuntimeError("serve() failed")
+    with pytest.raises(RuntimeError) as info:
         with testing.run_server(srv):
             srv.interrupt = boom
             deadline = time.monotonic() + 5
             while srv.ready and time.monotonic() < deadline:
                 time.sleep(0.01)
     assert info.value is boom
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_app_interrupt_stops_the_server_but_not_the_tests(testing, interrupt):
+    # An app raising KeyboardInterrupt or SystemExit stops the server, as in Cheroot; the
+    # fixture's teardown must not re-raise it (it would end the whole pytest session).
+    def app(environ, start_response):
+        raise interrupt("stop now")
+
+    with testing.cheroot_server(stogie.wsgi.Server, wsgi_app=app) as (thread, srv):
+        status, _, _ = testing.get_server_client(srv).get("/")
+        assert status == "500 Internal Server Error"
+        thread.join(5)
+        assert not thread.is_alive(), "serve() returned"
+        assert isinstance(srv.interrupt, interrupt) and str(srv.interrupt) == "stop now"
+        assert srv.ready is False
+
+
+def test_client_takes_cheroots_arguments(wsgi_server, testing):
+    # Cheroot's request(uri, method, headers, http_conn, protocol), on a connection of the
+    # test's own.
+    def app(environ, start_response):
+        body = " ".join(
+            (environ["REQUEST_METHOD"], environ["SERVER_PROTOCOL"], environ.get("HTTP_X_A", ""))
+        ).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    wsgi_server.wsgi_app = app
+    client = testing.get_server_client(wsgi_server)
+    conn = client.get_connection()
+    try:
+        status, _, body = client.request(
+            "/", "GET", [("X-A", "b")], http_conn=conn, protocol="HTTP/1.0"
+        )
+    finally:
+        conn.close()
+    assert (status, body) == ("200 OK", b"GET HTTP/1.0 b")
+    assert client.get("/", headers={"X-A": "c"})[2] == b"GET HTTP/1.1 c"
+    for name in ("SUCCESSFUL_SUBPROCESS_EXIT", "NO_INTERFACE", "config", "_get_conn_data"):
+        assert hasattr(testing, name), name
+    assert testing._get_conn_data(("0.0.0.0", 80)) == ("127.0.0.1", "0.0.0.0", 80)
 
 
 def test_client_over_a_unix_socket(testing):

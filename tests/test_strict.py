@@ -7,6 +7,7 @@ valid get served, as the app sees them.
 
 import json
 import socket
+import ssl
 import threading
 import time
 
@@ -305,6 +306,58 @@ def test_refused(server, name, pieces):
     assert body  # a short text saying why
 
 
+# Refusals Cheroot shares with stogie get Cheroot's words (code that matched on them, and
+# Cheroot's own tests, keep working).
+CHEROOT_WORDS = {
+    "no leading slash": (
+        get(b"hello"),
+        b"Invalid path in Request-URI: request-target must contain origin-form which starts"
+        b' with absolute-path (URI starting with a slash "/").',
+    ),
+    "not HTTP/": (get(version=b"HTTPS/1.1"), b"Malformed Request-Line: bad protocol"),
+    "bad version": (get(version=b"HTTP/1"), b"Malformed Request-Line: bad version"),
+    "field line without a colon": (
+        get(headers=b"Host: h\r\nRe, 1.2.3.4#015#012\r\n"),
+        b"Illegal header line.",
+    ),
+    "fragment": (get(b"/a#b"), b"Illegal #fragment in Request-URI."),
+    "bad Content-Length": (
+        get(headers=b"Host: h\r\nContent-Length: 1x\r\n"),
+        b"Malformed Content-Length Header.",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHEROOT_WORDS))
+def test_refusals_use_cheroots_words(server, name):
+    raw, text = CHEROOT_WORDS[name]
+    code, body = refused(server, raw)
+    assert (code, body) == (400, text)
+
+
+def test_tls_client_hello_on_a_plain_port_is_refused_at_once(server):
+    # A client speaking TLS to the plain-HTTP port: its ClientHello is not HTTP from the
+    # first byte, so the 400 comes at once, not after the head timeout (5 s here).
+    hello = bytes.fromhex("16030100c4010000c00303") + bytes(32) + b"\x00\x00\x02\x13\x01\x01\x00"
+    started = time.monotonic()
+    code, body = refused(server, hello)
+    assert code == 400 and b"TLS" in body
+    assert time.monotonic() - started < 1.0
+
+
+def test_tls_client_on_a_plain_port_gets_an_error_at_once(server):
+    # What a real TLS client sees: the plain 400 is not a TLS record, so its handshake
+    # fails at once with a protocol error instead of hanging until the timeout.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    started = time.monotonic()
+    with socket.create_connection(server.bind_addr, timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            context.wrap_socket(raw, server_hostname="localhost")
+    assert time.monotonic() - started < 1.0
+
+
 def test_underscore_transfer_encoding_is_not_framing(server):
     """The underscore spelling never frames: what follows the head is the next request."""
     with socket.create_connection(server.bind_addr, timeout=5) as sock:
@@ -367,7 +420,8 @@ SERVED = {
         {"method": "get", "path": "/"},
     ),
     "unusual token method": (get(method=b"-BLARGH"), {"method": "-BLARGH"}),
-    "OPTIONS *": (get(b"*", method=b"OPTIONS"), {"method": "OPTIONS", "path": "*"}),
+    # PATH_INFO starts with a slash, as in Cheroot; REQUEST_URI keeps the "*".
+    "OPTIONS *": (get(b"*", method=b"OPTIONS"), {"method": "OPTIONS", "path": "/*"}),
     "leading empty lines are ignored": (b"\r\n\r\n" + get(b"/x"), {"path": "/x"}),
     "quotes and percent-escapes in the target": (
         get(b'/a%20b/"c"?q="1"'),

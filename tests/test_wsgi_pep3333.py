@@ -623,6 +623,30 @@ def test_unsafe_header_is_never_written(serve, caplog, bad):
     assert no_app_errors(caplog)
 
 
+@pytest.mark.parametrize(
+    "make_headers",
+    [
+        lambda: {"X-A": "1", "X-B": "2"}.items(),
+        lambda: (("X-A", "1"), ("X-B", "2")),
+        lambda: (pair for pair in [("X-A", "1"), ("X-B", "2")]),
+        lambda: [["X-A", "1"], ["X-B", "2"]],
+        lambda: [iter(("X-A", "1")), iter(("X-B", "2"))],
+    ],
+    ids=["dict.items()", "tuple of pairs", "generator", "lists as pairs", "iterators as pairs"],
+)
+def test_headers_may_be_any_iterable_of_pairs(serve, make_headers):
+    # Cheroot takes any iterable of 2-item sequences (its own test app passes
+    # headers.items()): the names and values are still checked one by one.
+    def app(environ, start_response):
+        start_response("200 OK", make_headers())
+        return [b"body"]
+
+    status, headers, body, _, _ = get_raw(serve(app))
+    assert status == b"HTTP/1.1 200 OK"
+    assert header(headers, "X-A") == ["1"] and header(headers, "X-B") == ["2"]
+    assert body == b"body"
+
+
 @pytest.mark.parametrize("status", ["200 OK\r\nSet-Cookie: evil=1", "2000 OK", "OK", "99 Low", 200])
 def test_bad_status_is_500(serve, caplog, status):
     def app(environ, start_response):
@@ -637,7 +661,10 @@ def test_bad_status_is_500(serve, caplog, status):
     assert no_app_errors(caplog)
 
 
-@pytest.mark.parametrize("headers", [[("X", 1)], [(b"X", "1")], [("X",)], ("X", "1"), [["X", "1"]]])
+@pytest.mark.parametrize(
+    "headers",
+    [[("X", 1)], [(b"X", "1")], [("X",)], ("X", "1"), "X: 1", [("X", "1", "2")], [42], 42],
+)
 def test_bad_header_types_are_500(serve, caplog, headers):
     def app(environ, start_response):
         start_response("200 OK", headers)

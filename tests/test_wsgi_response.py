@@ -53,9 +53,25 @@ def test_content_length_from_the_app_is_kept(serve):
     assert not closed
 
 
-@pytest.mark.parametrize(
-    "body", [(b"hello world",), (b"hello", b" world"), (b"hel", b"", b"lo", b" world")]
-)
+@pytest.mark.parametrize("as_list", [True, False], ids=["list", "iterator"])
+def test_first_chunk_over_content_length_is_500(serve, caplog, as_list):
+    # Nothing went out yet: Cheroot's 500 and its words, not a 200 with a cut body.
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        chunks = [b"hello world", b"!"]
+        return chunks if as_list else iter(chunks)
+
+    server = serve(app)
+    with caplog.at_level(logging.WARNING, logger="stogie.error"):
+        raw = raw_request(server.bind_addr, GET11)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert rest == b"The requested resource returned more bytes than the declared Content-Length."
+    assert "exceeds the declared Content-Length" in caplog.text
+
+
+@pytest.mark.parametrize("body", [(b"hello", b" world"), (b"hel", b"", b"lo", b" world")])
 def test_more_bytes_than_content_length_are_cut_and_close(serve, caplog, body):
     server = serve(
         app_with(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")], body=body)
@@ -285,15 +301,22 @@ def test_keep_alive_http11(serve):
     assert len(set(seen)) == 1
 
 
-def test_keep_alive_http10_with_keep_alive_header(serve):
-    server = serve(app_with(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")]))
+@pytest.mark.parametrize("timeout", [7, 2.5])
+def test_keep_alive_http10_with_keep_alive_header(serve, timeout):
+    server = serve(
+        app_with(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")]),
+        timeout=timeout,
+    )
     req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
     responses, closed = exchange(server, [req, req, GET10])
     for status, headers, body, _ in responses[:2]:
         assert status == b"HTTP/1.0 200 OK"
         assert [v.lower() for v in header(headers, "Connection")] == ["keep-alive"]
+        # How long the server keeps the connection, as Cheroot says it.
+        assert header(headers, "Keep-Alive") == [f"timeout={timeout}"]
         assert body == b"hello"
     assert [v.lower() for v in header(responses[2][1], "Connection")] != ["keep-alive"]
+    assert header(responses[2][1], "Keep-Alive") == []
     assert closed
 
 

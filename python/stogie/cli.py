@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 
 from .ssl import TLSError
 from .ssl import _cli as tls_cli
@@ -139,8 +140,125 @@ def _parse_port(port, whole):
     return number
 
 
-# Cheroot's name for the same function, for scripts that import it.
-parse_wsgi_bind_addr = parse_bind
+# --- Cheroot's command-line API, for code that imports it -------------------------
+#
+# These keep Cheroot's results, lax as they are ("foo" is a host with no port, "u@h:1" is
+# ("h", 1)); the `stogie` command itself reads --bind with the stricter parse_bind().
+
+
+class BindLocation:
+    """A class for storing the bind location for a stogie instance."""
+
+
+class TCPSocket(BindLocation):
+    """TCPSocket."""
+
+    def __init__(self, address, port):
+        """Initialize.
+
+        Args:
+            address (str): Host name or IP address
+            port (int): TCP port number
+        """
+        self.bind_addr = address, port
+
+
+class UnixSocket(BindLocation):
+    """UnixSocket."""
+
+    def __init__(self, path):
+        """Initialize."""
+        self.bind_addr = path
+
+
+class AbstractSocket(BindLocation):
+    """AbstractSocket."""
+
+    def __init__(self, abstract_socket):
+        """Initialize."""
+        self.bind_addr = f"\x00{abstract_socket}"
+
+
+def parse_wsgi_bind_location(bind_addr_string):
+    """Convert bind address string to a BindLocation (Cheroot's rules)."""
+    # "@name" first: urlparse would read "//@name" as a host "name" with no port.
+    if bind_addr_string.startswith("@"):
+        return AbstractSocket(bind_addr_string[1:])
+    match = urllib.parse.urlparse(f"//{bind_addr_string}")
+    try:
+        addr = match.hostname
+        port = match.port
+        if addr is not None or port is not None:
+            return TCPSocket(addr, port)
+    except ValueError:
+        pass
+    return UnixSocket(path=bind_addr_string)
+
+
+def parse_wsgi_bind_addr(bind_addr_string):
+    """Convert bind address string to bind address parameter (Cheroot's rules)."""
+    return parse_wsgi_bind_location(bind_addr_string).bind_addr
+
+
+class Application:
+    """A WSGI application named on the command line (Cheroot's ``cli.Application``)."""
+
+    @classmethod
+    def resolve(cls, full_path):
+        """Read WSGI app/Gateway path string and import application module.
+
+        ``module[:attr]``, ``attr`` defaulting to ``application``. A
+        ``stogie.server.Gateway`` subclass gives a :class:`GatewayYo`.
+        """
+        mod_path, _, app_path = full_path.partition(":")
+        app = getattr(importlib.import_module(mod_path), app_path or "application")
+        if _is_gateway_class(app):
+            return GatewayYo(app)
+        return cls(app)
+
+    def __init__(self, wsgi_app):
+        """Initialize."""
+        if not callable(wsgi_app):
+            raise TypeError(
+                "Application must be a callable object or stogie.server.Gateway subclass",
+            )
+        self.wsgi_app = wsgi_app
+
+    def server_args(self, parsed_args):
+        """Return keyword arguments for Server class."""
+        args = {
+            arg: value
+            for arg, value in vars(parsed_args).items()
+            if not arg.startswith("_") and value is not None
+        }
+        args.update(vars(self))
+        return args
+
+    def server(self, parsed_args):
+        """Return a ``stogie.wsgi.Server`` for Cheroot-style parsed arguments."""
+        from stogie import wsgi
+
+        return wsgi.Server(**self.server_args(parsed_args))
+
+
+class GatewayYo:
+    """A ``stogie.server.Gateway`` subclass named on the command line."""
+
+    def __init__(self, gateway):
+        """Init."""
+        self.gateway = gateway
+
+    def server(self, parsed_args):
+        """Return a ``stogie.server.HTTPServer`` for Cheroot-style parsed arguments."""
+        from stogie import server as server_module
+
+        server_args = dict(vars(self))
+        server_args["bind_addr"] = parsed_args.bind_addr
+        if parsed_args.max is not None:
+            server_args["maxthreads"] = parsed_args.max
+        if parsed_args.numthreads is not None:
+            server_args["minthreads"] = parsed_args.numthreads
+        return server_module.HTTPServer(**server_args)
 
 
 def format_bind(bind_addr):

@@ -20,6 +20,7 @@ handed to a pool of Python worker threads, which run the gateway::
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -32,11 +33,22 @@ from . import __version__
 from ._native import NativeServer
 
 __all__ = (
+    "IS_UID_GID_RESOLVABLE",
     "Gateway",
+    "HTTPConnection",
     "HTTPRequest",
     "HTTPServer",
     "get_ssl_adapter_class",
 )
+
+try:
+    import grp
+    import pwd
+except ImportError:  # pragma: no cover - not a UNIX-like system
+    grp = pwd = None
+
+IS_UID_GID_RESOLVABLE = pwd is not None
+"""Indicates whether UID/GID resolution's available under current platform."""
 
 _error_logger = logging.getLogger("stogie.error")
 
@@ -57,6 +69,11 @@ def _stop_running_servers():
 _STOPPING_FOR_INTERRUPT = Exception()  # sentinel used during shutdown
 
 
+def _no_wsgi_app(environ, start_response):
+    """What serves requests while a server's ``wsgi_app`` is None (Cheroot allows it)."""
+    raise RuntimeError("no WSGI application is set: assign server.wsgi_app before serving")
+
+
 class Gateway:
     """Base class to interface HTTPServer with other systems, such as WSGI."""
 
@@ -74,13 +91,94 @@ class Gateway:
 
 
 class _Connection:
-    """What a gateway sees of the client connection (``req.conn``)."""
+    """What a gateway sees of the client connection (``req.conn``), as Cheroot's
+    ``HTTPConnection`` shows it: the client's address, and on UNIX sockets its
+    credentials (``SO_PEERCRED``) when the server's ``peercreds_enabled`` is on.
+    """
 
-    def __init__(self, server, remote_addr, remote_port, ssl_env=None):
+    def __init__(self, server, native):
         self.server = server
-        self.remote_addr = remote_addr
-        self.remote_port = remote_port
-        self.ssl_env = ssl_env
+        self.remote_addr = native.remote_addr
+        self.remote_port = native.remote_port
+        self.ssl_env = native.ssl_env
+        self._peer_cred = native.peer_cred
+        self._unix = native.remote_addr is None
+
+    @property
+    def peercreds_enabled(self):
+        """Whether peer credentials may be looked up (the server's setting)."""
+        return self.server.peercreds_enabled
+
+    @property
+    def peercreds_resolve_enabled(self):
+        """Whether peer credentials may be resolved to names (the server's setting)."""
+        return self.server.peercreds_enabled and self.server.peercreds_resolve_enabled
+
+    def get_peer_creds(self):
+        """Return the PID/UID/GID tuple of the peer socket for UNIX sockets.
+
+        Raises:
+            NotImplementedError: in case of unsupported socket type
+            RuntimeError: in case of SO_PEERCRED lookup unsupported or disabled
+        """
+        if not self._unix:
+            raise NotImplementedError("SO_PEERCRED is only supported in Linux kernel and WSL")
+        if not self.peercreds_enabled:
+            raise RuntimeError("Peer creds lookup is disabled within this server")
+        if self._peer_cred is None:
+            raise RuntimeError("the kernel gave no credentials for this peer")
+        pid, uid, gid = self._peer_cred
+        return pid, uid, gid
+
+    @property
+    def peer_pid(self):
+        """Return the id of the connected peer process."""
+        pid, _, _ = self.get_peer_creds()
+        return pid
+
+    @property
+    def peer_uid(self):
+        """Return the user id of the connected peer process."""
+        _, uid, _ = self.get_peer_creds()
+        return uid
+
+    @property
+    def peer_gid(self):
+        """Return the group id of the connected peer process."""
+        _, _, gid = self.get_peer_creds()
+        return gid
+
+    def resolve_peer_creds(self):
+        """Look up the username and group tuple of the ``PEERCREDS``.
+
+        :returns: the username and group tuple of the ``PEERCREDS``
+
+        :raises NotImplementedError: if the OS is unsupported
+        :raises RuntimeError: if UID/GID lookup is unsupported or disabled
+        """
+        if not IS_UID_GID_RESOLVABLE:
+            raise NotImplementedError(
+                "UID/GID lookup is unavailable under current platform. "
+                "It can only be done under UNIX-like OS "
+                "but not under the Google App Engine",
+            )
+        if not self.peercreds_resolve_enabled:
+            raise RuntimeError("UID/GID lookup is disabled within this server")
+        user = pwd.getpwuid(self.peer_uid).pw_name
+        group = grp.getgrgid(self.peer_gid).gr_name
+        return user, group
+
+    @property
+    def peer_user(self):
+        """Return the username of the connected peer process."""
+        user, _ = self.resolve_peer_creds()
+        return user
+
+    @property
+    def peer_group(self):
+        """Return the group of the connected peer process."""
+        _, group = self.resolve_peer_creds()
+        return group
 
 
 class HTTPRequest:
@@ -93,7 +191,7 @@ class HTTPRequest:
         """Wrap the engine's request for a native gateway."""
         self.server = server
         self._native = native
-        self.conn = _Connection(server, native.remote_addr, native.remote_port, native.ssl_env)
+        self.conn = _Connection(server, native)
         self.scheme = native.scheme.encode("ascii")
         self.method = native.method
         self.uri = native.uri
@@ -164,6 +262,14 @@ class HTTPRequest:
             ("Content-Type", "text/plain"),
         ]
         self.write(body)
+
+
+class HTTPConnection:
+    """Cheroot's connection class, kept for code that configures it: the engine owns the
+    connections (CherryPy sets ``RequestHandlerClass`` on it; requests are ``HTTPRequest``).
+    """
+
+    RequestHandlerClass = HTTPRequest
 
 
 # These may either be ssl.Adapter subclasses or the string names
@@ -346,7 +452,7 @@ class HTTPServer:
     nodelay = True
     """If True (the default since 3.1), sets the TCP_NODELAY socket option."""
 
-    ConnectionClass = None
+    ConnectionClass = HTTPConnection
     """The class to use for handling HTTP connections (unused: the engine owns them)."""
 
     ssl_adapter = None
@@ -452,6 +558,13 @@ class HTTPServer:
     }
 
     def __setattr__(self, name, value):
+        if name in ("peercreds_enabled", "peercreds_resolve_enabled"):
+            object.__setattr__(self, name, value)
+            if self._native is not None:
+                self._native.set_peercreds(
+                    bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)
+                )
+            return
         if name in self._LIVE and self._native is not None:
             missing = object()
             previous = self.__dict__.get(name, missing)
@@ -588,7 +701,7 @@ class HTTPServer:
         """The callable the worker threads run for each request."""
         mode = self._gateway_mode()
         if mode != "native":
-            return getattr(self, "wsgi_app", None)
+            return getattr(self, "wsgi_app", None) or _no_wsgi_app
         gateway = self.gateway
 
         def dispatch(native_request):
@@ -646,7 +759,17 @@ class HTTPServer:
     _last_native = None
 
     def _on_app_error(self, msg, exc):
-        """Log an application failure with its traceback, through error_log."""
+        """Log an application failure with its traceback, through error_log.
+
+        ``KeyboardInterrupt`` and ``SystemExit`` raised by the app are a request to stop
+        the server, as in Cheroot: they become its ``interrupt``, which stops it and makes
+        ``serve()`` (and ``safe_start()``) raise them.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.error_log(f"{msg} ({exc!s})", level=logging.DEBUG)
+            self.error_log(f"Setting the server interrupt flag to {exc!r}", level=logging.DEBUG)
+            self.interrupt = exc
+            return
         try:
             raise exc
         except BaseException:
@@ -687,7 +810,9 @@ class HTTPServer:
             self.software = "%s Server" % self.version
         if self._native is not None:
             raise RuntimeError("the server is already prepared; call stop() first")
-        if self._gateway_mode() != "native" and not callable(getattr(self, "wsgi_app", None)):
+        app = getattr(self, "wsgi_app", None)
+        if self._gateway_mode() != "native" and app is not None and not callable(app):
+            # None is allowed, as in Cheroot: the app may be set once the server runs.
             raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
         workers = self._worker_count()
         if workers > 1:
@@ -774,6 +899,14 @@ class HTTPServer:
 
     def serve(self):
         """Serve requests, after invoking :func:`prepare()`."""
+        done = threading.Event()
+        object.__setattr__(self, "_serve_loop", (threading.current_thread(), done))
+        try:
+            self._serve()
+        finally:
+            done.set()
+
+    def _serve(self):
         supervisor = self._supervisor
         if supervisor is not None:
             # Until stop(), or SIGTERM or SIGINT when this is the main thread.
@@ -789,6 +922,20 @@ class HTTPServer:
                 time.sleep(0.05)
             if self.interrupt:
                 raise self.interrupt
+
+    _serve_loop = None
+
+    @contextlib.contextmanager
+    def _run_in_thread(self):
+        """Context manager for running this server in a thread."""
+        self.prepare()
+        thread = threading.Thread(target=self.serve)
+        thread.daemon = True
+        thread.start()
+        try:
+            yield thread
+        finally:
+            self.stop()
 
     def start(self):
         """Run the server forever.
@@ -834,15 +981,28 @@ class HTTPServer:
             self.error_log("Keyboard Interrupt: shutting down")
         if isinstance(interrupt, SystemExit):
             self.error_log("SystemExit raised: shutting down")
-        self.stop()
+        # serve() ends only once the interrupt is set: stop() must not wait for it.
+        self._stop(wait_for_serve=False)
         self._interrupt = interrupt
 
     def stop(self):
         """Gracefully shutdown a server that is serving forever.
 
-        Waits up to ``shutdown_timeout`` seconds for requests in flight.
-        Calling it again, or on a server that never started, does nothing.
+        Waits up to ``shutdown_timeout`` seconds for requests in flight, then for
+        ``serve()`` to return in its thread. Calling it again, or on a server that never
+        started, does nothing.
         """
+        self._stop(wait_for_serve=True)
+
+    def _stop(self, wait_for_serve):
+        self._stop_engine()
+        loop = self._serve_loop
+        if wait_for_serve and loop is not None and loop[0] is not threading.current_thread():
+            # serve() sees the stop within its 0.25 s wait; an app that called stop() from
+            # its own request is not kept waiting on its own server for long either.
+            loop[1].wait(5)
+
+    def _stop_engine(self):
         with self._stop_lock:
             native = self._native
             if native is None:

@@ -1,7 +1,7 @@
-"""Pytest fixtures and helpers for testing applications with stogie.
+"""Pytest fixtures and other helpers for doing testing by end-users.
 
-The counterpart of ``cheroot.testing``. Load it as a pytest plugin, in a
-``conftest.py``::
+The counterpart of ``cheroot.testing``, with its names and signatures. Load it as a pytest
+plugin, in a ``conftest.py``::
 
     pytest_plugins = ['stogie.testing']
 
@@ -17,24 +17,28 @@ and use the fixtures::
 
 Fixtures:
 
-- ``wsgi_server``: a running ``stogie.wsgi.Server`` on 127.0.0.1 and a free port,
+- ``wsgi_server``: a running ``stogie.wsgi.Server`` on loopback and a free port,
   answering ``Hello world!`` until a test sets its ``wsgi_app``.
 - ``native_server``: a running ``stogie.server.HTTPServer`` with a native
   ``Gateway`` (:class:`HelloGateway`) answering ``Hello world!``.
 - ``thread_and_wsgi_server``, ``thread_and_native_server``: the same as
   ``(thread, server)`` pairs, as Cheroot has them.
 
-Helpers that need no pytest: :func:`run_server` (run any prepared-or-not server
-in a background thread for the length of a ``with`` block), :func:`stogie_server`
-(also named ``cheroot_server``) and :func:`get_server_client`.
+Helpers that need no pytest: :func:`run_server` (run any prepared-or-not server in a
+background thread for the length of a ``with`` block), :func:`cheroot_server` (also named
+:func:`stogie_server`) and :func:`get_server_client`.
+
+Unlike Cheroot's, the servers listen on loopback only (Cheroot's listen on every
+interface), and the client does not retry a request that failed.
 """
 
+import errno
 import http.client
 import socket
 import ssl
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import pytest
 
@@ -42,9 +46,14 @@ import stogie.server
 import stogie.wsgi
 
 EPHEMERAL_PORT = 0
+NO_INTERFACE = None  # Using this or '' will cause an exception
 ANY_INTERFACE_IPV4 = "0.0.0.0"
 ANY_INTERFACE_IPV6 = "::"
 LOCALHOST = "127.0.0.1"
+
+# We use special exit code to indicate success, rather than normal zero, so
+# the test doesn't acidentally pass:
+SUCCESSFUL_SUBPROCESS_EXIT = 23
 
 # How long run_server() waits for a server to become ready.
 READY_TIMEOUT = 10.0
@@ -80,6 +89,26 @@ class HelloGateway(stogie.server.Gateway):
         req.write(body)
 
 
+config = {
+    stogie.wsgi.Server: {
+        "bind_addr": (NO_INTERFACE, EPHEMERAL_PORT),
+        "wsgi_app": hello_app,
+    },
+    stogie.server.HTTPServer: {
+        "bind_addr": (NO_INTERFACE, EPHEMERAL_PORT),
+        "gateway": HelloGateway,
+    },
+}
+"""What :func:`cheroot_server` builds each server class with, as in Cheroot. A host of
+``NO_INTERFACE`` means loopback (Cheroot: every interface)."""
+
+
+def _is_interrupt(server, exc):
+    # An interrupt the server took as its stop request (an app's KeyboardInterrupt or
+    # SystemExit): serve() re-raises it by design; a test's teardown must not.
+    return isinstance(exc, (KeyboardInterrupt, SystemExit)) and exc is server.interrupt
+
+
 @contextmanager
 def run_server(server):
     """Run ``server`` in a background thread for the length of a ``with`` block.
@@ -88,7 +117,9 @@ def run_server(server):
     here; ``serve()`` runs in a daemon thread. The block is entered once
     ``server.ready`` is true, and on exit the server is stopped and the thread
     joined. If ``serve()`` failed, its exception is raised on exit, so a test
-    cannot pass over a crashed server.
+    cannot pass over a crashed server; an interrupt the server stopped for
+    (``server.interrupt``: a ``KeyboardInterrupt`` or ``SystemExit`` from the app)
+    is not, so that it cannot end a test session.
 
     Yields:
         the server thread.
@@ -115,77 +146,127 @@ def run_server(server):
     finally:
         server.stop()
         thread.join((getattr(server, "shutdown_timeout", 0) or 0) + 5)
+    failures = [exc for exc in failures if not _is_interrupt(server, exc)]
     if failures:
         raise failures[0]
 
 
 def _make_server(server_factory, **kwargs):
-    """Build a test server of the class ``server_factory`` on a free local port."""
-    kwargs.setdefault("bind_addr", (LOCALHOST, EPHEMERAL_PORT))
-    # wsgi.Server first: it is an HTTPServer too.
+    """Build a test server of the class ``server_factory`` from :data:`config`."""
+    for cls, defaults in config.items():
+        if issubclass(server_factory, cls):
+            # wsgi.Server first (the dict's order): it is an HTTPServer too.
+            for name, value in defaults.items():
+                kwargs.setdefault(name, value)
+            break
+    bind_addr = kwargs.get("bind_addr")
+    if isinstance(bind_addr, tuple) and bind_addr[0] in (NO_INTERFACE, ""):
+        kwargs["bind_addr"] = (LOCALHOST, bind_addr[1])
     if issubclass(server_factory, stogie.wsgi.Server):
-        kwargs.setdefault("wsgi_app", hello_app)
         kwargs.setdefault("shutdown_timeout", TEST_SHUTDOWN_TIMEOUT)
         return server_factory(**kwargs)
-    if issubclass(server_factory, stogie.server.HTTPServer):
-        kwargs.setdefault("gateway", HelloGateway)
-        httpserver = server_factory(**kwargs)
-        # A class attribute, not a constructor argument, for HTTPServer.
-        httpserver.shutdown_timeout = TEST_SHUTDOWN_TIMEOUT
-        return httpserver
-    return server_factory(**kwargs)
+    server = server_factory(**kwargs)
+    # A class attribute, not a constructor argument, of HTTPServer.
+    server.shutdown_timeout = TEST_SHUTDOWN_TIMEOUT
+    return server
 
 
 @contextmanager
-def stogie_server(server_factory, **kwargs):
-    """Build, run and finally stop a server of the class ``server_factory``.
+def cheroot_server(server_factory, **kwargs):
+    """Set up and tear down a server instance of the class ``server_factory``.
 
-    It listens on 127.0.0.1 and a free port unless ``bind_addr`` is given; a
-    ``stogie.wsgi.Server`` serves :func:`hello_app` unless ``wsgi_app`` is
-    given, an ``HTTPServer`` uses :class:`HelloGateway` unless ``gateway`` is.
-    Other keyword arguments go to the constructor.
+    It is built from :data:`config` (loopback and a free port; a
+    ``stogie.wsgi.Server`` serves :func:`hello_app`, an ``HTTPServer`` uses
+    :class:`HelloGateway`); keyword arguments override it. The server runs in a
+    thread (see :func:`run_server`).
 
     Yields:
-        ``(thread, server)``, as ``cheroot.testing.cheroot_server`` does.
+        ``(thread, server)``
     """
     httpserver = _make_server(server_factory, **kwargs)
     with run_server(httpserver) as thread:
         yield thread, httpserver
 
 
-# Cheroot's name, for test suites moving over from it.
-cheroot_server = stogie_server
+stogie_server = cheroot_server
 
 
 @pytest.fixture
 def thread_and_wsgi_server():
-    """A running ``stogie.wsgi.Server`` and its thread, as ``(thread, server)``."""
-    with stogie_server(stogie.wsgi.Server) as (thread, srv):
-        yield thread, srv
+    """Set up and tear down a stogie WSGI server instance.
+
+    This emits a tuple of a thread and a server instance.
+    """
+    with cheroot_server(stogie.wsgi.Server) as (server_thread, srv):
+        yield server_thread, srv
 
 
 @pytest.fixture
 def thread_and_native_server():
-    """A running ``stogie.server.HTTPServer`` and its thread, as ``(thread, server)``."""
-    with stogie_server(stogie.server.HTTPServer) as (thread, srv):
-        yield thread, srv
+    """Set up and tear down a stogie HTTP server instance.
+
+    This emits a tuple of a thread and a server instance.
+    """
+    with cheroot_server(stogie.server.HTTPServer) as (server_thread, srv):
+        yield server_thread, srv
 
 
 @pytest.fixture
 def wsgi_server(thread_and_wsgi_server):
-    """A running ``stogie.wsgi.Server`` serving :func:`hello_app` on 127.0.0.1."""
-    _thread, srv = thread_and_wsgi_server
+    """Set up and tear down a stogie WSGI server instance."""
+    _server_thread, srv = thread_and_wsgi_server
     return srv
 
 
 @pytest.fixture
 def native_server(thread_and_native_server):
-    """A running ``stogie.server.HTTPServer`` with :class:`HelloGateway`."""
-    _thread, srv = thread_and_native_server
+    """Set up and tear down a stogie HTTP server instance."""
+    _server_thread, srv = thread_and_native_server
     return srv
 
 
 # --- the client --------------------------------------------------------------
+
+
+def interface(host):
+    """Return an IP address for a client connection given the server host.
+
+    If the server is listening on '0.0.0.0' (INADDR_ANY) or '::' (IN6ADDR_ANY),
+    this will return the proper localhost.
+    """
+    if host == ANY_INTERFACE_IPV4:
+        return LOCALHOST
+    if host == ANY_INTERFACE_IPV6:
+        return "::1"
+    return host
+
+
+def _probe_ipv6_sock(interface):
+    """Whether an IPv6 socket can be bound to ``interface`` on this machine."""
+    try:
+        with closing(socket.socket(family=socket.AF_INET6)) as sock:
+            sock.bind((interface, 0))
+    except OSError as sock_err:
+        if sock_err.errno != errno.EADDRNOTAVAIL:
+            raise
+    else:
+        return True
+    return False
+
+
+def _get_conn_data(bind_addr):
+    """Return ``(interface, host, port)`` for a client of a server at ``bind_addr``."""
+    if isinstance(bind_addr, tuple):
+        host, port = bind_addr
+    else:
+        host, port = bind_addr, 0
+
+    iface = interface(host)
+    if ":" in iface and not _probe_ipv6_sock(iface):
+        iface = LOCALHOST
+        if ":" in host:
+            host = iface
+    return iface, host, port
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -205,13 +286,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _client_host(host):
-    # A server listening on every interface is reached through loopback.
-    if host in (ANY_INTERFACE_IPV4, "", None):
-        return LOCALHOST
-    if host == ANY_INTERFACE_IPV6:
-        return "::1"
-    return host
+# Methods whose requests carry a body: a Content-Length is added for them.
+_METHODS_WITH_BODIES = ("POST", "PUT", "PATCH")
 
 
 class ServerClient:
@@ -230,13 +306,20 @@ class ServerClient:
         bind_addr = server.bind_addr
         if isinstance(bind_addr, tuple):
             self.unix_path = None
-            self.host = _client_host(bind_addr[0])
-            self.port = bind_addr[1]
+            self._interface, self._host, self._port = _get_conn_data(bind_addr)
         else:
             self.unix_path = bind_addr
-            self.host, self.port = "localhost", None
+            self._interface, self._host, self._port = "localhost", "localhost", None
         self._conn = None
         self._uses = 0
+
+    @property
+    def _http_connection(self):
+        """The connection kept alive across requests (Cheroot's name)."""
+        if self._conn is None:
+            self._conn = self.get_connection()
+            self._uses = 0
+        return self._conn
 
     def get_connection(self):
         """Return a new ``http.client`` connection to the server."""
@@ -246,9 +329,9 @@ class ServerClient:
             # Test servers use self-signed certificates.
             context = ssl._create_unverified_context()
             return http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=context
+                self._interface, self._port, timeout=self.timeout, context=context
             )
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPConnection(self._interface, self._port, timeout=self.timeout)
 
     def close(self):
         """Close the kept-alive connection, if any."""
@@ -258,77 +341,82 @@ class ServerClient:
 
     def request(
         self,
-        method_or_uri,
-        uri=None,
-        body=None,
+        uri,
+        method="GET",
         headers=None,
-        *,
-        method=None,
+        http_conn=None,
         protocol="HTTP/1.1",
+        *,
+        body=None,
     ):
-        """Send one request and return ``(status, headers, body)``.
+        """Send one request and return ``(status, headers, body)``, as Cheroot's does.
 
-        Two ways to call it: ``request('POST', '/path', body, headers)``, or
-        Cheroot's ``request('/path', method='POST', headers=...)``. ``headers``
-        is a dict or a list of pairs; ``Host`` is added when missing, and
-        ``Content-Length`` when there is a body. ``protocol='HTTP/1.0'`` sends
-        an HTTP/1.0 request.
+        ``headers`` is a dict or a list of pairs; ``Host`` is added when missing, and for
+        POST, PUT and PATCH a ``Content-Type`` and ``Content-Length`` when missing.
+        ``http_conn`` is a connection (from :meth:`get_connection`) to send on instead of
+        the client's own; ``protocol='HTTP/1.0'`` sends an HTTP/1.0 request. ``body``
+        (bytes or str) is stogie's addition.
         """
-        if uri is None:
-            uri, method = method_or_uri, method or "GET"
-        elif method is not None:
-            raise TypeError("give the method either first or as method=, not both")
-        else:
-            method = method_or_uri
         if isinstance(uri, bytes):
             uri = uri.decode("latin-1")
         if isinstance(body, str):
             body = body.encode("utf-8")
-        headers = list(headers.items() if isinstance(headers, dict) else headers or ())
+        if isinstance(headers, dict):
+            headers = headers.items()
+        headers = list(headers or ())
+        names = {name.lower() for name, _ in headers}
+        if "host" not in names:
+            host = self._host if self._port in (80, None) else f"{self._host}:{self._port}"
+            if ":" in self._host and self._port not in (80, None):
+                host = f"[{self._host}]:{self._port}"
+            headers.append(("Host", host))
+        if method.upper() in _METHODS_WITH_BODIES and "content-type" not in names:
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        if body is not None or method.upper() in _METHODS_WITH_BODIES:
+            if "content-length" not in names and "transfer-encoding" not in names:
+                headers.append(("Content-Length", str(len(body or b""))))
 
+        if http_conn is not None:
+            return self._send(http_conn, method, uri, body, headers, protocol)
         try:
-            return self._send(method, uri, body, headers, protocol)
+            return self._send_kept(method, uri, body, headers, protocol)
         except (ConnectionError, http.client.BadStatusLine):
             # Only a connection that sat idle may have been closed by the
             # server in between; on a fresh one the failure is the answer.
             if self._uses <= 1:
                 raise
             self.close()
-            return self._send(method, uri, body, headers, protocol)
+            return self._send_kept(method, uri, body, headers, protocol)
 
-    def _send(self, method, uri, body, headers, protocol):
-        if self._conn is None:
-            self._conn = self.get_connection()
-            self._uses = 0
-        conn = self._conn
+    def _send_kept(self, method, uri, body, headers, protocol):
+        conn = self._http_connection
         self._uses += 1
-        # http.client has no public switch for the request's HTTP version.
-        conn._http_vsn_str = protocol
-        conn._http_vsn = 10 if protocol == "HTTP/1.0" else 11
-        names = {name.lower() for name, _ in headers}
         try:
-            conn.putrequest(
-                method,
-                uri,
-                skip_host="host" in names,
-                skip_accept_encoding=True,
+            status, response_headers, response_body, will_close = self._exchange(
+                conn, method, uri, body, headers, protocol
             )
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body is not None and "content-length" not in names:
-                if "transfer-encoding" not in names:
-                    conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            response = conn.getresponse()
-            status = f"{response.status} {response.reason}"
-            response_headers = response.getheaders()
-            response_body = response.read()
         except BaseException:
             self.close()
             raise
-        if response.will_close:
+        if will_close:
             self.close()
         return status, response_headers, response_body
+
+    def _send(self, conn, method, uri, body, headers, protocol):
+        return self._exchange(conn, method, uri, body, headers, protocol)[:3]
+
+    @staticmethod
+    def _exchange(conn, method, uri, body, headers, protocol):
+        # http.client has no public switch for the request's HTTP version.
+        conn._http_vsn_str = protocol
+        conn._http_vsn = int("".join(c for c in protocol if c.isdigit()))
+        conn.putrequest(method.upper(), uri, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value.encode("latin-1") if isinstance(value, str) else value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        status = f"{response.status} {response.reason}"
+        return status, response.getheaders(), response.read(), response.will_close
 
     def get(self, uri, headers=None, **kwargs):
         """``GET uri``; returns ``(status, headers, body)``."""
@@ -338,15 +426,15 @@ class ServerClient:
         """``POST uri`` with ``body``; returns ``(status, headers, body)``."""
         return self.request(uri, body=body, headers=headers, method="POST", **kwargs)
 
-    def __getattr__(self, name):
+    def __getattr__(self, attr_name):
         """``client.put(uri, ...)``, ``client.delete(uri, ...)``, for any method."""
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if attr_name.startswith("_"):
+            raise AttributeError(attr_name)
 
-        def send(uri, **kwargs):
-            return self.request(uri, method=name.upper(), **kwargs)
+        def _wrapper(uri, **kwargs):
+            return self.request(uri, method=attr_name.upper(), **kwargs)
 
-        return send
+        return _wrapper
 
     def __enter__(self):
         """Use the client as a context manager that closes its connection."""
@@ -357,6 +445,9 @@ class ServerClient:
         self.close()
 
 
+_TestClient = ServerClient  # Cheroot's name
+
+
 def get_server_client(server):
-    """Return a :class:`ServerClient` for a running ``server``."""
+    """Create and return a test client for the given server."""
     return ServerClient(server)

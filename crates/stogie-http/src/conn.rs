@@ -779,9 +779,20 @@ impl<S: Transport> Conn<S> {
                     is_head: out.is_head,
                     keep_alive: out.keep_alive && !self.shared.stop.is_set(),
                     server: &cfg.server_software,
+                    keep_alive_timeout: cfg.timeout,
                 };
                 let encoded = response::encode_head(self.wbuf.buf_mut(), &head, &ctx);
                 match encoded {
+                    Ok(e) if matches!(e.framing, ResponseFraming::Length(n) if body.len() as u64 > n) =>
+                    {
+                        // The first bytes already overrun the app's Content-Length, and
+                        // nothing went out yet: a 500 (Cheroot's answer) is still possible.
+                        self.shared.log.log(
+                            LogLevel::Warning,
+                            "Response body exceeds the declared Content-Length; answering 500",
+                        );
+                        return self.fail(&HttpError::ContentLengthExceeded, out, cfg).await;
+                    }
                     Ok(e) => {
                         out.head_sent = true;
                         out.framing = e.framing;

@@ -20,6 +20,8 @@ pub enum HttpError {
     HeaderFieldsTooLarge,
     /// 500: the application failed or answered something that cannot be sent.
     Internal,
+    /// 500: the application's first body bytes are more than its Content-Length.
+    ContentLengthExceeded,
     /// 501: a transfer-coding other than chunked.
     NotImplemented,
     /// 503: the request queue is full.
@@ -38,7 +40,7 @@ impl HttpError {
             HttpError::PayloadTooLarge => "413 Request Entity Too Large",
             HttpError::UriTooLong => "414 Request-URI Too Long",
             HttpError::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
-            HttpError::Internal => "500 Internal Server Error",
+            HttpError::Internal | HttpError::ContentLengthExceeded => "500 Internal Server Error",
             HttpError::NotImplemented => "501 Not Implemented",
             HttpError::ServiceUnavailable => "503 Service Unavailable",
             HttpError::VersionNotSupported => "505 HTTP Version Not Supported",
@@ -70,6 +72,9 @@ impl HttpError {
             HttpError::Internal => {
                 "The server encountered an unexpected condition which prevented it from \
                  fulfilling the request."
+            }
+            HttpError::ContentLengthExceeded => {
+                "The requested resource returned more bytes than the declared Content-Length."
             }
             HttpError::NotImplemented => "Unsupported transfer-coding: only chunked is supported.",
             HttpError::ServiceUnavailable => "The server is busy: try again later.",

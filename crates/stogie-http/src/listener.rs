@@ -167,20 +167,41 @@ fn is_socket(path: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
-fn bind_unix_path(path: &std::path::Path, opts: ListenOptions) -> io::Result<Listener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket: refusing to replace it",
-                    path.display()
-                ),
-            ));
+/// Clears the way for a socket file at `path`: a socket file left by a server that is gone
+/// (nobody accepts on it) is removed, as is an empty regular file (what `mkstemp()` leaves
+/// to reserve a name; nothing is lost with it). A socket a running server listens on, and
+/// any other file, are refused: a typo in `--bind` must never delete someone's data.
+fn clear_unix_path(path: &std::path::Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    if kind.is_socket() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server", path.display()),
+                ))
+            }
+            // Refused: a socket file left by a server that stopped or crashed.
+            Err(_) => return std::fs::remove_file(path),
         }
-        // A socket file left by an earlier server: bind would fail on it.
-        std::fs::remove_file(path)?;
     }
+    if kind.is_file() && meta.len() == 0 {
+        return std::fs::remove_file(path);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{} exists and is not a socket: refusing to replace it",
+            path.display()
+        ),
+    ))
+}
+
+fn bind_unix_path(path: &std::path::Path, opts: ListenOptions) -> io::Result<Listener> {
+    clear_unix_path(path)?;
     listen_unix(
         SockAddr::unix(path)?,
         opts,

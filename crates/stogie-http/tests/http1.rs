@@ -606,7 +606,7 @@ fn content_length_overrun_is_truncated_and_closed() {
 }
 
 #[test]
-fn content_length_overrun_in_the_first_event_is_truncated_and_closed() {
+fn content_length_overrun_in_the_first_event_is_500() {
     let server = start(gateway(|req: Request| {
         let _ = req.response.blocking_send(ResponseEvent::Head {
             head: head("200 OK", &[("Content-Length", "3")]),
@@ -616,8 +616,13 @@ fn content_length_overrun_in_the_first_event_is_truncated_and_closed() {
     }));
     let mut c = server.connect();
     c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Nothing went out yet, so the client gets Cheroot's 500, not a cut 200.
     let r = c.read_response();
-    assert_eq!(r.body, b"abc");
+    assert_eq!(r.status_line, "HTTP/1.1 500 Internal Server Error");
+    assert_eq!(
+        r.body,
+        b"The requested resource returned more bytes than the declared Content-Length."
+    );
     c.expect_closed();
 }
 

@@ -5,10 +5,11 @@ use std::sync::RwLock;
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyTuple};
-use stogie_http::{Request, ResponseEvent};
+use stogie_http::{PeerAddr, Request, ResponseEvent};
 
 use crate::native::NativeRequest;
 use crate::pool::Handler;
@@ -39,6 +40,9 @@ pub struct AppHandler {
     pub mode: RwLock<Mode>,
     /// `on_error(message, exception)`: logs an application failure.
     pub on_error: Py<PyAny>,
+    /// Show UNIX socket clients' credentials to the app (live: Cheroot reads the setting
+    /// per request).
+    pub peercreds: std::sync::atomic::AtomicBool,
     /// Resolve peer credentials to names.
     pub resolve_peer: std::sync::atomic::AtomicBool,
 }
@@ -71,13 +75,29 @@ impl AppHandler {
 
     /// Ends a failed request: its body error (400/413) if that caused it, else a 500 with
     /// the traceback logged; once output went out, the connection just closes.
+    ///
+    /// `KeyboardInterrupt` and `SystemExit` from the app are no application errors but a
+    /// request to stop the server, as in Cheroot: the request ends (500 if nothing was sent)
+    /// and `on_error` gets the exception with the client's address, to set the server's
+    /// `interrupt` (which stops it and makes `serve()` raise it).
     fn fail(
         &self,
         py: Python<'_>,
         responder: &mut Responder,
         input: Option<&Bound<'_, Input>>,
         err: PyErr,
+        peer: &PeerAddr,
     ) {
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+            responder.abort(py, ResponseEvent::Abort);
+            let client = match peer {
+                PeerAddr::Tcp(a) => format!("{}:{}", a.ip(), a.port()),
+                PeerAddr::Unix(_) => "a UNIX socket".to_string(),
+            };
+            let msg =
+                format!("Got a server shutdown request while handling a connection from {client}");
+            return self.report(py, &msg, err);
+        }
         let body_error = input.and_then(|i| i.borrow().error().cloned());
         if responder.finished {
             // The client went away; nothing to answer and nothing worth a traceback.
@@ -118,24 +138,25 @@ impl AppHandler {
             peer: &peer,
             scheme,
             u0,
+            peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
             resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
             tls: tls.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e),
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer),
         };
         let input = match Bound::new(py, Input::new(body)) {
             Ok(i) => i,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e),
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer),
         };
         if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
-            return self.fail(py, &mut sr.borrow_mut().responder, None, e);
+            return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
         }
         let app = read_py(py, &self.app);
         let result = match app.bind(py).call1((env, &sr)) {
             Ok(r) => r,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e),
+            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e, &peer),
         };
         let sent = send_result(py, &sr, &result, can_sendfile);
         // PEP 3333: close() is called however the iteration ended. Plain lists and tuples
@@ -152,11 +173,12 @@ impl AppHandler {
             Ok(()) => {
                 let _ = me.responder.finish(py);
             }
-            Err(e) => self.fail(py, &mut me.responder, Some(&input), e),
+            Err(e) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
         }
     }
 
     fn native(&self, py: Python<'_>, request: Request) {
+        let peer = request.peer.clone();
         let app = read_py(py, &self.app);
         let req = match NativeRequest::new(py, request) {
             Ok(r) => r,
@@ -170,7 +192,7 @@ impl AppHandler {
             }
             Err(e) => {
                 let input = me.rfile.bind(py).clone();
-                self.fail(py, &mut me.responder, Some(&input), e)
+                self.fail(py, &mut me.responder, Some(&input), e, &peer)
             }
         }
     }
@@ -228,8 +250,17 @@ fn send_result(
         let body = join_chunks(&items)?;
         let mut me = sr.borrow_mut();
         me.ensure_started()?;
-        let _ = me.responder.write(py, body, true);
-        return Ok(());
+        let overrun = me
+            .responder
+            .body_left()
+            .is_some_and(|n| body.len() as u64 > n);
+        if !overrun || items.len()? < 2 {
+            let _ = me.responder.write(py, body, true);
+            return Ok(());
+        }
+        // More bytes than the app's Content-Length: chunk by chunk, as an iterator would
+        // go, so that only a first chunk over the length costs the client its 200.
+        drop(me);
     }
     if can_sendfile {
         if let Ok(fw) = result.cast::<FileWrapper>() {

@@ -36,6 +36,10 @@ pub struct NativeRequest {
     /// Client port, or None on UNIX sockets.
     #[pyo3(get)]
     pub remote_port: Option<u16>,
+    /// `(pid, uid, gid)` of a UNIX socket client when peer credentials are on (pid None
+    /// when the kernel does not tell it), else None.
+    #[pyo3(get)]
+    pub peer_cred: Option<(Option<i32>, u32, u32)>,
     /// `http` or `https`.
     #[pyo3(get)]
     pub scheme: &'static str,
@@ -66,9 +70,9 @@ impl NativeRequest {
         for h in &head.headers {
             headers.append((PyBytes::new(py, &h.name), PyBytes::new(py, &h.value)))?;
         }
-        let (remote_addr, remote_port) = match peer {
-            PeerAddr::Tcp(a) => (Some(a.ip().to_string()), Some(a.port())),
-            PeerAddr::Unix(_) => (None, None),
+        let (remote_addr, remote_port, peer_cred) = match peer {
+            PeerAddr::Tcp(a) => (Some(a.ip().to_string()), Some(a.port()), None),
+            PeerAddr::Unix(c) => (None, None, c.map(|c| (c.pid, c.uid, c.gid))),
         };
         Bound::new(
             py,
@@ -81,6 +85,7 @@ impl NativeRequest {
                 headers: headers.unbind(),
                 remote_addr,
                 remote_port,
+                peer_cred,
                 scheme,
                 rfile: Py::new(py, Input::new(body))?,
                 ssl_env: match &tls {

@@ -134,6 +134,7 @@ impl NativeServer {
                 template: RwLock::new(template),
                 mode: RwLock::new(parse_mode(mode)?),
                 on_error,
+                peercreds: AtomicBool::new(false),
                 resolve_peer: AtomicBool::new(false),
             }),
             config: LiveConfig::new(ServerConfig::default()),
@@ -227,7 +228,7 @@ impl NativeServer {
         let pick = slot.min(self.listeners.len() - 1);
         let listener = self.listeners.swap_remove(pick);
         self.listeners.clear();
-        self.app.resolve_peer.store(peercreds_resolve, Relaxed);
+        self.set_peercreds(peercreds, peercreds_resolve);
         let pool = Pool::start(
             self.app.clone(),
             limits(
@@ -252,7 +253,9 @@ impl NativeServer {
                     stats,
                     EngineOptions {
                         io_threads,
-                        peercreds,
+                        // Always read on UNIX sockets (one getsockopt per connection):
+                        // `peercreds_enabled` may be turned on while the server runs.
+                        peercreds: true,
                         tls,
                     },
                 )
@@ -385,6 +388,13 @@ impl NativeServer {
     #[getter]
     fn tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether requests from UNIX socket clients carry their credentials, and whether
+    /// those are resolved to user and group names; for the next request.
+    fn set_peercreds(&self, enabled: bool, resolve: bool) {
+        self.app.peercreds.store(enabled, Relaxed);
+        self.app.resolve_peer.store(enabled && resolve, Relaxed);
     }
 
     /// Whether the engine is running.

@@ -141,17 +141,60 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// Whether `v` is a well-formed `HTTP/d.d` that is neither 1.0 nor 1.1.
-fn is_other_version(line: &[u8]) -> bool {
-    let v = match line.rsplit(|&b| b == b' ').next() {
-        Some(v) => v,
-        None => return false,
+/// What is wrong with the version of a request line httparse refused there (Cheroot's
+/// words): not `HTTP/` at all ("bad protocol"), a well-formed `HTTP/d.d` other than 1.0 and
+/// 1.1 (505), or anything else after `HTTP/` ("bad version").
+fn version_error(line: &[u8]) -> HttpError {
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(_), Some(_), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+        return bad("Malformed Request-Line");
     };
-    v.len() == 8
-        && v.starts_with(b"HTTP/")
-        && v[5].is_ascii_digit()
-        && v[6] == b'.'
-        && v[7].is_ascii_digit()
+    if !v.starts_with(b"HTTP/") {
+        return bad("Malformed Request-Line: bad protocol");
+    }
+    let well_formed =
+        v.len() == 8 && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit();
+    if well_formed {
+        HttpError::VersionNotSupported
+    } else {
+        bad("Malformed Request-Line: bad version")
+    }
+}
+
+/// httparse refused a field name: a line with no colon at all is Cheroot's "Illegal header
+/// line."; otherwise the name itself is bad.
+fn header_name_error(head: &[u8]) -> HttpError {
+    let no_colon = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .any(|line| !line.is_empty() && !line.contains(&b':'));
+    if no_colon {
+        bad("Illegal header line.")
+    } else {
+        bad("Illegal header name")
+    }
+}
+
+/// Cheroot's answer to a request-target that is neither origin-form, absolute-form nor `*`.
+const NOT_ORIGIN_FORM: &str = "Invalid path in Request-URI: request-target must contain \
+     origin-form which starts with absolute-path (URI starting with a slash \"/\").";
+
+/// Whether the bytes that start a request cannot be one: a request line starts with a
+/// method token (blank lines before it are skipped by the caller). Checked on the first
+/// bytes, so that a TLS handshake or other non-HTTP bytes get their 400 at once instead of
+/// after the head timeout.
+pub fn bad_start(buf: &[u8]) -> Option<HttpError> {
+    let &first = buf.first()?;
+    if is_tchar(first) || first == b'\r' || first == b'\n' {
+        return None;
+    }
+    Some(if first == 0x16 {
+        // A TLS record of type handshake: a ClientHello on a plain-HTTP port.
+        bad("The client sent a TLS handshake, but this server speaks plain HTTP on this port.")
+    } else {
+        bad("Malformed Request-Line")
+    })
 }
 
 /// Tries to take one request head off the front of `buf`.
@@ -159,6 +202,9 @@ fn is_other_version(line: &[u8]) -> bool {
 /// `Ok(None)` means more bytes are needed; the caller must check the size limits with
 /// [`check_partial`] before reading more.
 pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHead>, HttpError> {
+    if let Some(e) = bad_start(buf) {
+        return Err(e);
+    }
     let end = match find_head_end(buf) {
         Some(end) => end,
         None => {
@@ -188,13 +234,19 @@ pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHea
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderFieldsTooLarge),
         Err(httparse::Error::Version) => {
             let line_end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
-            if is_other_version(&head[..line_end]) {
-                return Err(HttpError::VersionNotSupported);
-            }
-            return Err(bad("Malformed Request-Line: bad version"));
+            return Err(version_error(&head[..line_end]));
         }
-        Err(httparse::Error::Token) => return Err(bad("Malformed Request-Line: bad method")),
-        Err(httparse::Error::HeaderName) => return Err(bad("Illegal header name")),
+        Err(httparse::Error::Token) => {
+            // Cheroot's words: a line that is not three parts at all, else a bad method.
+            let line_end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
+            let spaces = head[..line_end].iter().filter(|&&b| b == b' ').count();
+            return Err(if spaces < 2 {
+                bad("Malformed Request-Line")
+            } else {
+                bad("Malformed Request-Line: bad method")
+            });
+        }
+        Err(httparse::Error::HeaderName) => return Err(header_name_error(head)),
         Err(httparse::Error::HeaderValue) => return Err(bad("Illegal header value")),
         Err(_) => return Err(bad("Malformed Request-Line")),
     };
@@ -426,9 +478,11 @@ fn split_target(method: &[u8], target: &Bytes) -> Result<Target, HttpError> {
         (None, None, target.clone())
     } else if &target[..] == b"*" {
         if method != b"OPTIONS" {
-            return Err(bad("Invalid path in Request-URI."));
+            return Err(bad(NOT_ORIGIN_FORM));
         }
-        (None, None, target.clone())
+        // Cheroot's PATH_INFO for `OPTIONS *` is `/*` (every path starts with a slash);
+        // REQUEST_URI keeps the `*` as sent.
+        (None, None, Bytes::from_static(b"/*"))
     } else if let Some(pos) = find(target, b"://") {
         // absolute-form: the path and query are used, the authority replaces Host.
         let scheme = target.slice(..pos);
@@ -459,7 +513,7 @@ fn split_target(method: &[u8], target: &Bytes) -> Result<Target, HttpError> {
         };
         (Some(scheme), Some(authority), rest)
     } else {
-        return Err(bad("Invalid path in Request-URI."));
+        return Err(bad(NOT_ORIGIN_FORM));
     };
     let (path, query) = match rest.iter().position(|&b| b == b'?') {
         Some(q) => (rest.slice(..q), rest.slice(q + 1..)),
@@ -645,6 +699,51 @@ mod tests {
     }
 
     #[test]
+    fn refusals_say_what_cheroot_says() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"GET / HTTPS/1.1\r\nHost: h\r\n\r\n",
+                "Malformed Request-Line: bad protocol",
+            ),
+            (
+                b"GET / HTTP/1\r\nHost: h\r\n\r\n",
+                "Malformed Request-Line: bad version",
+            ),
+            (b"GET /\r\nHost: h\r\n\r\n", "Malformed Request-Line"),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nRe, 1.2.3.4#015#012\r\n\r\n",
+                "Illegal header line.",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX Y: z\r\n\r\n",
+                "Illegal header name",
+            ),
+            (b"GET hello HTTP/1.1\r\nHost: h\r\n\r\n", NOT_ORIGIN_FORM),
+            (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", NOT_ORIGIN_FORM),
+        ];
+        for (raw, msg) in cases {
+            let e = p(raw).unwrap_err();
+            assert_eq!(e.code(), 400, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(e.message(), *msg, "{}", String::from_utf8_lossy(raw));
+        }
+        assert!(NOT_ORIGIN_FORM.contains("starting with a slash"));
+    }
+
+    #[test]
+    fn non_http_first_bytes_are_refused_at_once() {
+        // A TLS ClientHello starts with 0x16 0x03: no need to wait for a line end or the
+        // head timeout to know it is not HTTP.
+        let e = p(b"\x16\x03\x01\x02\x00\x01").unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert!(e.message().contains("TLS handshake"), "{}", e.message());
+        let e = p(b"\x00").unwrap_err();
+        assert_eq!(e.message(), "Malformed Request-Line");
+        // A request's first byte alone is no reason to wait less: these still wait.
+        assert!(p(b"G").unwrap().is_none());
+        assert!(p(b"\r").unwrap().is_none());
+    }
+
+    #[test]
     fn long_line_is_414() {
         let mut raw = b"GET /".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 9000));
@@ -775,7 +874,9 @@ mod tests {
         let h = p(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(&h.path[..], b"*");
+        // PATH_INFO starts with a slash, as in Cheroot; the target stays as sent.
+        assert_eq!(&h.path[..], b"/*");
+        assert_eq!(&h.target[..], b"*");
         let h = p(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
             .unwrap()
             .unwrap();

@@ -165,6 +165,9 @@ pub struct ResponseContext<'a> {
     pub keep_alive: bool,
     /// The `Server` header value.
     pub server: &'a str,
+    /// How long the server keeps an idle connection: an HTTP/1.0 keep-alive answer says
+    /// so in `Keep-Alive: timeout=N`, as Cheroot's does.
+    pub keep_alive_timeout: std::time::Duration,
 }
 
 /// The result of encoding a head.
@@ -303,7 +306,16 @@ pub fn encode_head(
     if close && !app_close && ctx.version == Version::Http11 {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if !close && ctx.version == Version::Http10 {
-        out.extend_from_slice(b"Connection: Keep-Alive\r\n");
+        out.extend_from_slice(b"Connection: Keep-Alive\r\nKeep-Alive: timeout=");
+        let t = ctx.keep_alive_timeout;
+        // Seconds as Python prints the setting: `10` for a whole number, else `0.5`.
+        let secs = if t.subsec_nanos() == 0 {
+            t.as_secs().to_string()
+        } else {
+            t.as_secs_f64().to_string()
+        };
+        out.extend_from_slice(secs.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if !has_date {
         out.extend_from_slice(b"Date: ");
@@ -392,6 +404,7 @@ mod tests {
             is_head: false,
             keep_alive: true,
             server: "S",
+            keep_alive_timeout: std::time::Duration::from_secs(10),
         }
     }
 
@@ -450,6 +463,31 @@ mod tests {
                 .framing,
             ResponseFraming::NoBody
         );
+    }
+
+    #[test]
+    fn http10_keep_alive_says_the_timeout() {
+        let mut out = Vec::new();
+        let head = h("200 OK", &[("Content-Length", "0")]);
+        let e = encode_head(&mut out, &head, &ctx(Version::Http10)).unwrap();
+        assert!(!e.close);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=10\r\n"));
+
+        let mut out = Vec::new();
+        let half = ResponseContext {
+            keep_alive_timeout: std::time::Duration::from_millis(500),
+            ..ctx(Version::Http10)
+        };
+        encode_head(&mut out, &head, &half).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Keep-Alive: timeout=0.5\r\n"));
+
+        // HTTP/1.1 keep-alive is the default: no header for it.
+        let mut out = Vec::new();
+        encode_head(&mut out, &head, &ctx(Version::Http11)).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("Keep-Alive"));
     }
 
     #[test]

@@ -381,6 +381,7 @@ pub fn check_response_head(data: &[u8]) {
         is_head: flags & 2 != 0,
         keep_alive: flags & 4 == 0,
         server: "Stogie/fuzz",
+        keep_alive_timeout: std::time::Duration::from_millis(1500),
     };
     check_response(&ResponseHead::new(status, headers), &ctx);
 }

@@ -126,6 +126,8 @@ pub struct EnvironParts<'a> {
     pub scheme: &'static str,
     /// Gateway_u0: PATH_INFO and QUERY_STRING decoded as UTF-8.
     pub u0: bool,
+    /// Put a UNIX socket client's credentials in (the server's `peercreds_enabled`).
+    pub peercreds: bool,
     /// Resolve peer credentials to user and group names.
     pub resolve_peer: bool,
     /// The connection's TLS facts, when it is HTTPS.
@@ -225,7 +227,7 @@ pub fn build<'py>(
             env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, addr.port()))?;
         }
         PeerAddr::Unix(cred) => {
-            if let Some(c) = cred {
+            if let Some(c) = cred.filter(|_| parts.peercreds) {
                 if let Some(pid) = c.pid {
                     env.set_item(intern!(py, "X_REMOTE_PID"), pid.to_string())?;
                 }

@@ -104,6 +104,11 @@ impl Responder {
         self.head = Some(head);
     }
 
+    /// Body bytes still to come by the app's Content-Length, if it gave one.
+    pub fn body_left(&self) -> Option<u64> {
+        self.left
+    }
+
     /// Sends `ev`; `last`: only the response's end can follow it.
     fn send(&mut self, py: Python<'_>, ev: ResponseEvent, last: bool) -> Result<(), ClientGone> {
         let sent = match self.sender.try_send_as(ev, last) {
@@ -249,21 +254,52 @@ fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<
     Ok(start..buf.len())
 }
 
+/// One `(name, value)` item of the app's headers: a tuple or list of two (the usual
+/// case, read without iterating), or any other iterable of exactly two, as Cheroot's
+/// `for k, v in headers` takes. A `str` or `bytes` is never a pair.
+fn header_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let not_pair = || {
+        PyTypeError::new_err(format!(
+            "WSGI response header {} is not a (name, value) pair.",
+            item.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    };
+    if let Ok(t) = item.cast_exact::<PyTuple>() {
+        return if t.len() == 2 {
+            Ok((t.get_item(0)?, t.get_item(1)?))
+        } else {
+            Err(not_pair())
+        };
+    }
+    if let Ok(l) = item.cast_exact::<PyList>() {
+        return if l.len() == 2 {
+            Ok((l.get_item(0)?, l.get_item(1)?))
+        } else {
+            Err(not_pair())
+        };
+    }
+    if item.is_instance_of::<PyString>() || item.is_instance_of::<PyBytes>() {
+        return Err(not_pair());
+    }
+    let mut it = item.try_iter().map_err(|_| not_pair())?;
+    let (Some(name), Some(value), None) = (it.next(), it.next(), it.next()) else {
+        return Err(not_pair());
+    };
+    Ok((name?, value?))
+}
+
 /// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
 /// and every name and value are copied into the one buffer the head is made of, `room`'s.
+/// `headers` may be any iterable of pairs (a list of tuples is the fast path).
 pub fn head_from_py(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
     room: HeadRoom,
 ) -> PyResult<ResponseHead> {
-    let list = headers.cast::<PyList>().map_err(|_| {
-        PyTypeError::new_err("WSGI response headers must be a list of (name, value) tuples.")
-    })?;
     let HeadRoom {
         mut text,
         fields: mut ranges,
     } = room;
-    ranges.reserve(list.len());
     let status_at = push_latin1(&mut text, status, "response status")?;
     stogie_http::h1::response::status_code(&text[status_at.clone()]).map_err(|e| {
         PyValueError::new_err(format!(
@@ -271,24 +307,42 @@ pub fn head_from_py(
             String::from_utf8_lossy(&text[status_at.clone()])
         ))
     })?;
-    for item in list.iter() {
-        let pair = item.cast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err(format!("WSGI response header {item} is not a tuple."))
-        })?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(format!(
-                "WSGI response header {pair} is not a (name, value) pair."
-            )));
-        }
-        let name = push_latin1(&mut text, &pair.get_item(0)?, "response header key")?;
+    let mut push = |item: &Bound<'_, PyAny>| -> PyResult<()> {
+        let (name, value) = header_pair(item)?;
+        let name = push_latin1(&mut text, &name, "response header key")?;
         if !stogie_http::h1::head::is_token(&text[name.clone()]) {
             return Err(PyValueError::new_err(format!(
                 "WSGI response header name {:?} is not a valid token.",
                 String::from_utf8_lossy(&text[name])
             )));
         }
-        let value = push_latin1(&mut text, &pair.get_item(1)?, "response header value")?;
+        let value = push_latin1(&mut text, &value, "response header value")?;
         ranges.push((name, value));
+        Ok(())
+    };
+    if let Ok(list) = headers.cast_exact::<PyList>() {
+        for item in list.iter() {
+            push(&item)?;
+        }
+    } else {
+        if headers.is_instance_of::<PyString>() || headers.is_instance_of::<PyBytes>() {
+            return Err(PyTypeError::new_err(
+                "WSGI response headers must be an iterable of (name, value) pairs, not a string.",
+            ));
+        }
+        let items = headers.try_iter().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "WSGI response headers must be an iterable of (name, value) pairs, not {}.",
+                headers
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        for item in items {
+            push(&item?)?;
+        }
     }
     Ok(ResponseHead::from_text(text, status_at, ranges))
 }
