@@ -2,7 +2,9 @@
 clients (ssl, http.client, requests), the environ, client certificates, keys and their
 passwords, reload, and the wrong protocol on the port."""
 
+import contextlib
 import json
+import logging
 import os
 import socket
 import ssl
@@ -40,8 +42,6 @@ def pki(tmp_path):
 def tls_serve(pki):
     """``tls_serve(app, adapter=None, **server_kwargs)``: a running HTTPS server (the
     builtin adapter on the pki's files by default)."""
-    import contextlib
-
     stack = contextlib.ExitStack()
 
     def start(app=environ_app, adapter=None, bind_addr=("127.0.0.1", 0), attrs=None, **kw):
@@ -566,3 +566,27 @@ def test_handshakes_are_not_in_python_threads(pki, tls_serve):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_failed_handshakes_are_logged_at_debug_with_the_peer(pki, tls_serve, caplog):
+    caplog.set_level(logging.DEBUG, logger="stogie.error")
+    srv = tls_serve(hello_app, attrs={"timeout": 1})
+    with socket.create_connection(srv.bind_addr) as s:
+        s.sendall(b"\x00garbage")
+        s.settimeout(5)
+        port = s.getsockname()[1]
+        with contextlib.suppress(ConnectionResetError):  # closed with the garbage unread
+            assert s.recv(100) == b""
+    silent = socket.create_connection(srv.bind_addr)
+    silent_port = silent.getsockname()[1]
+
+    def logged(text):
+        return [r for r in caplog.records if text in r.getMessage()]
+
+    deadline = time.monotonic() + 5
+    while not logged(f":{silent_port} timed out") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    silent.close()
+    (bad,) = logged(f"TLS handshake with 127.0.0.1:{port} failed: not a TLS handshake")
+    assert bad.levelno == logging.DEBUG
+    assert logged(f"TLS handshake with 127.0.0.1:{silent_port} timed out")

@@ -54,7 +54,7 @@ pub trait Gateway: Send + Sync + 'static {
 }
 
 /// Severity of an engine log message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     /// Detail for debugging.
     Debug,
@@ -70,6 +70,14 @@ pub enum LogLevel {
 pub trait ErrorLog: Send + Sync + 'static {
     /// Records one message.
     fn log(&self, level: LogLevel, msg: &str);
+
+    /// Whether messages at `level` are recorded: one that is not is not even formatted.
+    /// (Per-connection debug messages, such as failed TLS handshakes, can come by the
+    /// thousand from a scanner.)
+    fn enabled(&self, level: LogLevel) -> bool {
+        let _ = level;
+        true
+    }
 }
 
 /// An [`ErrorLog`] that writes to standard error.

@@ -18,16 +18,28 @@ use crate::pool::{Pool, PoolLimits};
 use crate::wsgi::environ;
 
 /// Sends engine messages to a Python callable `log(message, levelno)`.
-struct PyLog(Py<PyAny>);
+/// Messages below `threshold` (a `logging` level number) are dropped without taking the GIL.
+struct PyLog(Py<PyAny>, std::sync::atomic::AtomicU8);
+
+fn levelno(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Debug => 10,
+        LogLevel::Info => 20,
+        LogLevel::Warning => 30,
+        LogLevel::Error => 40,
+    }
+}
 
 impl ErrorLog for PyLog {
+    fn enabled(&self, level: LogLevel) -> bool {
+        levelno(level) >= self.1.load(Relaxed)
+    }
+
     fn log(&self, level: LogLevel, msg: &str) {
-        let levelno = match level {
-            LogLevel::Debug => 10,
-            LogLevel::Info => 20,
-            LogLevel::Warning => 30,
-            LogLevel::Error => 40,
-        };
+        if !self.enabled(level) {
+            return;
+        }
+        let levelno = levelno(level);
         Python::attach(|py| {
             if let Err(e) = self.0.call1(py, (msg, levelno)) {
                 e.print(py);
@@ -139,7 +151,7 @@ impl NativeServer {
             }),
             config: LiveConfig::new(ServerConfig::default()),
             stats: Arc::new(Stats::default()),
-            log: Arc::new(PyLog(log)),
+            log: Arc::new(PyLog(log, Default::default())),
             listeners: Vec::new(),
             engine: None,
             pool: None,
@@ -382,6 +394,11 @@ impl NativeServer {
                 .reload(identity)
                 .map_err(|e| crate::tls::TLSError::new_err(e.to_string()))
         })
+    }
+
+    /// Engine messages below this `logging` level are dropped before they reach Python.
+    fn set_log_level(&self, levelno: u8) {
+        self.log.1.store(levelno, Relaxed);
     }
 
     /// Whether the server serves TLS.

@@ -303,6 +303,12 @@ def configure(server, native):
     settings = adapter._tls_settings()
     settings["interface"] = f"{server.version} Python/{sys.version}"
     native.set_tls(**settings)
+    # A failed handshake is a debug message: dropped in the engine, without taking the GIL,
+    # unless stogie.error would show it (or error_log is the application's own).
+    from ..server import HTTPServer, _error_logger
+
+    if type(server).error_log is HTTPServer.error_log:
+        native.set_log_level(min(_error_logger.getEffectiveLevel(), 40))
 
 
 def reload(server):

@@ -651,6 +651,7 @@ pub(crate) async fn serve<S: Plain>(
     let why = match outcome {
         Ok(Ok(Handshake::Done(tls))) => return conn::serve(tls, peer, shared, open).await,
         Ok(Ok(_)) => return,
+        _ if !shared.log.enabled(LogLevel::Debug) => return,
         Ok(Err(e)) => format!("failed: {e}"),
         Err(_) => format!("timed out after {:?}", cfg.timeout),
     };
