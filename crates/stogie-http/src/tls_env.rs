@@ -45,16 +45,25 @@ impl std::fmt::Debug for TlsInfo {
 }
 
 impl TlsInfo {
-    /// The connection's CGI variables, then the server's (`SSL_SERVER_*`, `SSL_VERSION_*`).
+    /// Every CGI variable: the server's, then the connection's.
     pub fn environ(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars
-            .iter()
-            .chain(self.server.vars.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.server.environ().chain(self.connection_environ())
     }
 
-    /// A place where a gateway keeps its own form of these facts (the WSGI gateway: a
-    /// Python dict), made by the first request of the connection and reused by the rest.
+    /// The variables of this connection (protocol, cipher, session, SNI, the client's
+    /// certificate, `SSL_SERVER_V_REMAIN`).
+    pub fn connection_environ(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The variables every connection made with the same server certificate shares.
+    pub fn server(&self) -> &ServerVars {
+        &self.server
+    }
+
+    /// A place where a gateway keeps its own form of [`TlsInfo::connection_environ`] (the
+    /// WSGI gateway: a Python dict), made by the first request of the connection and reused
+    /// by the rest.
     pub fn gateway_slot(&self) -> &OnceLock<Box<dyn Any + Send + Sync>> {
         &self.gateway_slot
     }
@@ -127,14 +136,27 @@ impl TlsInfo {
     }
 }
 
-/// The variables of a server certificate, the same for every connection that uses it.
+/// The variables of a server certificate (`SSL_SERVER_*`, but `_V_REMAIN`) and the
+/// `SSL_VERSION_*` names, the same for every connection that uses the certificate.
 #[derive(Debug, Default)]
-pub(crate) struct ServerVars {
+pub struct ServerVars {
     vars: Vec<(String, String)>,
     not_after: Option<i64>,
+    gateway_slot: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl ServerVars {
+    /// The variables.
+    pub fn environ(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A place where a gateway keeps its own form of [`ServerVars::environ`], shared by every
+    /// connection made with this certificate.
+    pub fn gateway_slot(&self) -> &OnceLock<Box<dyn Any + Send + Sync>> {
+        &self.gateway_slot
+    }
+
     /// `SSL_SERVER_*` of the certificate `leaf`, and the interface and library names.
     pub(crate) fn new(leaf: &CertificateDer<'_>, interface: &str) -> Self {
         let mut vars = vec![
@@ -143,7 +165,11 @@ impl ServerVars {
         ];
         let not_after = cert_vars("SSL_SERVER", leaf, &mut vars);
         vars.push(("SSL_SERVER_CERT".to_owned(), pem(leaf)));
-        ServerVars { vars, not_after }
+        ServerVars {
+            vars,
+            not_after,
+            gateway_slot: OnceLock::new(),
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use std::any::Any;
+use std::sync::OnceLock;
+
+use pyo3::types::{PyDict, PyString};
 use stogie_http::transport::tls::PLAIN_HTTP_ON_TLS_PORT;
 use stogie_http::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsInfo, TlsVersion};
 
@@ -75,19 +78,37 @@ pub fn acceptor(
     TlsAcceptor::new(config).map_err(err)
 }
 
-/// The connection's SSL_* variables (and `HTTPS`) as a dict, made by the first request of
-/// the connection and kept with its TLS facts for the rest. Callers copy from it.
-pub fn environ<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
-    let slot = info.gateway_slot();
+/// A dict of `vars` kept in `slot`: made by the first caller, reused by the rest (another
+/// worker may make one meanwhile: either will do). Keys are interned, shared by all dicts.
+fn cached<'py, 'a>(
+    py: Python<'py>,
+    slot: &OnceLock<Box<dyn Any + Send + Sync>>,
+    vars: impl Iterator<Item = (&'a str, &'a str)>,
+) -> PyResult<Bound<'py, PyDict>> {
     if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
         return Ok(dict.bind(py).clone());
     }
     let dict = PyDict::new(py);
-    for (k, v) in info.environ() {
-        dict.set_item(k, v)?;
+    for (k, v) in vars {
+        dict.set_item(PyString::intern(py, k), v)?;
     }
-    // Another worker may have made it meanwhile: either dict will do.
     let _ = slot.set(Box::new(dict.clone().unbind()));
+    Ok(dict)
+}
+
+/// Puts the connection's SSL_* variables (and `HTTPS`) into an environ. They come from two
+/// dicts made once: the server certificate's, shared by every connection (its PEM alone is
+/// a kilobyte), and the connection's own.
+pub fn update_environ(py: Python<'_>, env: &Bound<'_, PyDict>, info: &TlsInfo) -> PyResult<()> {
+    let server = info.server();
+    env.update(cached(py, server.gateway_slot(), server.environ())?.as_mapping())?;
+    env.update(cached(py, info.gateway_slot(), info.connection_environ())?.as_mapping())
+}
+
+/// The SSL_* variables as a new dict (Cheroot's `req.conn.ssl_env`, for native gateways).
+pub fn environ<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    update_environ(py, &dict, info)?;
     Ok(dict)
 }
 

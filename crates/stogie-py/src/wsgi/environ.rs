@@ -219,7 +219,7 @@ pub fn build<'py>(
         env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
     }
     if let Some(info) = parts.tls {
-        env.update(crate::tls::environ(py, info)?.as_mapping())?;
+        crate::tls::update_environ(py, &env, info)?;
     }
     match parts.peer {
         PeerAddr::Tcp(addr) => {
