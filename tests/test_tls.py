@@ -590,3 +590,44 @@ def test_failed_handshakes_are_logged_at_debug_with_the_peer(pki, tls_serve, cap
     (bad,) = logged(f"TLS handshake with 127.0.0.1:{port} failed: not a TLS handshake")
     assert bad.levelno == logging.DEBUG
     assert logged(f"TLS handshake with 127.0.0.1:{silent_port} timed out")
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+def test_session_resumption_and_op_no_ticket(pki, tls_serve, tickets):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    if not tickets:
+        adapter.context.options |= ssl.OP_NO_TICKET
+    srv = tls_serve(adapter=adapter)
+    ctx = pki.client_context()
+    session = None
+    reused = []
+    for _ in range(2):
+        raw = socket.create_connection(srv.bind_addr, timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = b""
+            while chunk := s.recv(65536):
+                body += chunk
+            reused.append(s.session_reused)
+            session = s.session
+        assert json.loads(body.partition(b"\r\n\r\n")[2])["SSL_SESSION_RESUMED"] == (
+            "Resumed" if reused[-1] else "Initial"
+        )
+    assert reused == [False, tickets]
+
+
+@pytest.mark.parametrize("server_order", [True, False])
+def test_cipher_order_follows_op_cipher_server_preference(pki, tls_serve, server_order):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    assert adapter.context.options & ssl.OP_CIPHER_SERVER_PREFERENCE  # Python's default
+    if not server_order:
+        adapter.context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    srv = tls_serve(adapter=adapter)
+    ctx = pki.client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
+    env, _ = env_over(srv, ctx)
+    # rustls prefers AES-256; this client prefers AES-128.
+    assert env["SSL_CIPHER"] == (
+        "ECDHE-ECDSA-AES256-GCM-SHA384" if server_order else "ECDHE-ECDSA-AES128-GCM-SHA256"
+    )

@@ -319,10 +319,10 @@ impl NativeServer {
     /// Serves HTTPS from the next start() on: the certificate chain and key (PEM), an
     /// optional bundle of intermediates, client verification ("none", "optional",
     /// "required") with the CA certificates (DER), protocol versions ("TLSv1.2",
-    /// "TLSv1.3"), cipher suites by name (None: all), and SSL_VERSION_INTERFACE. Everything
-    /// is checked now: TLSError names the file or setting at fault. `cert=None` turns TLS
-    /// off.
-    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None, client_verify = "none", client_cas = Vec::new(), min_version = "TLSv1.2", max_version = "TLSv1.3", ciphers = None, interface = String::new()))]
+    /// "TLSv1.3"), cipher suites by name (None: all), session tickets, the server's cipher
+    /// order, and SSL_VERSION_INTERFACE. Everything is checked now: TLSError names the file
+    /// or setting at fault. `cert=None` turns TLS off.
+    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None, client_verify = "none", client_cas = Vec::new(), min_version = "TLSv1.2", max_version = "TLSv1.3", ciphers = None, session_tickets = true, prefer_server_ciphers = false, interface = String::new()))]
     #[allow(clippy::too_many_arguments)]
     fn set_tls(
         &mut self,
@@ -338,6 +338,8 @@ impl NativeServer {
         min_version: &str,
         max_version: &str,
         ciphers: Option<Vec<String>>,
+        session_tickets: bool,
+        prefer_server_ciphers: bool,
         interface: String,
     ) -> PyResult<()> {
         if self.engine.is_some() {
@@ -361,6 +363,8 @@ impl NativeServer {
                 min_version,
                 max_version,
                 ciphers,
+                session_tickets,
+                prefer_server_ciphers,
                 interface,
             )
         })?;

@@ -56,6 +56,8 @@ pub fn acceptor(
     min_version: &str,
     max_version: &str,
     ciphers: Option<Vec<String>>,
+    session_tickets: bool,
+    prefer_server_ciphers: bool,
     interface: String,
 ) -> PyResult<TlsAcceptor> {
     let cas = client_cas.into_iter().map(Into::into).collect();
@@ -74,6 +76,8 @@ pub fn acceptor(
     config.min_version = version("minimum_version", min_version)?;
     config.max_version = version("maximum_version", max_version)?;
     config.cipher_suites = ciphers;
+    config.session_tickets = session_tickets;
+    config.prefer_server_ciphers = prefer_server_ciphers;
     config.interface = interface;
     TlsAcceptor::new(config).map_err(err)
 }

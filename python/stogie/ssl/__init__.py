@@ -293,6 +293,8 @@ def _ssl_context_settings(context):
         )
     settings["min_version"] = _VERSIONS[low]
     settings["max_version"] = _VERSIONS[high]
+    settings["session_tickets"] = not options & _ssl.OP_NO_TICKET
+    settings["prefer_server_ciphers"] = bool(options & _ssl.OP_CIPHER_SERVER_PREFERENCE)
     settings["ciphers"] = [c["name"] for c in context.get_ciphers()]
     return settings
 

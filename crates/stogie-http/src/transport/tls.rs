@@ -255,8 +255,11 @@ pub struct TlsConfig {
     pub cipher_suites: Option<Vec<String>>,
     /// ALPN protocols offered, in order of preference.
     pub alpn: Vec<Vec<u8>>,
-    /// TLS 1.3 session tickets and TLS 1.2 stateless resumption.
+    /// TLS 1.3 session tickets and TLS 1.2 stateless resumption (TLS 1.2 resumption by
+    /// session ID works without them).
     pub session_tickets: bool,
+    /// Pick the cipher suite by the server's order of preference, not the client's.
+    pub prefer_server_ciphers: bool,
     /// `SSL_VERSION_INTERFACE`: the server's name and version.
     pub interface: String,
 }
@@ -272,6 +275,7 @@ impl TlsConfig {
             cipher_suites: None,
             alpn: vec![b"http/1.1".to_vec()],
             session_tickets: true,
+            prefer_server_ciphers: false,
             interface: concat!("stogie-http/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -464,6 +468,7 @@ impl TlsAcceptor {
         });
         let mut server = builder.with_cert_resolver(resolver.clone());
         server.alpn_protocols = config.alpn;
+        server.ignore_client_order = config.prefer_server_ciphers;
         if config.session_tickets {
             server.ticketer = rustls::crypto::ring::Ticketer::new()
                 .map_err(|e| TlsError::new(format!("session tickets: {e}")))?;
