@@ -631,3 +631,55 @@ def test_cipher_order_follows_op_cipher_server_preference(pki, tls_serve, server
     assert env["SSL_CIPHER"] == (
         "ECDHE-ECDSA-AES256-GCM-SHA384" if server_order else "ECDHE-ECDSA-AES128-GCM-SHA256"
     )
+
+
+def test_encrypted_key_without_a_password_is_asked_for_on_the_terminal(pki, tmp_path):
+    """As OpenSSL does for Cheroot: the pass phrase is prompted for, once."""
+    import pty
+    import subprocess
+    import sys
+    import textwrap
+
+    key = tmp_path / "enc.key"
+    plain = load_key(pki.server.private_key_pem.bytes())
+    key.write_bytes(key_bytes(plain, "pkcs8", PASSWORD.encode()))
+    script = tmp_path / "prompted.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import fcntl, sys, termios
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty is this session's terminal
+            from stogie.ssl.builtin import BuiltinSSLAdapter
+            adapter = BuiltinSSLAdapter({pki.cert_file!r}, {str(key)!r})
+            settings = adapter._tls_settings()
+            print("DECRYPTED", b"BEGIN PRIVATE KEY" in settings["key"], flush=True)
+            """
+        )
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 10
+        while b"pass phrase" not in seen and time.monotonic() < deadline:
+            seen += os.read(master, 1024)
+        assert f"Enter PEM pass phrase for {key}".encode() in seen
+        os.write(master, PASSWORD.encode() + b"\n")
+        while b"DECRYPTED" not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:
+                break
+        assert b"DECRYPTED True" in seen, seen
+        assert seen.count(b"pass phrase") == 1
+    finally:
+        proc.kill()
+        proc.wait(5)
+        os.close(master)
