@@ -22,6 +22,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 HELLO = b"Hello, World!"
 POST_BODY = b"x" * 4096  # what post4k.lua sends
 IDLE_TIMEOUT = 60  # keep-alive timeout given to every server for the idle test, where it can
+# The TLS workloads' certificate and key: ECDSA P-256, self-signed, made by tls_files().
+TLS_CERT = LOGS / "tls" / "cert.pem"
+TLS_KEY = LOGS / "tls" / "key.pem"
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,6 +65,8 @@ class Workload:
     body: bytes | None = None
     # what a correct response body is
     expect: Callable[[bytes], bool] = lambda body: body == HELLO
+    tls: bool = False  # HTTPS (the certificate from tls_files())
+    close: bool = False  # "Connection: close": a new connection (and handshake) per request
 
 
 def _json_ok(body):
@@ -87,6 +93,8 @@ WORKLOADS = [
     Workload("stream", "stream 100 x 1 KiB", "stream", 64, expect=lambda b: b == b"y" * 102400),
     Workload("flask", "Flask JSON", "flask_app", 64, path="/json", expect=_json_ok),
     Workload("sleep", "sleep 10 ms, 256 connections", "sleep", 256),
+    Workload("tls", "hello over TLS", "hello", 64, tls=True),
+    Workload("tls-handshake", "hello, a TLS handshake each", "hello", 64, tls=True, close=True),
     Workload("idle", "10k idle keep-alive", "hello", 10000),
 ]
 WORKLOAD_KEYS = [w.key for w in WORKLOADS]
@@ -128,6 +136,15 @@ def ceiling_variants(w, ctx):
     return [Variant(f"{n} I/O thread(s)", [str(ctx.hello_bin), "{port}", str(n)]) for n in threads]
 
 
+def no_tls(variants):
+    """A server without TLS of its own: no TLS workloads."""
+
+    def pick(w, ctx):
+        return "no TLS" if w.tls else variants(w, ctx)
+
+    return pick
+
+
 def stogie_argv(w, extra=()):
     argv = [
         str(BIN / "stogie"),
@@ -143,6 +160,8 @@ def stogie_argv(w, extra=()):
         "warning",
         *extra,
     ]
+    if w.tls:
+        argv += ["--ssl-certificate", str(TLS_CERT), "--ssl-private-key", str(TLS_KEY)]
     if w.key == "idle":
         argv += ["--timeout", str(IDLE_TIMEOUT)]
     return argv + ["apps:{app}"]
@@ -163,21 +182,26 @@ def stogie_workers_variants(w, ctx):
     return variants
 
 
-def serve_py(kind, threads=None):
+def serve_py(kind, threads=None, tls=False):
     argv = [PY, str(BENCH / "serve.py"), kind, "{port}", "apps:{app}"]
     if threads:
         argv += ["--threads", str(threads)]
+    if tls:
+        argv += ["--certfile", str(TLS_CERT), "--keyfile", str(TLS_KEY)]
     return argv + ["--timeout", str(IDLE_TIMEOUT)]
 
 
 def cheroot_variants(w, ctx):
     n = 64 if w.key == "sleep" else 10
-    return [Variant(f"numthreads {n}", serve_py("cheroot", n))]
+    label = f"numthreads {n}" + (", BuiltinSSLAdapter" if w.tls else "")
+    return [Variant(label, serve_py("cheroot", n, w.tls))]
 
 
 def gunicorn_variants(w, ctx):
     base = [str(BIN / "gunicorn"), "-b", HOST + ":{port}", "--backlog", "4096"]
     base += ["--log-level", "warning"]
+    if w.tls:
+        base += ["--certfile", str(TLS_CERT), "--keyfile", str(TLS_KEY)]
 
     def gthread(workers, threads):
         argv = base + ["-w", str(workers), "-k", "gthread", "--threads", str(threads)]
@@ -230,6 +254,8 @@ def granian_variants(w, ctx):
         "--log-level",
         "warning",
     ]
+    if w.tls:
+        base += ["--ssl-certificate", str(TLS_CERT), "--ssl-keyfile", str(TLS_KEY)]
     auto = Variant("2 workers", base + ["apps:{app}"])
     if w.key in ("sleep", "idle"):
         return [auto]
@@ -260,10 +286,10 @@ SERVERS = [
     ),
     Server("cheroot", "Cheroot", ("cheroot",), True, cheroot_variants),
     Server("gunicorn", "gunicorn", ("gunicorn",), True, gunicorn_variants),
-    Server("waitress", "waitress", ("waitress",), True, waitress_variants),
+    Server("waitress", "waitress", ("waitress",), True, no_tls(waitress_variants)),
     Server("granian", "Granian", ("granian",), True, granian_variants),
-    Server("pyruvate", "pyruvate", ("pyruvate",), True, pyruvate_variants),
-    Server("bjoern", "bjoern", ("bjoern",), True, bjoern_variants),
+    Server("pyruvate", "pyruvate", ("pyruvate",), True, no_tls(pyruvate_variants)),
+    Server("bjoern", "bjoern", ("bjoern",), True, no_tls(bjoern_variants)),
 ]
 SERVER_KEYS = [s.key for s in SERVERS]
 QUICK_PEER = "granian"
@@ -430,6 +456,8 @@ class WrongResponse(Exception):
 
 def _exchange(conn, w):
     headers = {"Content-Type": "application/octet-stream"} if w.body else {}
+    if w.close:
+        headers["Connection"] = "close"
     conn.request(w.method, w.path, body=w.body, headers=headers)
     resp = conn.getresponse()
     body = resp.read()
@@ -443,7 +471,11 @@ def check_response(port, w, timeout=5.0):
     """Two requests on one connection (http.client reconnects if the server closed it): a
     server that claims keep-alive but never answers the second request would stall wrk.
     OSError means not listening yet; WrongResponse, a broken server."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    if w.tls:
+        ctx = ssl.create_default_context(cafile=str(TLS_CERT))
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         try:
             _exchange(conn, w)
@@ -488,6 +520,7 @@ class Run:
     rss: int = 0  # peak bytes
     cpu_server: float = float("nan")  # % of one CPU over the run, the server's process tree
     cpu_wrk: float = float("nan")  # % of one CPU over the run, wrk
+    cpu_us: float = float("nan")  # the server tree's CPU time per response, microseconds
     requests: int = 0
     errors: str = ""
     variant: str = ""
@@ -528,7 +561,10 @@ def wrk_argv(port, w, duration):
     argv = ["wrk", "-t1", f"-c{w.connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if w.script:
         argv += ["-s", str(BENCH / w.script)]
-    return argv + [f"http://{HOST}:{port}{w.path}"]
+    if w.close:
+        argv += ["-H", "Connection: close"]
+    scheme = "https" if w.tls else "http"
+    return argv + [f"{scheme}://{HOST}:{port}{w.path}"]
 
 
 def run_wrk(port, w, duration, log):
@@ -689,9 +725,27 @@ def pip_install(args, log_name):
     return None if rc == 0 else f"pip install failed: {last_line(log_path, 60)}"
 
 
+def tls_files():
+    """The TLS workloads' certificate and key (openssl's command line; made once)."""
+    if TLS_CERT.exists() and TLS_KEY.exists():
+        return None
+    TLS_CERT.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    argv += ["-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1"]
+    argv += ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    argv += ["-keyout", str(TLS_KEY), "-out", str(TLS_CERT)]
+    out = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return None if out.returncode == 0 else f"openssl req failed: {out.stderr.strip()[:60]}"
+
+
 def setup(servers, workloads, opts):
     """Installs what the selected servers need. Returns {server key: why it cannot run}."""
     broken: dict = {}
+    if any(w.tls for w in workloads):
+        why = tls_files()
+        if why:
+            say(f"no TLS workloads: {why}")
+            workloads[:] = [w for w in workloads if not w.tls]
     needed = {pkg for s in servers for pkg in s.packages}
     if any(w.key == "flask" for w in workloads):
         needed.add("flask")
@@ -804,7 +858,9 @@ def bench_one(server, variant, w, opts):
             # Where the machine's time went: a server that is far from its CPUs' limit is
             # waiting on something, one at the limit is spending it.
             wall = time.monotonic() - t0
-            run.cpu_server = 100 * (tree_cpu(proc.pid) - cpu0) / wall
+            cpu = tree_cpu(proc.pid) - cpu0
+            run.cpu_server = 100 * cpu / wall
+            run.cpu_us = 1e6 * cpu / run.requests if run.requests else float("nan")
             run.cpu_wrk = 100 * (children_cpu() - wrk0) / wall
             run.rss = peak
         if proc.poll() is not None:
@@ -968,6 +1024,14 @@ def report(results, servers, workloads):
             f"### CPU used during the run, % of one CPU: server / wrk (the machine has {cpus})"
             "\n\n" + md_table(header, rows)
         )
+        rows = [
+            [w.title] + [cell(results.runs.get((s.key, w.key)), cpu_us_cell) for s in servers]
+            for w in load_workloads
+        ]
+        parts.append(
+            "### Server CPU time per response (us; its whole process tree)\n\n"
+            + md_table(header, rows)
+        )
 
     idle_w = next((w for w in workloads if w.key == "idle"), None)
     if idle_w:
@@ -1101,6 +1165,10 @@ def cpu_cell(r):
     return f"{r.cpu_server:.0f} / {r.cpu_wrk:.0f}"
 
 
+def cpu_us_cell(r):
+    return f"{r.cpu_us:.0f}" if r.cpu_us == r.cpu_us else "?"
+
+
 def target_rows(results, servers, workloads):
     rows = []
     keys = {w.key: w for w in workloads}
@@ -1137,6 +1205,29 @@ def target_rows(results, servers, workloads):
                     yes(bs[1].p99 <= bp[1].p99),
                 ]
             )
+    # Issue 11: TLS keep-alive >= 1.3x the best peer and within 20% of stogie's plain hello;
+    # handshakes at least as fast as the best peer's.
+    for key, need in (("tls", 1.3), ("tls-handshake", 1.0)):
+        w = keys.get(key)
+        bs = best_stogie(results, servers, w) if w else None
+        bp = best_peer(results, servers, w) if w else None
+        if bs and bp and bp[1].rps:
+            ratio = bs[1].rps / bp[1].rps
+            rows.append(
+                [
+                    f"{w.title}: stogie / best peer ({bp[0].title})",
+                    f">= {need}x",
+                    f"{ratio:.2f}x ({bs[0].title}, {fmt_rps(bs[1].rps)})",
+                    yes(ratio >= need),
+                ]
+            )
+    if "tls" in keys and "hello" in keys:
+        bt = best_stogie(results, servers, keys["tls"])
+        bh = best_stogie(results, servers, keys["hello"])
+        if bt and bh and bh[1].rps:
+            share = bt[1].rps / bh[1].rps
+            label = "hello over TLS: stogie / its plain hello"
+            rows.append([label, ">= 80%", f"{share:.0%}", yes(share >= 0.8)])
     w = keys.get("sleep")
     if w:
         bs = best_stogie(results, servers, w)

@@ -2,7 +2,7 @@
 benchmark sets): ``python serve.py KIND PORT MODULE:ATTR [--threads N] [--timeout S]``.
 
 KIND is ``bjoern``, ``pyruvate`` or ``cheroot``. The server listens on 127.0.0.1:PORT and runs
-until it is killed.
+until it is killed; Cheroot serves HTTPS with ``--certfile`` and ``--keyfile``.
 """
 
 import argparse
@@ -46,6 +46,10 @@ def serve_cheroot(app, port, opts):
         request_queue_size=4096,
         timeout=opts.timeout,
     )
+    if opts.certfile:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(opts.certfile, opts.keyfile)
     try:
         server.start()
     finally:
@@ -62,6 +66,8 @@ def main(argv=None):
     parser.add_argument("app", metavar="MODULE:ATTR")
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--timeout", type=int, default=10, help="keep-alive idle timeout")
+    parser.add_argument("--certfile", help="serve HTTPS with this certificate (Cheroot only)")
+    parser.add_argument("--keyfile", help="and this key")
     opts = parser.parse_args(argv)
     sys.path.insert(0, ".")
     SERVERS[opts.kind](load(opts.app), opts.port, opts)
