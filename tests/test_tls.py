@@ -683,3 +683,15 @@ def test_encrypted_key_without_a_password_is_asked_for_on_the_terminal(pki, tmp_
         proc.kill()
         proc.wait(5)
         os.close(master)
+
+
+def test_a_cheroot_adapter_is_served_too(pki, tls_serve):
+    """An import left unchanged: Cheroot's own BuiltinSSLAdapter, its files and context."""
+    cheroot_builtin = pytest.importorskip("cheroot.ssl.builtin")
+    adapter = cheroot_builtin.BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context.verify_mode = ssl.CERT_OPTIONAL
+    pki.ca.configure_trust(adapter.context)
+    srv = tls_serve(adapter=adapter)
+    client = pki.ca.issue_cert("dave@example.com", common_name="dave")
+    env, _ = env_over(srv, pki.client_context(client))
+    assert (env["SSL_CLIENT_VERIFY"], env["SSL_CLIENT_S_DN_CN"]) == ("SUCCESS", "dave")

@@ -263,7 +263,12 @@ def _ssl_context_settings(context):
         settings["client_cas"] = cas
     if context.verify_flags & (_ssl.VERIFY_CRL_CHECK_LEAF | _ssl.VERIFY_CRL_CHECK_CHAIN):
         raise TLSError("context.verify_flags: CRL checks are not supported by stogie")
-    if context.sni_callback is not None:
+    callback = context.sni_callback
+    if callback is not None and not (
+        # Cheroot's own (a Cheroot adapter puts it on its context): it only notes the name.
+        getattr(callback, "__module__", "") == "cheroot.ssl.builtin"
+        and getattr(callback, "__name__", "") == "_sni_callback"
+    ):
         raise TLSError(
             "context.sni_callback: stogie does not call it (the engine picks the "
             "certificate); leave it unset (SSL_TLS_SNI carries the name asked for)"
@@ -299,9 +304,29 @@ def _ssl_context_settings(context):
     return settings
 
 
+def _engine_adapter(adapter):
+    """``adapter``, or one of stogie's with its files and context when it is another
+    library's (a ``cheroot.ssl`` adapter left in an import that was not changed)."""
+    if isinstance(adapter, Adapter):
+        return adapter
+    try:
+        files = (adapter.certificate, adapter.private_key, adapter.certificate_chain)
+    except AttributeError:
+        raise TypeError(
+            f"ssl_adapter must be a stogie.ssl adapter (BuiltinSSLAdapter), not {adapter!r}"
+        ) from None
+    ours = Adapter(
+        *files,
+        getattr(adapter, "ciphers", None),
+        private_key_password=getattr(adapter, "private_key_password", None),
+    )
+    ours.context = getattr(adapter, "context", None)
+    return ours
+
+
 def configure(server, native):
     """Hand the server's ``ssl_adapter`` to the engine (from ``HTTPServer.prepare()``)."""
-    adapter = server.ssl_adapter
+    adapter = _engine_adapter(server.ssl_adapter)
     settings = adapter._tls_settings()
     settings["interface"] = f"{server.version} Python/{sys.version}"
     native.set_tls(**settings)
@@ -325,7 +350,7 @@ def reload(server):
     native = server._native
     if native is None:
         return  # not serving: prepare() reads the files
-    native.reload_tls(**adapter._tls_identity())
+    native.reload_tls(**_engine_adapter(adapter)._tls_identity())
     server.error_log(f"TLS certificate reloaded from {adapter.certificate}", level=20)
 
 
