@@ -15,6 +15,7 @@ mod idle;
 pub mod listener;
 mod outbuf;
 mod pipe;
+pub mod proxy;
 pub mod server;
 pub mod stats;
 pub mod transport;
