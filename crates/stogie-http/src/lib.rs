@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accesslog;
 pub mod config;
 mod conn;
 pub mod error;
