@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod h1;
 mod idle;
 pub mod listener;
+pub mod metrics;
 mod outbuf;
 mod pipe;
 pub mod proxy;
