@@ -201,7 +201,7 @@ class Supervisor:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in _STOP_SIGNALS:
+        for signum in (*_STOP_SIGNALS, signal.SIGUSR1):
             signal.signal(signum, _ignore)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self._wake_r.close()
@@ -213,9 +213,13 @@ class Supervisor:
         log.debug("worker %d serving", pid)
         app_stopped = False
         while True:
-            if _wait_readable(wake_r, 1.0) and _received(wake_r, _STOP_SIGNALS):
-                log.debug("worker %d stopping", pid)
-                break
+            if _wait_readable(wake_r, 1.0):
+                received = _received(wake_r, (*_STOP_SIGNALS, signal.SIGUSR1), every=True)
+                if signal.SIGUSR1 in received:
+                    server.reopen_access_log()
+                if received & set(_STOP_SIGNALS):
+                    log.debug("worker %d stopping", pid)
+                    break
             if os.getppid() != self._parent_pid:
                 log.warning("worker %d: the supervisor is gone; stopping", pid)
                 break
@@ -293,7 +297,7 @@ class Supervisor:
         previous = {
             "wakeup": signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         }
-        for signum in (*_STOP_SIGNALS, signal.SIGCHLD):
+        for signum in (*_STOP_SIGNALS, signal.SIGCHLD, signal.SIGUSR1):
             previous[signum] = signal.signal(signum, _ignore)
         return previous
 
@@ -312,7 +316,13 @@ class Supervisor:
     def _wait(self, timeout):
         """Wait for a signal or a wake-up; return a SIGTERM or SIGINT received, or None."""
         if _wait_readable(self._wake_r, timeout):
-            return _received(self._wake_r, _STOP_SIGNALS)
+            received = _received(self._wake_r, (*_STOP_SIGNALS, signal.SIGUSR1), every=True)
+            if signal.SIGUSR1 in received:
+                # logrotate: every worker reopens its access log.
+                self._send_all(signal.SIGUSR1)
+            for signum in _STOP_SIGNALS:
+                if signum in received:
+                    return signum
         return None
 
     def _reap(self):
@@ -328,6 +338,11 @@ class Supervisor:
             how = "exited" if status is None else _describe(status)
             with self._lock:
                 stopping = self._stopping
+            native = self.server._native
+            if native is not None:
+                # Its counts stay in the metrics' sums; a replacement counts as a restart.
+                native.retire_worker(slot, replaced=not stopping)
+                native.set_workers_running(len(self.children))
             if stopping:
                 log.debug("worker %d %s", pid, how)
             else:
@@ -423,6 +438,10 @@ class Supervisor:
                 pass
             del self.children[pid]
 
+    def signal_workers(self, signum):
+        """Send ``signum`` to every worker (SIGUSR1: reopen the access log)."""
+        self._send_all(signum)
+
     def _send_all(self, signum):
         for pid in self.children:
             try:
@@ -449,16 +468,20 @@ def _wait_readable(sock, timeout):
     return bool(readable)
 
 
-def _received(sock, signals):
-    """Drain the wake-up socket; return the first of ``signals`` found in it, or None."""
+def _received(sock, signals, every=False):
+    """Drain the wake-up socket; return the first of ``signals`` found in it, or None
+    (with ``every``: the set of them found)."""
     found = None
+    seen = set()
     while True:
         try:
             data = sock.recv(512)
         except (BlockingIOError, InterruptedError):
-            return found
+            return seen if every else found
         if not data:
-            return found
+            return seen if every else found
         for signum in data:
-            if found is None and signum in signals:
-                found = signum
+            if signum in signals:
+                seen.add(signum)
+                if found is None:
+                    found = signum

@@ -152,6 +152,8 @@ impl AccessFormat {
                     None => out.push(b'-'),
                 },
                 Piece::Time => with_clf_time(rec.time, |t| out.extend_from_slice(t)),
+                // A request refused before its head could be read has no line to show.
+                Piece::RequestLine if rec.method.is_empty() => out.push(b'-'),
                 Piece::RequestLine => {
                     escape(rec.method, out);
                     out.push(b' ');

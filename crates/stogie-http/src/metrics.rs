@@ -70,7 +70,8 @@ pub struct Counters {
     pid: AtomicU64,
 }
 
-fn method_index(method: &[u8]) -> usize {
+/// Where `method` is counted: its place in [`METHODS`] (`other` for any other).
+pub fn method_index(method: &[u8]) -> usize {
     METHODS[..METHODS.len() - 1]
         .iter()
         .position(|m| m.as_bytes() == method)
@@ -78,10 +79,15 @@ fn method_index(method: &[u8]) -> usize {
 }
 
 impl Counters {
-    /// Counts a request answered with `status` after `took`.
-    pub fn request(&self, method: &[u8], status: u16, took: Duration) {
+    /// Counts a request (its method's [`method_index`]) answered with `status`: when the
+    /// answer is about to go out, so that a client that has it sees it counted.
+    pub fn request(&self, method: usize, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[method_index(method)][class].fetch_add(1, Relaxed);
+        self.requests[method.min(METHODS.len() - 1)][class].fetch_add(1, Relaxed);
+    }
+
+    /// Adds a request's duration, once its answer is complete, to the histogram.
+    pub fn observe(&self, took: Duration) {
         let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
         let bucket = BUCKET_MICROS
             .iter()
@@ -126,16 +132,26 @@ impl Counters {
         self.idle.fetch_add(delta, Relaxed);
     }
 
-    /// A connection was parked (+1) or woke (-1).
-    pub fn parked(&self, delta: i64) {
-        self.parked.fetch_add(delta, Relaxed);
-    }
-
     /// Sets the Python side's gauges: requests queued, threads busy, threads alive.
     pub fn set_load(&self, queued: usize, busy: usize, threads: usize) {
         self.queued.store(queued as i64, Relaxed);
         self.busy_threads.store(busy as i64, Relaxed);
         self.threads.store(threads as i64, Relaxed);
+    }
+
+    /// Bytes read from clients so far.
+    pub fn total_bytes_in(&self) -> u64 {
+        self.bytes_in.load(Relaxed)
+    }
+
+    /// Bytes written to clients so far.
+    pub fn total_bytes_out(&self) -> u64 {
+        self.bytes_out.load(Relaxed)
+    }
+
+    /// Sets how many idle connections are parked now.
+    pub fn set_parked(&self, n: usize) {
+        self.parked.store(n as i64, Relaxed);
     }
 
     /// Requests counted so far (every method and status).
@@ -291,6 +307,13 @@ impl Metrics {
     /// A private region of one slot.
     pub fn private() -> Metrics {
         Metrics::new(MetricsRegion::private(), 0)
+    }
+}
+
+impl Metrics {
+    /// The region this slot is in.
+    pub fn region(&self) -> &MetricsRegion {
+        &self.region
     }
 }
 
@@ -506,9 +529,14 @@ mod tests {
     #[test]
     fn counts_render() {
         let m = Metrics::private();
-        m.request(b"GET", 200, Duration::from_micros(800));
-        m.request(b"GET", 404, Duration::from_millis(30));
-        m.request(b"BREW", 503, Duration::from_secs(20));
+        let get = method_index(b"GET");
+        m.request(get, 200);
+        m.observe(Duration::from_micros(800));
+        m.request(get, 404);
+        m.observe(Duration::from_millis(30));
+        m.request(method_index(b"BREW"), 503);
+        m.observe(Duration::from_secs(20));
+        m.request(get, 200);
         m.refused(Refusal::Limit);
         m.bytes_in(100);
         m.bytes_out(250);
@@ -522,7 +550,7 @@ mod tests {
                 &text,
                 "stogie_requests_total{method=\"GET\",status=\"2xx\"}"
             ),
-            1.0
+            2.0
         );
         assert_eq!(
             value(
@@ -577,9 +605,9 @@ mod tests {
         let region = MetricsRegion::shared(2).unwrap();
         let a = Metrics::new(region.clone(), 0);
         let b = Metrics::new(region.clone(), 1);
-        a.request(b"GET", 200, Duration::ZERO);
-        b.request(b"GET", 200, Duration::ZERO);
-        b.request(b"POST", 201, Duration::ZERO);
+        a.request(0, 200);
+        b.request(0, 200);
+        b.request(method_index(b"POST"), 201);
         b.connections(4);
         let sup = Some(SupervisorCounts {
             worker_restarts: 1,
@@ -631,7 +659,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            Metrics::new(region.clone(), 0).request(b"GET", 200, Duration::ZERO);
+            Metrics::new(region.clone(), 0).request(0, 200);
             unsafe { libc::_exit(0) };
         }
         let mut status = 0;

@@ -120,6 +120,15 @@ pub fn forwarded(head: &RequestHead, peer: Option<IpAddr>, trusted: &TrustedPeer
     if peer.is_some_and(|ip| !trusted.trusts(ip)) {
         return Forwarded::default();
     }
+    // Most requests carry none of these: one look at the names decides.
+    let relevant = head.headers.iter().any(|h| {
+        let n = &h.name;
+        n.eq_ignore_ascii_case(b"forwarded")
+            || (n.len() > 12 && n[..12].eq_ignore_ascii_case(b"x-forwarded-"))
+    });
+    if !relevant {
+        return Forwarded::default();
+    }
     let values = |name: &'static str| {
         head.headers
             .iter()

@@ -120,6 +120,7 @@ impl AppHandler {
             peer,
             scheme,
             can_sendfile,
+            forwarded,
             body,
             response,
             head_room,
@@ -139,6 +140,7 @@ impl AppHandler {
             u0,
             peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
             resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
+            forwarded: forwarded.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,

@@ -34,5 +34,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ACCESS_LOG_COMBINED", stogie_http::accesslog::COMBINED)?;
     Ok(())
 }
