@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -672,7 +673,7 @@ def test_encrypted_key_without_a_password_is_asked_for_on_the_terminal(pki, tmp_
             seen += os.read(master, 1024)
         assert f"Enter PEM pass phrase for {key}".encode() in seen
         os.write(master, PASSWORD.encode() + b"\n")
-        while b"DECRYPTED" not in seen and time.monotonic() < deadline:
+        while not re.search(rb"DECRYPTED \w+\r?\n", seen) and time.monotonic() < deadline:
             try:
                 seen += os.read(master, 1024)
             except OSError:
@@ -695,3 +696,44 @@ def test_a_cheroot_adapter_is_served_too(pki, tls_serve):
     client = pki.ca.issue_cert("dave@example.com", common_name="dave")
     env, _ = env_over(srv, pki.client_context(client))
     assert (env["SSL_CLIENT_VERIFY"], env["SSL_CLIENT_S_DN_CN"]) == ("SUCCESS", "dave")
+
+
+def test_proxy_protocol_header_before_the_tls_handshake(pki, tls_serve):
+    """HAProxy in TCP mode: the PROXY header in plain text, then the client's handshake."""
+    srv = tls_serve(attrs={"proxy_protocol": True})
+    raw = socket.create_connection(srv.bind_addr, timeout=5)
+    raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
+    with pki.client_context().wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    env = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.7", "40000")
+    assert (env["HTTPS"], env["SSL_PROTOCOL"]) == ("on", "TLSv1.3")
+
+
+def test_handshakes_and_plain_http_refusals_are_counted(pki, tls_serve):
+    srv = tls_serve(hello_app, attrs={"timeout": 2})
+    assert https_get(srv.bind_addr, pki.client_context())[0] == 200
+    with socket.create_connection(srv.bind_addr, timeout=5) as s:
+        s.sendall(b"\x16\x03\x01\x00\x05\xde\xad\xbe\xef\x00")  # a broken ClientHello
+        with contextlib.suppress(OSError):
+            s.recv(100)
+    assert requests.get(f"http://127.0.0.1:{srv.bind_addr[1]}/", timeout=5).status_code == 400
+
+    def value(name):
+        for line in srv.metrics().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    assert wait_for_value(lambda: value("stogie_tls_handshake_failures_total"), 1.0)
+    assert value("stogie_tls_handshakes_total") == 1.0
+
+
+def wait_for_value(get, want, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while get() != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return get() == want

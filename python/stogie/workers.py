@@ -52,6 +52,8 @@ REPEAT_SIGNAL_WINDOW = 0.5
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP}
+# Signals the supervisor passes on to every worker (SIGHUP only with TLS).
+_RELAYED = (signal.SIGUSR1, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -201,14 +203,12 @@ class Supervisor:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in _STOP_SIGNALS:
+        for signum in (*_STOP_SIGNALS, signal.SIGUSR1):
             signal.signal(signum, _ignore)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if server.ssl_adapter is not None:
             # SIGHUP: read the TLS certificate and key again (the supervisor passes it on).
-            from . import ssl
-
-            signal.signal(signal.SIGHUP, lambda signum, frame: ssl.reload_logged(server))
+            signal.signal(signal.SIGHUP, _ignore)
         self._wake_r.close()
         self._wake_w.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -218,9 +218,17 @@ class Supervisor:
         log.debug("worker %d serving", pid)
         app_stopped = False
         while True:
-            if _wait_readable(wake_r, 1.0) and _received(wake_r, _STOP_SIGNALS):
-                log.debug("worker %d stopping", pid)
-                break
+            if _wait_readable(wake_r, 1.0):
+                received = _received(wake_r, (*_STOP_SIGNALS, *_RELAYED), every=True)
+                if signal.SIGUSR1 in received:
+                    server.reopen_access_log()
+                if signal.SIGHUP in received:
+                    from . import ssl
+
+                    ssl.reload_logged(server)
+                if received & set(_STOP_SIGNALS):
+                    log.debug("worker %d stopping", pid)
+                    break
             if os.getppid() != self._parent_pid:
                 log.warning("worker %d: the supervisor is gone; stopping", pid)
                 break
@@ -298,12 +306,10 @@ class Supervisor:
         previous = {
             "wakeup": signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         }
-        for signum in (*_STOP_SIGNALS, signal.SIGCHLD):
+        for signum in (*_STOP_SIGNALS, signal.SIGCHLD, signal.SIGUSR1):
             previous[signum] = signal.signal(signum, _ignore)
         if self.server.ssl_adapter is not None:
-            previous[signal.SIGHUP] = signal.signal(
-                signal.SIGHUP, lambda signum, frame: self.send_workers(signal.SIGHUP)
-            )
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _ignore)
         return previous
 
     def _restore_signals(self, previous):
@@ -321,7 +327,16 @@ class Supervisor:
     def _wait(self, timeout):
         """Wait for a signal or a wake-up; return a SIGTERM or SIGINT received, or None."""
         if _wait_readable(self._wake_r, timeout):
-            return _received(self._wake_r, _STOP_SIGNALS)
+            received = _received(self._wake_r, (*_STOP_SIGNALS, *_RELAYED), every=True)
+            if signal.SIGUSR1 in received:
+                # logrotate: every worker reopens its access log.
+                self._send_all(signal.SIGUSR1)
+            if signal.SIGHUP in received:
+                # A renewed certificate: every worker reads it.
+                self._send_all(signal.SIGHUP)
+            for signum in _STOP_SIGNALS:
+                if signum in received:
+                    return signum
         return None
 
     def _reap(self):
@@ -337,6 +352,11 @@ class Supervisor:
             how = "exited" if status is None else _describe(status)
             with self._lock:
                 stopping = self._stopping
+            native = self.server._native
+            if native is not None:
+                # Its counts stay in the metrics' sums; a replacement counts as a restart.
+                native.retire_worker(slot, replaced=not stopping)
+                native.set_workers_running(len(self.children))
             if stopping:
                 log.debug("worker %d %s", pid, how)
             else:
@@ -432,8 +452,9 @@ class Supervisor:
                 pass
             del self.children[pid]
 
-    def send_workers(self, signum):
-        """Send a signal to every worker (SIGHUP: reload the TLS certificate)."""
+    def signal_workers(self, signum):
+        """Send ``signum`` to every worker (SIGUSR1: reopen the access log; SIGHUP: read the
+        TLS certificate and key again)."""
         self._send_all(signum)
 
     def _send_all(self, signum):
@@ -462,16 +483,20 @@ def _wait_readable(sock, timeout):
     return bool(readable)
 
 
-def _received(sock, signals):
-    """Drain the wake-up socket; return the first of ``signals`` found in it, or None."""
+def _received(sock, signals, every=False):
+    """Drain the wake-up socket; return the first of ``signals`` found in it, or None
+    (with ``every``: the set of them found)."""
     found = None
+    seen = set()
     while True:
         try:
             data = sock.recv(512)
         except (BlockingIOError, InterruptedError):
-            return found
+            return seen if every else found
         if not data:
-            return found
+            return seen if every else found
         for signum in data:
-            if found is None and signum in signals:
-                found = signum
+            if signum in signals:
+                seen.add(signum)
+                if found is None:
+                    found = signum

@@ -59,6 +59,9 @@ pub struct Request {
     pub can_sendfile: bool,
     /// The connection's TLS facts (`None` over plain TCP or UNIX), shared by its requests.
     pub tls: Option<std::sync::Arc<crate::tls_env::TlsInfo>>,
+    /// What trusted proxies in front say of the client (its address, the scheme, host and
+    /// port it used), when they say anything.
+    pub forwarded: Option<Box<crate::proxy::Forwarded>>,
     /// The request body.
     pub body: RequestBody,
     /// Where the response goes.

@@ -121,6 +121,7 @@ impl AppHandler {
             scheme,
             can_sendfile,
             tls,
+            forwarded,
             body,
             response,
             head_room,
@@ -141,6 +142,7 @@ impl AppHandler {
             peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
             resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
             tls: tls.as_deref(),
+            forwarded: forwarded.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,

@@ -36,5 +36,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     tls::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ACCESS_LOG_COMBINED", stogie_http::accesslog::COMBINED)?;
     Ok(())
 }

@@ -61,6 +61,7 @@ impl NativeRequest {
             peer,
             scheme,
             tls,
+            forwarded,
             body,
             response,
             head_room,
@@ -70,10 +71,19 @@ impl NativeRequest {
         for h in &head.headers {
             headers.append((PyBytes::new(py, &h.name), PyBytes::new(py, &h.value)))?;
         }
-        let (remote_addr, remote_port, peer_cred) = match peer {
+        let (mut remote_addr, mut remote_port, peer_cred) = match peer {
             PeerAddr::Tcp(a) => (Some(a.ip().to_string()), Some(a.port()), None),
             PeerAddr::Unix(c) => (None, None, c.map(|c| (c.pid, c.uid, c.gid))),
         };
+        // What trusted proxies in front say of the client, as the WSGI environ has it.
+        let mut scheme = scheme;
+        if let Some(f) = &forwarded {
+            if let Some((ip, port)) = f.client {
+                remote_addr = Some(ip.to_canonical().to_string());
+                remote_port = port;
+            }
+            scheme = f.scheme.unwrap_or(scheme);
+        }
         Bound::new(
             py,
             NativeRequest {

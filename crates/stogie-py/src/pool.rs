@@ -467,4 +467,13 @@ impl<H: Handler> Gateway for Pool<H> {
     fn queue_timeout(&self) -> Duration {
         self.lock().limits.queue_timeout
     }
+
+    fn load(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        (
+            st.queue.len(),
+            st.threads - st.idle.min(st.threads),
+            st.threads,
+        )
+    }
 }

@@ -8,9 +8,12 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use stogie_http::accesslog::{AccessFormat, AccessLog, Destination};
+use stogie_http::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
+use stogie_http::proxy::TrustedPeers;
 use stogie_http::{
     BindAddr, EngineOptions, ErrorLog, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
-    LogLevel, ServerConfig, Stats,
+    LogLevel, MetricsEndpoint, ServerConfig, Stats,
 };
 
 use crate::handler::{AppHandler, Mode};
@@ -126,6 +129,12 @@ pub struct NativeServer {
     pool: Option<Pool<Arc<AppHandler>>>,
     /// HTTPS: the TLS configuration the engine starts with (and reloads through).
     tls: Option<stogie_http::TlsAcceptor>,
+    /// Worker processes' metrics, one slot each, mapped before they fork.
+    region: Option<Arc<MetricsRegion>>,
+    /// The `/metrics` listener, when this process serves one.
+    metrics_endpoint: Option<MetricsEndpoint>,
+    /// Supervisor counts for its `/metrics` (worker restarts, workers running).
+    supervisor_counts: Arc<std::sync::Mutex<SupervisorCounts>>,
 }
 
 #[pymethods]
@@ -156,6 +165,9 @@ impl NativeServer {
             engine: None,
             pool: None,
             tls: None,
+            region: None,
+            metrics_endpoint: None,
+            supervisor_counts: Arc::default(),
         })
     }
 
@@ -208,6 +220,11 @@ impl NativeServer {
             .local_addr()
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         self.listeners = listeners;
+        if slots > 1 {
+            // Before the workers fork: each counts in its slot, the supervisor sums them.
+            self.region =
+                Some(MetricsRegion::shared(slots).map_err(|e| PyOSError::new_err(e.to_string()))?);
+        }
         local_to_py(py, &local)
     }
 
@@ -215,7 +232,7 @@ impl NativeServer {
     /// a UNIX socket file in place on stop (worker processes sharing an inherited listener).
     /// `slot` picks a worker's own listener when `bind` made one per slot (the others are
     /// closed in this process).
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0))]
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0, proxy_protocol = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -230,12 +247,21 @@ impl NativeServer {
         remove_socket_file: bool,
         idle_timeout: f64,
         slot: usize,
+        proxy_protocol: Option<&str>,
     ) -> PyResult<()> {
+        let proxy_protocol = proxy_protocol
+            .map(TrustedPeers::parse)
+            .transpose()
+            .map_err(|e| PyValueError::new_err(format!("proxy_allow_from: {e}")))?;
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
         if self.listeners.is_empty() {
             return Err(PyRuntimeError::new_err("bind() must come before start()"));
+        }
+        if let Some(region) = &self.region {
+            // A worker process: count in its own slot of the shared region.
+            self.stats = Arc::new(Stats::with_metrics(Metrics::new(region.clone(), slot)));
         }
         let pick = slot.min(self.listeners.len() - 1);
         let listener = self.listeners.swap_remove(pick);
@@ -269,6 +295,7 @@ impl NativeServer {
                         // `peercreds_enabled` may be turned on while the server runs.
                         peercreds: true,
                         tls,
+                        proxy_protocol,
                     },
                 )
             })
@@ -444,7 +471,7 @@ impl NativeServer {
 
     /// Changes engine settings for the next connection or request.
     #[pyo3(signature = (**kwargs))]
-    fn configure(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn configure(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let Some(kwargs) = kwargs else { return Ok(()) };
         // Every value is checked before anything changes, so a bad call changes nothing.
         let mut next = (*self.config.get()).clone();
@@ -474,6 +501,27 @@ impl NativeServer {
                 "max_header_count" => next.max_header_count = size_setting(&key, &v, 0)?,
                 "max_header_field" => next.max_header_field = size_setting(&key, &v, 1)?,
                 "stats_enabled" => stats_enabled = Some(v.extract::<bool>()?),
+                "access_log" => {
+                    next.access_log = match v.extract::<Option<(String, String)>>()? {
+                        None => None,
+                        Some((dest, format)) => {
+                            let format = AccessFormat::parse(&format).map_err(|e| {
+                                PyValueError::new_err(format!("access_log_format: {e}"))
+                            })?;
+                            let log = py.detach(|| {
+                                AccessLog::open(Destination::parse(&dest), format, self.log.clone())
+                            });
+                            Some(Arc::new(log.map_err(|e| {
+                                PyOSError::new_err(format!("cannot open the access log {e}"))
+                            })?))
+                        }
+                    }
+                }
+                "forwarded_allow_ips" => {
+                    next.trusted_proxies = TrustedPeers::parse(&v.extract::<String>()?)
+                        .map_err(|e| PyValueError::new_err(format!("forwarded_allow_ips: {e}")))?
+                }
+                "time_requests" => next.time_requests = v.extract()?,
                 _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
             }
         }
@@ -505,6 +553,78 @@ impl NativeServer {
         }
     }
 
+    /// Closes and reopens the access log file (after logrotate moved it away).
+    fn reopen_access_log(&self) {
+        if let Some(log) = &self.config.get().access_log {
+            log.reopen();
+        }
+    }
+
+    /// Serves Prometheus' `/metrics` on its own listener at (`host`, `port`); returns the
+    /// address bound. In a supervisor (worker processes), the sum of every worker's slot.
+    fn serve_metrics<'py>(
+        &mut self,
+        py: Python<'py>,
+        host: &str,
+        port: u16,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.metrics_endpoint = None;
+        let listener = py
+            .detach(|| {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("the address did not resolve"))?;
+                std::net::TcpListener::bind(addr)
+            })
+            .map_err(|e| {
+                PyOSError::new_err((
+                    e.raw_os_error().unwrap_or(0),
+                    format!("cannot listen for metrics on {host}:{port}: {e}"),
+                ))
+            })?;
+        let render = self.metrics_renderer();
+        let endpoint = MetricsEndpoint::start(listener, render)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let local = LocalAddr::Tcp(endpoint.local_addr());
+        self.metrics_endpoint = Some(endpoint);
+        local_to_py(py, &local)
+    }
+
+    /// Stops serving `/metrics`.
+    fn stop_metrics(&mut self, py: Python<'_>) {
+        let endpoint = self.metrics_endpoint.take();
+        py.detach(move || drop(endpoint));
+    }
+
+    /// The metrics text now (what `/metrics` serves).
+    fn render_metrics(&self) -> String {
+        (self.metrics_renderer())()
+    }
+
+    /// A worker process ended (in a supervisor): its counts move to the retired slot, and
+    /// with `replaced`, a worker restart is counted.
+    #[pyo3(signature = (slot, replaced = true))]
+    fn retire_worker(&self, slot: usize, replaced: bool) {
+        if let Some(region) = &self.region {
+            region.retire(slot);
+        }
+        if replaced {
+            let mut c = self
+                .supervisor_counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            c.worker_restarts += 1;
+        }
+    }
+
+    /// Tells the supervisor's `/metrics` how many workers run now.
+    fn set_workers_running(&self, n: usize) {
+        self.supervisor_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .workers = n;
+    }
+
     /// Raw counters for `stats`.
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.stats.snapshot();
@@ -530,6 +650,31 @@ impl NativeServer {
         if let Some(p) = &self.pool {
             p.clear_stats();
         }
+    }
+}
+
+impl NativeServer {
+    /// What renders the metrics of this process: a supervisor's sums over its workers'
+    /// shared slots, or this process's own counters (its gauges brought up to date first).
+    fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        if self.engine.is_none() {
+            if let Some(region) = self.region.clone() {
+                let counts = self.supervisor_counts.clone();
+                return Arc::new(move || {
+                    let c = *counts.lock().unwrap_or_else(|e| e.into_inner());
+                    render(&region, Some(c))
+                });
+            }
+        }
+        let stats = self.stats.clone();
+        let refresh = self.pool.clone();
+        Arc::new(move || {
+            if let Some(pool) = &refresh {
+                let (queued, busy, threads) = stogie_http::Gateway::load(pool);
+                stats.metrics().set_load(queued, busy, threads);
+            }
+            render(stats.metrics().region(), None)
+        })
     }
 }
 

@@ -345,7 +345,7 @@ def reload(server):
         raise RuntimeError("the server has no ssl_adapter: there is no certificate to reload")
     supervisor = server._supervisor
     if supervisor is not None:
-        supervisor.send_workers(signal.SIGHUP)
+        supervisor.signal_workers(signal.SIGHUP)
         return
     native = server._native
     if native is None:

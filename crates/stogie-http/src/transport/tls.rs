@@ -13,7 +13,7 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -22,8 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, SupportedCipherSuite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::Transport;
@@ -508,7 +507,7 @@ impl TlsAcceptor {
 
     /// Completes a TLS handshake on a connected stream (for servers of one's own; the
     /// engine does this itself). Plain HTTP or garbage instead of a ClientHello is an error.
-    pub async fn accept<S: Plain>(&self, stream: S) -> io::Result<TlsStream<S>> {
+    pub async fn accept<S: Transport>(&self, stream: S) -> io::Result<TlsStream<S>> {
         match handshake(self, stream).await? {
             Handshake::Done(s) => Ok(s),
             Handshake::Closed => Err(io::ErrorKind::UnexpectedEof.into()),
@@ -520,50 +519,6 @@ impl TlsAcceptor {
     }
 }
 
-/// A plain stream TLS can run over: TCP or UNIX, whose first byte can be looked at before
-/// the handshake reads it.
-pub trait Plain: Transport + Sized {
-    /// Ready with the first byte waiting on the socket (left there), or `None` at the end.
-    fn poll_peek_byte(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<u8>>>;
-}
-
-macro_rules! plain {
-    ($t:ty) => {
-        impl Plain for $t {
-            fn poll_peek_byte(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<u8>>> {
-                use std::os::fd::AsRawFd;
-                loop {
-                    ready!(<$t>::poll_read_ready(self, cx))?;
-                    let res = self.try_io(Interest::READABLE, || {
-                        let mut byte = 0u8;
-                        // SAFETY: a one-byte buffer that lives across the call.
-                        let n = unsafe {
-                            libc::recv(
-                                self.as_raw_fd(),
-                                (&mut byte as *mut u8).cast(),
-                                1,
-                                libc::MSG_PEEK,
-                            )
-                        };
-                        match n {
-                            n if n < 0 => Err(io::Error::last_os_error()),
-                            0 => Ok(None),
-                            _ => Ok(Some(byte)),
-                        }
-                    });
-                    match res {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => return Poll::Ready(other),
-                    }
-                }
-            }
-        }
-    };
-}
-
-plain!(TcpStream);
-plain!(UnixStream);
-
 enum Handshake<S> {
     Done(TlsStream<S>),
     /// The client left before sending anything.
@@ -572,16 +527,22 @@ enum Handshake<S> {
     PlainHttp(S),
 }
 
-async fn handshake<S: Plain>(acceptor: &TlsAcceptor, mut stream: S) -> io::Result<Handshake<S>> {
+async fn handshake<S: Transport>(
+    acceptor: &TlsAcceptor,
+    mut stream: S,
+) -> io::Result<Handshake<S>> {
+    let mut first = [0u8; 1];
     // Through `&mut`: a shared borrow held across the await would ask S to be Sync.
-    let peeking = &mut stream;
-    match poll_fn(move |cx| peeking.poll_peek_byte(cx)).await? {
-        None => return Ok(Handshake::Closed),
+    let (peeking, byte) = (&mut stream, &mut first);
+    if poll_fn(move |cx| peeking.poll_peek(cx, byte)).await? == 0 {
+        return Ok(Handshake::Closed);
+    }
+    match first[0] {
         // A TLS handshake record.
-        Some(0x16) => {}
+        0x16 => {}
         // A request line starts with a method: letters.
-        Some(b) if b.is_ascii_alphabetic() => return Ok(Handshake::PlainHttp(stream)),
-        Some(b) => {
+        b if b.is_ascii_alphabetic() => return Ok(Handshake::PlainHttp(stream)),
+        b => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not a TLS handshake (first byte 0x{b:02x})"),
@@ -599,14 +560,38 @@ async fn handshake<S: Plain>(acceptor: &TlsAcceptor, mut stream: S) -> io::Resul
 }
 
 /// Cheroot's answer to plain HTTP on the TLS port, then a close that lets the client read
-/// it (FIN first, the rest of its request read and dropped for a moment).
-async fn answer_plain_http<S: Plain>(mut stream: S, server: &str) {
-    let answer = crate::h1::response::error_response(
-        &HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT),
-        Version::Http11,
-        server,
-    );
-    if stream.write_all(&answer).await.is_err() {
+/// it (FIN first, the rest of its request read and dropped for a moment). Counted as a
+/// refused request, and logged as one (the request itself is not read).
+async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared: &Shared) {
+    let cfg = shared.config.get();
+    let (started, at) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let err = HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT);
+    let answer = crate::h1::response::error_response(&err, Version::Http11, &cfg.server_software);
+    let metrics = shared.stats.metrics();
+    metrics.request(crate::metrics::METHODS.len() - 1, 400);
+    metrics.refused(crate::metrics::Refusal::Parse);
+    let sent = stream.write_all(&answer).await.is_ok();
+    if let Some(log) = &cfg.access_log {
+        let client = match peer {
+            PeerAddr::Tcp(a) => a.ip().to_canonical().to_string(),
+            PeerAddr::Unix(_) => "-".to_owned(),
+        };
+        log.log(&crate::accesslog::AccessRecord {
+            client: &client,
+            time: at,
+            duration: started.elapsed(),
+            method: b"",
+            target: b"",
+            path: b"",
+            query: b"",
+            protocol: "HTTP/1.1",
+            status: 400,
+            body_bytes: if sent { err.message().len() as u64 } else { 0 },
+            request_headers: &[],
+            response_headers: &[],
+        });
+    }
+    if !sent {
         return;
     }
     let _ = stream.shutdown().await;
@@ -624,7 +609,7 @@ async fn answer_plain_http<S: Plain>(mut stream: S, server: &str) {
 }
 
 /// Handshakes on an accepted connection within the server's timeout, then serves it.
-pub(crate) async fn serve<S: Plain>(
+pub(crate) async fn serve<S: Transport>(
     acceptor: TlsAcceptor,
     stream: S,
     peer: PeerAddr,
@@ -642,7 +627,7 @@ pub(crate) async fn serve<S: Plain>(
         let work = Box::pin(async {
             match handshake(&acceptor, stream).await {
                 Ok(Handshake::PlainHttp(s)) => {
-                    answer_plain_http(s, &cfg.server_software).await;
+                    answer_plain_http(s, &peer, &shared).await;
                     Ok(Handshake::Closed)
                 }
                 other => other,
@@ -653,12 +638,23 @@ pub(crate) async fn serve<S: Plain>(
             _ = stopped => return,
         }
     };
-    let why = match outcome {
-        Ok(Ok(Handshake::Done(tls))) => return conn::serve(tls, peer, shared, open).await,
+    let failure = match outcome {
+        Ok(Ok(Handshake::Done(tls))) => {
+            shared.stats.metrics().tls_handshake(true);
+            return conn::serve(tls, peer, shared, open).await;
+        }
+        // The client left before a byte, or spoke plain HTTP (answered): no handshake.
         Ok(Ok(_)) => return,
-        _ if !shared.log.enabled(LogLevel::Debug) => return,
-        Ok(Err(e)) => format!("failed: {e}"),
-        Err(_) => format!("timed out after {:?}", cfg.timeout),
+        Ok(Err(e)) => Some(e),
+        Err(_) => None,
+    };
+    shared.stats.metrics().tls_handshake(false);
+    if !shared.log.enabled(LogLevel::Debug) {
+        return;
+    }
+    let why = match failure {
+        Some(e) => format!("failed: {e}"),
+        None => format!("timed out after {:?}", cfg.timeout),
     };
     let who = match &peer {
         PeerAddr::Tcp(a) => a.to_string(),
