@@ -923,3 +923,21 @@ fn a_tls_client_that_leaves_without_close_notify_costs_nothing() {
     assert_eq!(server.server.stats().snapshot().active_connections, 0);
     assert_eq!(*seen.lock().unwrap(), 20);
 }
+
+#[test]
+fn parked_tls_connections_answer_their_next_requests() {
+    // Idle past the moment a connection parks (its task ends; the lot watches the socket):
+    // the next request, and a pipelined pair, still come through rustls.
+    let pki = Pki::new("CA");
+    let leaf = pki.issue(&["localhost"], "localhost");
+    let server = start_tls(TlsConfig::new(leaf.identity()), hello_gateway());
+    let mut c = connect(&server, &client_config(&pki, &[TlsVersion::Tls13], None));
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.send(GET.repeat(round + 1));
+        for _ in 0..=round {
+            assert_eq!(c.read_response().body_str(), "hello");
+        }
+    }
+    assert_eq!(server.server.stats().snapshot().active_connections, 1);
+}
