@@ -155,6 +155,7 @@ class Supervisor:
         except BaseException:
             self._shutdown()
             raise
+        self.server._native.set_workers_running(len(self.children))
 
     def _spawn(self, slot):
         _flush_stdio()
@@ -386,6 +387,7 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot start a worker: %s", exc)
                 self._schedule(slot)
+            self.server._native.set_workers_running(len(self.children))
 
     # --- stopping ---------------------------------------------------------------------------
 
