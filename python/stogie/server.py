@@ -54,7 +54,9 @@ IS_UID_GID_RESOLVABLE = pwd is not None
 _error_logger = logging.getLogger("stogie.error")
 
 # Servers still running when the interpreter exits are stopped first: worker threads must not
-# try to take the GIL from an interpreter that is being torn down.
+# try to take the GIL from an interpreter that is being torn down. Then (its atexit handler
+# runs after this one) `_native.prepare_exit` waits for requests still in the app and keeps
+# stogie's threads out of Python for good.
 _running_servers = weakref.WeakSet()
 
 

@@ -157,6 +157,7 @@ class Supervisor:
         except BaseException:
             self._shutdown()
             raise
+        self.server._native.set_workers_running(len(self.children))
 
     def _spawn(self, slot):
         _flush_stdio()
@@ -400,6 +401,7 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot start a worker: %s", exc)
                 self._schedule(slot)
+            self.server._native.set_workers_running(len(self.children))
 
     # --- stopping ---------------------------------------------------------------------------
 

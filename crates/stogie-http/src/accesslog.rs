@@ -26,6 +26,8 @@ pub const COMBINED: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s
 pub const MAX_PENDING: usize = 8 << 20;
 /// Bytes waiting that wake the writer before its next tick.
 const WAKE_AT: usize = 64 << 10;
+/// How long closing the log waits for the last lines to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How often the writer writes what is waiting, at the latest.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -152,8 +154,15 @@ impl AccessFormat {
                     None => out.push(b'-'),
                 },
                 Piece::Time => with_clf_time(rec.time, |t| out.extend_from_slice(t)),
-                // A request refused before its head could be read has no line to show.
-                Piece::RequestLine if rec.method.is_empty() => out.push(b'-'),
+                // A request refused before its head could be read: what its first line
+                // began with, as it came (or `-`).
+                Piece::RequestLine if rec.method.is_empty() => {
+                    if rec.target.is_empty() {
+                        out.push(b'-');
+                    } else {
+                        escape(rec.target, out);
+                    }
+                }
                 Piece::RequestLine => {
                     escape(rec.method, out);
                     out.push(b' ');
@@ -641,13 +650,21 @@ impl AccessLog {
         self.shared.wake.notify_one();
     }
 
-    /// Writes what is waiting and stops the writer; later lines are dropped.
+    /// Writes what is waiting and stops the writer; later lines are dropped. Waits for the
+    /// writer at most [`CLOSE_WAIT`]: a log stuck on a full pipe or a hung disk must not
+    /// keep the server from stopping (the writer then ends when its write does).
     pub fn close(&self) {
         self.shared.closing.store(true, Relaxed);
         self.shared.wake.notify_one();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {
-            let _ = w.join();
+            let deadline = std::time::Instant::now() + CLOSE_WAIT;
+            while !w.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
         }
     }
 }

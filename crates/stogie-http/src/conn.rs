@@ -116,7 +116,8 @@ impl HeadScan {
 enum HeadOutcome {
     Head(RequestHead),
     Closed,
-    Refused(HttpError),
+    /// Refused, with the start of the first line for the access log (when it is kept).
+    Refused(HttpError, Option<Bytes>),
 }
 
 /// Serves one connection until it closes.
@@ -348,10 +349,13 @@ impl<S: Transport> Conn<S> {
         let head = match self.read_head(cfg).await {
             HeadOutcome::Head(h) => h,
             HeadOutcome::Closed => return false,
-            HeadOutcome::Refused(e) => {
+            HeadOutcome::Refused(e, line) => {
                 let observed = Observed {
                     started: Self::clock(cfg),
-                    head: None,
+                    head: line.map(|target| RequestHead {
+                        target,
+                        ..RequestHead::empty()
+                    }),
                     forwarded: None,
                 };
                 self.count(METHODS.len() - 1, e.code());
@@ -396,10 +400,13 @@ impl<S: Transport> Conn<S> {
                     deadline = None;
                 }
                 if scan.worth_parsing(&self.buf, cfg) {
+                    // The parser consumes a head it refuses: the access log's copy of its
+                    // line is taken first.
+                    let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
                     match head::parse(&mut self.buf, cfg) {
                         Ok(Some(h)) => return HeadOutcome::Head(h),
                         Ok(None) => scan.parsed(&self.buf),
-                        Err(e) => return HeadOutcome::Refused(e),
+                        Err(e) => return HeadOutcome::Refused(e, line),
                     }
                 }
             }
@@ -419,13 +426,15 @@ impl<S: Transport> Conn<S> {
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     // The client ended its side inside a head: what came cannot be a request.
                     Ok(0) if !idle => {
-                        return HeadOutcome::Refused(HttpError::BadRequest("Illegal end of headers."));
+                        let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
+                        return HeadOutcome::Refused(HttpError::BadRequest("Illegal end of headers."), line);
                     }
                     Ok(0) | Err(_) => return HeadOutcome::Closed,
                     Ok(n) => self.shared.stats.add_read(n),
                 },
                 _ = sleep_until(deadline) => {
-                    return if idle { HeadOutcome::Closed } else { HeadOutcome::Refused(HttpError::RequestTimeout) };
+                    let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
+                    return if idle { HeadOutcome::Closed } else { HeadOutcome::Refused(HttpError::RequestTimeout, line) };
                 }
                 _ = stopped, if idle => return HeadOutcome::Closed,
             }
@@ -1123,6 +1132,17 @@ impl<S: Transport> Conn<S> {
         }
         Ok(())
     }
+}
+
+/// What the access log shows of a request refused before its head could be read: the
+/// start of its first line (at most 256 bytes), as the request line.
+fn first_line(buf: &[u8]) -> Bytes {
+    let end = buf
+        .iter()
+        .take(256)
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len().min(256));
+    Bytes::copy_from_slice(&buf[..end])
 }
 
 /// Reads more request-body bytes into `buf` (room for `want` more), waiting at most `wait`

@@ -179,6 +179,10 @@ impl HttpServer {
             std::thread::sleep(Duration::from_millis(5));
         }
         runtime.shutdown_timeout(Duration::from_millis(200));
+        // The last lines reach the log before this returns (the process may exit next).
+        if let Some(log) = &self.config.get().access_log {
+            log.close();
+        }
         // The watcher task may have been dropped before it saw the stop; the connections it
         // watched must close all the same (they hold the server's shared state).
         self.shared.parked.close_all();
@@ -325,7 +329,22 @@ async fn read_proxy_header<S: Transport>(
                      Connection: close\r\n\r\n{msg}",
                     msg.len()
                 );
-                let _ = tokio::time::timeout(timeout, stream.write_all(answer.as_bytes())).await;
+                let _ = tokio::time::timeout(timeout, async {
+                    stream.write_all(answer.as_bytes()).await?;
+                    stream.shutdown().await?;
+                    // The request is still unread: taken and dropped, so that closing does
+                    // not reset the connection before the client reads the answer.
+                    let mut scratch = [0u8; 4096];
+                    let mut left: usize = 64 * 1024;
+                    while left > 0 {
+                        match stream.read(&mut scratch).await? {
+                            0 => break,
+                            n => left = left.saturating_sub(n),
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
                 return Err("no PROXY protocol header".into());
             }
             Err(e) => return Err(e.to_string()),

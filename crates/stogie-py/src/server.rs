@@ -16,6 +16,7 @@ use stogie_http::{
     LogLevel, MetricsEndpoint, ServerConfig, Stats,
 };
 
+use crate::gil;
 use crate::handler::{AppHandler, Mode};
 use crate::pool::{Pool, PoolLimits};
 use crate::wsgi::environ;
@@ -43,11 +44,16 @@ impl ErrorLog for PyLog {
             return;
         }
         let levelno = levelno(level);
-        Python::attach(|py| {
+        // Called on the engine's I/O threads: they keep a thread state between messages.
+        let logged = gil::attach(|py| {
             if let Err(e) = self.0.call1(py, (msg, levelno)) {
                 e.print(py);
             }
         });
+        if logged.is_none() {
+            // The interpreter is exiting.
+            eprintln!("stogie: {msg}");
+        }
     }
 }
 
@@ -205,17 +211,16 @@ impl NativeServer {
             backlog,
             reuse_port: reuse_port || grouped,
         };
-        let listeners = py
-            .detach(|| {
-                let first = Listener::bind(&addr, opts)?;
-                let mut all = Vec::with_capacity(slots.max(1));
-                for _ in 1..if grouped { slots } else { 1 } {
-                    all.extend(first.reuse_port_sibling(opts)?);
-                }
-                all.insert(0, first);
-                Ok::<_, std::io::Error>(all)
-            })
-            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+        let listeners = gil::detach(py, || {
+            let first = Listener::bind(&addr, opts)?;
+            let mut all = Vec::with_capacity(slots.max(1));
+            for _ in 1..if grouped { slots } else { 1 } {
+                all.extend(first.reuse_port_sibling(opts)?);
+            }
+            all.insert(0, first);
+            Ok::<_, std::io::Error>(all)
+        })
+        .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
         let local = listeners[0]
             .local_addr()
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -281,25 +286,24 @@ impl NativeServer {
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
         let tls = self.tls.clone();
-        let mut engine = py
-            .detach(|| {
-                HttpServer::start(
-                    listener,
-                    config,
-                    gateway,
-                    log,
-                    stats,
-                    EngineOptions {
-                        io_threads,
-                        // Always read on UNIX sockets (one getsockopt per connection):
-                        // `peercreds_enabled` may be turned on while the server runs.
-                        peercreds: true,
-                        tls,
-                        proxy_protocol,
-                    },
-                )
-            })
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let mut engine = gil::detach(py, || {
+            HttpServer::start(
+                listener,
+                config,
+                gateway,
+                log,
+                stats,
+                EngineOptions {
+                    io_threads,
+                    // Always read on UNIX sockets (one getsockopt per connection):
+                    // `peercreds_enabled` may be turned on while the server runs.
+                    peercreds: true,
+                    tls,
+                    proxy_protocol,
+                },
+            )
+        })
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
         engine.set_remove_socket_file(remove_socket_file);
         self.pool = Some(pool);
         self.engine = Some(engine);
@@ -340,7 +344,7 @@ impl NativeServer {
                 .spawn(move || finish(engine));
             return false;
         }
-        py.detach(move || finish(engine))
+        gil::detach(py, move || finish(engine))
     }
 
     /// Serves HTTPS from the next start() on: the certificate chain and key (PEM), an
@@ -381,7 +385,7 @@ impl NativeServer {
         let chain = chain
             .as_deref()
             .map(|c| (c, chain_name.unwrap_or("certificate chain")));
-        let acceptor = py.detach(|| {
+        let acceptor = gil::detach(py, || {
             let identity = crate::tls::identity(&cert, cert_name, &key, key_name, chain)?;
             crate::tls::acceptor(
                 identity,
@@ -419,7 +423,7 @@ impl NativeServer {
         let chain = chain
             .as_deref()
             .map(|c| (c, chain_name.unwrap_or("certificate chain")));
-        py.detach(|| {
+        gil::detach(py, || {
             let identity = crate::tls::identity(&cert, cert_name, &key, key_name, chain)?;
             acceptor
                 .reload(identity)
@@ -508,7 +512,7 @@ impl NativeServer {
                             let format = AccessFormat::parse(&format).map_err(|e| {
                                 PyValueError::new_err(format!("access_log_format: {e}"))
                             })?;
-                            let log = py.detach(|| {
+                            let log = gil::detach(py, || {
                                 AccessLog::open(Destination::parse(&dest), format, self.log.clone())
                             });
                             Some(Arc::new(log.map_err(|e| {
@@ -569,19 +573,18 @@ impl NativeServer {
         port: u16,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.metrics_endpoint = None;
-        let listener = py
-            .detach(|| {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other("the address did not resolve"))?;
-                std::net::TcpListener::bind(addr)
-            })
-            .map_err(|e| {
-                PyOSError::new_err((
-                    e.raw_os_error().unwrap_or(0),
-                    format!("cannot listen for metrics on {host}:{port}: {e}"),
-                ))
-            })?;
+        let listener = gil::detach(py, || {
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+                .next()
+                .ok_or_else(|| std::io::Error::other("the address did not resolve"))?;
+            std::net::TcpListener::bind(addr)
+        })
+        .map_err(|e| {
+            PyOSError::new_err((
+                e.raw_os_error().unwrap_or(0),
+                format!("cannot listen for metrics on {host}:{port}: {e}"),
+            ))
+        })?;
         let render = self.metrics_renderer();
         let endpoint = MetricsEndpoint::start(listener, render)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -593,7 +596,7 @@ impl NativeServer {
     /// Stops serving `/metrics`.
     fn stop_metrics(&mut self, py: Python<'_>) {
         let endpoint = self.metrics_endpoint.take();
-        py.detach(move || drop(endpoint));
+        gil::detach(py, move || drop(endpoint));
     }
 
     /// The metrics text now (what `/metrics` serves).
