@@ -1000,6 +1000,8 @@ class HTTPServer:
         """
         native = self._native
         native.configure(stats_enabled=bool(self.stats.get("Enabled")))
+        # Before the engine takes its first connection: every request is logged.
+        self._push_access_log()
         pool = self.requests
         native.start(
             int(pool.min),
@@ -1018,7 +1020,6 @@ class HTTPServer:
                 else None
             ),
         )
-        self._push_access_log()
         self._mark_started()
 
     def _mark_started(self):
