@@ -526,6 +526,35 @@ def build_parser():
         default="info",
         help="debug, info, warning or error (default: info)",
     )
+    parser.add_argument(
+        "--log-config",
+        metavar="FILE",
+        dest="log_config",
+        help=(
+            "configure logging from FILE: logging.config.fileConfig() for .ini or .conf,"
+            " dictConfig() for .json (--log-level then applies only if given)"
+        ),
+    )
+    parser.add_argument(
+        "--pid",
+        metavar="PATH",
+        help="write the process id of the server (the supervisor with --workers) to PATH",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=(
+            "read settings from a TOML file (the option names without dashes, e.g."
+            " workers = 4); every option is also read from STOGIE_<NAME> in the"
+            " environment. The command line wins over the environment, which wins over FILE"
+        ),
+    )
+    parser.add_argument(
+        "--print-config",
+        dest="print_config",
+        action="store_true",
+        help="print the settings as they would be used, as TOML, and exit",
+    )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return parser
 
@@ -581,8 +610,15 @@ def make_server(opts, bind_addr, app):
     return wsgi.Server(bind_addr, app, **settings)
 
 
-def _configure_logging(level_name):
+def _configure_logging(level_name, log_config=None, level_given=True):
+    """Set up logging: from ``log_config`` when given, else a plain stderr format."""
     level = getattr(logging, level_name.upper())
+    if log_config:
+        _read_log_config(log_config)
+        # The file says where and how much; an explicit --log-level still rules stogie's own.
+        if level_given:
+            logging.getLogger("stogie").setLevel(level)
+        return
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -591,6 +627,34 @@ def _configure_logging(level_name):
     # embedding program set it up); the level of our own loggers still follows
     # --log-level.
     logging.getLogger("stogie").setLevel(level)
+
+
+def _read_log_config(path):
+    import json
+    import logging.config
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".json":
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        elif ext in (".ini", ".conf", ".cfg"):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(2, "No such file or directory")
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+        else:
+            raise CLIError(
+                f"--log-config {path!r}: use a .json file (dictConfig) or an .ini or .conf"
+                " file (fileConfig)"
+            )
+    except OSError as exc:
+        raise CLIError(f"--log-config: cannot read {path!r}: {exc.strerror or exc}") from None
+    except CLIError:
+        raise
+    except Exception as exc:
+        # json, configparser and logging.config each have their own errors for a bad file.
+        reason = " ".join(str(exc).split())
+        raise CLIError(f"--log-config {path!r}: {type(exc).__name__}: {reason}") from None
 
 
 # --- running -----------------------------------------------------------------
@@ -645,9 +709,30 @@ def _start(opts):
 
     # After prepare() bind_addr holds the real address (port 0 resolved).
     bound = getattr(server, "bind_addr", None) or bind_addr
-    workers = f" ({opts.workers} workers)" if opts.workers > 1 else ""
-    _say(f"serving {description} on {format_bind(bound)}{workers}")
+    log.info("%s", startup_line(server, description, [bound], opts.workers))
     return server
+
+
+def startup_line(server, description, addresses, workers):
+    """The line logged once the server serves: version, addresses, processes, threads, TLS."""
+    from stogie import __version__
+
+    threads = server.requests.min
+    maximum = server.requests.max
+    if maximum is not None and maximum > threads:
+        threads = f"{threads} to {maximum}"
+    processes = (
+        f"{workers} workers, {threads} threads each" if workers > 1 else f"{threads} threads"
+    )
+    where = ", ".join(format_bind(a) for a in addresses)
+    return (
+        f"stogie {__version__} serving {description} on {where}"
+        f" ({processes}, {_tls_status(server)})"
+    )
+
+
+def _tls_status(server):
+    return "TLS on" if getattr(server, "ssl_adapter", None) is not None else "TLS off"
 
 
 # A second SIGINT or SIGTERM this long after the first one ends the process
@@ -828,17 +913,64 @@ def main(args=None):
     Returns:
         int: the exit status (0 after a graceful stop, 2 on a start-up error).
     """
-    opts = build_parser().parse_args(args)
-    _configure_logging(opts.log_level)
+    from stogie import config
+
     try:
+        settings = config.load(build_parser, args)
+    except config.ConfigError as exc:
+        _say(str(exc))
+        return 2
+    opts = settings.values
+    if opts.print_config:
+        sys.stdout.write(settings.render())
+        return 0
+    pid_file = None
+    try:
+        _configure_logging(
+            opts.log_level, opts.log_config, settings.sources["log_level"] != "default"
+        )
+        pid_file = _write_pid(opts.pid)
         server = _start(opts)
     except CLIError as exc:
+        _remove_pid(pid_file)
         _say(str(exc))
         return 2
     except KeyboardInterrupt:
         # Ctrl-C while the app was still being imported.
+        _remove_pid(pid_file)
         return 130
-    return serve_until_signalled(server)
+    try:
+        return serve_until_signalled(server)
+    finally:
+        _remove_pid(pid_file)
+
+
+def _write_pid(path):
+    if not path:
+        return None
+    pid = os.getpid()
+    try:
+        # Written whole under another name, then renamed: a reader never sees half of it.
+        tmp = f"{path}.{pid}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{pid}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CLIError(f"cannot write --pid {path!r}: {exc.strerror or exc}") from None
+    return path, pid
+
+
+def _remove_pid(pid_file):
+    if pid_file is None:
+        return
+    path, pid = pid_file
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(pid):
+                return  # another server wrote its own since
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
