@@ -26,6 +26,7 @@ stop them all gracefully, and a worker that dies is replaced.
 """
 
 import argparse
+import functools
 import importlib
 import ipaddress
 import logging
@@ -72,6 +73,7 @@ def parse_bind(s):
       IPv4 interfaces, ``0.0.0.0``.
     - ``[IPV6]:PORT`` -> ``(ipv6, port)``, e.g. ``[::1]:8080`` -> ``('::1', 8080)``.
     - ``@NAME`` -> ``'\\0NAME'``, a Linux abstract UNIX socket.
+    - ``fd://N`` -> ``N``, an inherited listening socket (socket activation).
     - anything containing ``/``, or without a colon -> that UNIX socket path.
 
     PORT is 0 to 65535; 0 asks the system for a free port.
@@ -86,6 +88,12 @@ def parse_bind(s):
         raise ValueError("bind address is empty")
     if "\0" in s:
         raise ValueError(f"{s!r}: bind address contains a NUL character")
+
+    if s.startswith("fd://"):
+        number = s[5:]
+        if not _PORT_RE.match(number):
+            raise ValueError(f"{s!r}: expected fd:// and a descriptor number, e.g. fd://3")
+        return int(number)
 
     # Checked first: "@name" must not be read as "user@host".
     if s.startswith("@"):
@@ -418,6 +426,16 @@ def _max_threads(text):
     return value
 
 
+def _megabytes(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes")
+    return int(value) if value.is_integer() else value
+
+
 def _seconds(text):
     try:
         value = float(text)
@@ -449,10 +467,11 @@ def build_parser():
     parser.add_argument(
         "--bind",
         metavar="ADDRESS",
-        default=DEFAULT_BIND,
+        action="append",
         help=(
-            "HOST:PORT, [IPV6]:PORT, a UNIX socket path or @ABSTRACT_NAME"
-            f" (default: {DEFAULT_BIND})"
+            "HOST:PORT, [IPV6]:PORT, a UNIX socket path, @ABSTRACT_NAME, or fd://N for an"
+            " inherited listening socket; may be given several times (default: the sockets"
+            f" systemd passed by socket activation, else {DEFAULT_BIND})"
         ),
     )
     parser.add_argument("--chdir", metavar="PATH", help="change to PATH first")
@@ -482,6 +501,37 @@ def build_parser():
         type=_int_at_least(1),
         default=1,
         help="worker processes sharing the socket, each with its own threads (default: 1)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        metavar="INT",
+        dest="max_requests",
+        type=_int_at_least(0),
+        help=(
+            "replace a worker process after it served INT requests; its replacement serves"
+            " before it stops, so no request is lost (default: 0, never)"
+        ),
+    )
+    parser.add_argument(
+        "--max-requests-jitter",
+        metavar="INT",
+        dest="max_requests_jitter",
+        type=_int_at_least(0),
+        help="add a random 0 to INT requests to each worker's --max-requests (default: 0)",
+    )
+    parser.add_argument(
+        "--max-worker-memory",
+        metavar="MB",
+        dest="max_worker_memory",
+        type=_megabytes,
+        help="replace a worker process whose memory (RSS) passes MB MiB (default: 0, never)",
+    )
+    parser.add_argument(
+        "--worker-lifetime",
+        metavar="SECONDS",
+        dest="worker_lifetime",
+        type=_seconds,
+        help="replace a worker process after SECONDS (default: 0, never)",
     )
     parser.add_argument(
         "--timeout",
@@ -664,13 +714,36 @@ def _say(message):
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def _start(opts):
-    """Do everything up to a bound, listening server; return it and its label."""
-    try:
-        bind_addr = parse_bind(opts.bind)
-    except ValueError as exc:
-        raise CLIError(f"bad --bind: {exc}") from None
+def _binds(opts):
+    """The addresses to serve: each --bind, else the sockets systemd passed, else the default."""
+    from stogie import systemd
+
+    activated = [fd for fd, _ in systemd.listen_fds()]
+    if not opts.bind:
+        return activated or [parse_bind(DEFAULT_BIND)]
+    binds = []
+    for text in opts.bind:
+        try:
+            binds.append(parse_bind(text))
+        except ValueError as exc:
+            raise CLIError(f"bad --bind: {exc}") from None
+    for fd in activated:
+        if fd not in binds:
+            # Passed by systemd but not asked for: it must not stay open, unserved.
+            os.close(fd)
+    return binds
+
+
+# The recycling options, as HTTPServer attributes; any of them runs worker processes.
+RECYCLING_OPTIONS = ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_lifetime")
+
+
+def _start(opts, notifier=None):
+    """Do everything up to a bound, listening server; return it."""
+    binds = _binds(opts)
     _check_thread_counts(opts)
+    if opts.max_requests_jitter and not opts.max_requests:
+        raise CLIError("--max-requests-jitter needs --max-requests")
 
     if opts.chdir:
         try:
@@ -686,13 +759,30 @@ def _start(opts):
     if not sys.path or sys.path[0] != cwd:
         sys.path.insert(0, cwd)
 
-    app, description = load_app(opts.app or DEMO_APP)
+    spec = opts.app or DEMO_APP
+    supervised = opts.workers > 1 or any(getattr(opts, name) for name in RECYCLING_OPTIONS)
+    if supervised:
+        # Each worker imports the app itself: so a reload (SIGHUP) imports its new code,
+        # and the supervisor never runs the app's code (nor the threads it may start).
+        app, description = None, spec
+    else:
+        app, description = load_app(spec)
 
     try:
-        server = make_server(opts, bind_addr, app)
+        server = make_server(opts, binds[0], app)
+        server.extra_bind_addrs = binds[1:]
         server.workers = opts.workers
+        for name in RECYCLING_OPTIONS:
+            if getattr(opts, name):
+                setattr(server, name, getattr(opts, name))
+        server._recycling()
     except (TypeError, ValueError) as exc:
         raise CLIError(f"bad server settings: {exc}") from None
+    if supervised:
+        server._app_loader = functools.partial(load_app, spec)
+    server._notifier = notifier
+
+    from stogie import workers
 
     try:
         server.prepare()
@@ -702,15 +792,26 @@ def _start(opts):
         cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         # Rust's io::Error text ends in " (os error 98)": the errno adds nothing.
         reason = re.sub(r" \(os error \d+\)$", "", cause.strerror or str(cause))
-        raise CLIError(f"cannot listen on {format_bind(bind_addr)}: {reason}") from None
+        where = getattr(exc, "bind_addr", binds[0])
+        raise CLIError(f"cannot listen on {_describe_bind(where)}: {reason}") from None
+    except workers.WorkerStartError as exc:
+        raise CLIError(str(exc)) from None
     except RuntimeError as exc:
         # --workers with threads already running (started by the app's import).
         raise CLIError(str(exc)) from None
 
-    # After prepare() bind_addr holds the real address (port 0 resolved).
-    bound = getattr(server, "bind_addr", None) or bind_addr
-    log.info("%s", startup_line(server, description, [bound], opts.workers))
+    supervisor = server._supervisor
+    if supervisor is not None and supervisor.description:
+        description = supervisor.description
+    server._cli_description = description
+    log.info("%s", startup_line(server, description, server.bound_addrs, opts.workers))
     return server
+
+
+def _describe_bind(bind_addr):
+    if isinstance(bind_addr, int):
+        return f"fd://{bind_addr}"
+    return format_bind(bind_addr)
 
 
 def startup_line(server, description, addresses, workers):
@@ -740,6 +841,9 @@ def _tls_status(server):
 REPEAT_SIGNAL_WINDOW = 0.5
 
 
+_CONTROL_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU")
+
+
 class _Signals:
     """SIGINT and SIGTERM, received as bytes on a socket instead of exceptions.
 
@@ -765,7 +869,7 @@ class _Signals:
         )
         # SIGINT too, even where it was ignored: a shell starts background jobs
         # with SIGINT ignored, and `kill -INT` must still stop the server.
-        for name in ("SIGINT", "SIGTERM"):
+        for name in ("SIGINT", "SIGTERM", *_CONTROL_SIGNALS):
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._ignore)
@@ -783,15 +887,20 @@ class _Signals:
         except OSError:
             pass  # the buffer is full: the waiter wakes anyway
 
-    def wait(self, done, timeout=None):
-        """Wait until ``done`` is set, a signal arrives, or ``timeout`` passes.
+    def wait(self, done, timeout=None, tick=None, every=0.5):
+        """Wait until ``done`` is set, a stop signal arrives, or ``timeout`` passes.
+
+        ``tick()``, if given, is called at least every ``every`` seconds (the watchdog).
 
         Returns:
             the name of the signal (``'SIGTERM'``), or None.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        every = min(every, 0.5)
         while not done.is_set():
-            step = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if tick is not None:
+                tick()
+            step = every if deadline is None else min(every, deadline - time.monotonic())
             if step <= 0:
                 return None
             select.select([self._reader], [], [], step)
@@ -800,8 +909,19 @@ class _Signals:
             except BlockingIOError:
                 continue
             for signum in data:
-                if signum:
-                    return signal.Signals(signum).name
+                if not signum:
+                    continue
+                name = signal.Signals(signum).name
+                if name in _CONTROL_SIGNALS:
+                    # Without a supervisor there is nothing to reload or add: say so rather
+                    # than die of a SIGHUP as the default action would.
+                    log.warning(
+                        "%s ignored: reloading and changing the number of workers need"
+                        " worker processes (--workers 2 or more, or a recycling option)",
+                        name,
+                    )
+                    continue
+                return name
         return None
 
     def close(self):
@@ -832,7 +952,7 @@ def _in_thread(function, name, signals):
     return done, failures
 
 
-def serve_until_signalled(server):
+def serve_until_signalled(server, notifier=None):
     """Run a prepared server until SIGINT or SIGTERM, then stop it gracefully.
 
     ``serve()`` and ``stop()`` each run in a helper thread while the main thread
@@ -845,13 +965,28 @@ def serve_until_signalled(server):
         failed or a second signal cut the stop short.
     """
     if getattr(server, "_supervisor", None) is not None:
-        return _supervise(server)
+        return _supervise(server, notifier)
     signals = _Signals()
+    tick = None
+    every = 0.5
+    if notifier is not None:
+        notifier.ready(_status_line(server))
+
+        def tick():
+            # The main thread pings only while the engine's runtime runs: a hung engine,
+            # or an app holding the GIL, stops the pings.
+            native = server._native
+            age = native.heartbeat_age() if native is not None else None
+            notifier.tick(age is not None and age < _workers().STALE_AFTER)
+
+        every = notifier.interval()
     try:
         served, serve_failures = _in_thread(server.serve, "stogie-serve", signals)
-        received = signals.wait(served)
+        received = signals.wait(served, tick=tick, every=every)
         if received:
             log.info("%s received, stopping", received)
+        if notifier is not None:
+            notifier.stopping()
 
         stopped, stop_failures = _in_thread(server.stop, "stogie-stop", signals)
         first = time.monotonic()
@@ -885,13 +1020,30 @@ def serve_until_signalled(server):
     return 0
 
 
-def _supervise(server):
+def _workers():
+    from stogie import workers
+
+    return workers
+
+
+def _status_line(server):
+    """What ``systemctl status`` shows while the server runs."""
+    where = ", ".join(_describe_bind(a) for a in server.bound_addrs)
+    supervisor = server._supervisor
+    if supervisor is None:
+        return f"serving on {where}"
+    return f"serving on {where} with {len(supervisor.slots)} workers"
+
+
+def _supervise(server, notifier=None):
     """Run a server with worker processes: its supervisor handles the signals itself.
 
     ``serve()`` runs here, in the main thread, so the supervisor receives SIGINT and
     SIGTERM, and forks replacement workers from a process running no other thread.
     """
     supervisor = server._supervisor
+    if notifier is not None:
+        notifier.ready(_status_line(server))
     try:
         server.serve()
     except KeyboardInterrupt:
@@ -924,13 +1076,16 @@ def main(args=None):
     if opts.print_config:
         sys.stdout.write(settings.render())
         return 0
+    from stogie import systemd
+
     pid_file = None
+    notifier = systemd.Notifier()
     try:
         _configure_logging(
             opts.log_level, opts.log_config, settings.sources["log_level"] != "default"
         )
         pid_file = _write_pid(opts.pid)
-        server = _start(opts)
+        server = _start(opts, notifier if notifier.enabled else None)
     except CLIError as exc:
         _remove_pid(pid_file)
         _say(str(exc))
@@ -940,7 +1095,7 @@ def main(args=None):
         _remove_pid(pid_file)
         return 130
     try:
-        return serve_until_signalled(server)
+        return serve_until_signalled(server, notifier if notifier.enabled else None)
     finally:
         _remove_pid(pid_file)
 
