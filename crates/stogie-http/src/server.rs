@@ -41,7 +41,8 @@ pub struct HttpServer {
     config: LiveConfig,
     /// One per listener: each knows its own address.
     shared: Vec<Arc<Shared>>,
-    remove_socket_file: bool,
+    /// For each listener: whether stopping removes its socket file (a UNIX path).
+    remove_socket_file: Vec<bool>,
     heartbeat: Arc<Heartbeat>,
 }
 
@@ -157,8 +158,8 @@ impl HttpServer {
             local,
             stats,
             config,
+            remove_socket_file: vec![true; all_shared.len()],
             shared: all_shared,
-            remove_socket_file: true,
             heartbeat,
         })
     }
@@ -167,7 +168,16 @@ impl HttpServer {
     /// in worker processes sharing one inherited listener: one worker stopping must not take
     /// the address away from the others; the process that bound it removes it.
     pub fn set_remove_socket_file(&mut self, remove: bool) {
-        self.remove_socket_file = remove;
+        self.remove_socket_file.fill(remove);
+    }
+
+    /// Leaves the socket file of listener `index` (in the order given to
+    /// [`HttpServer::start_many`]) in place on stop: a socket inherited from systemd is
+    /// systemd's.
+    pub fn keep_socket_file(&mut self, index: usize) {
+        if let Some(remove) = self.remove_socket_file.get_mut(index) {
+            *remove = false;
+        }
     }
 
     /// The address served (the first listener's).
@@ -222,8 +232,8 @@ impl HttpServer {
         // the signal): new clients are refused at once instead of waiting in the backlog of
         // a socket nobody accepts on. A socket shared with other processes stays open in
         // them, with the connections waiting in its backlog.
-        for listener in self.listeners.drain(..) {
-            if self.remove_socket_file {
+        for (index, listener) in self.listeners.drain(..).enumerate() {
+            if self.remove_socket_file.get(index).copied().unwrap_or(false) {
                 listener.cleanup();
             }
         }

@@ -136,6 +136,7 @@ impl NativeServer {
                 on_error,
                 peercreds: AtomicBool::new(false),
                 resolve_peer: AtomicBool::new(false),
+                main_port: std::sync::atomic::AtomicU32::new(0),
             }),
             config: LiveConfig::new(ServerConfig::default()),
             stats: Arc::new(Stats::default()),
@@ -196,6 +197,7 @@ impl NativeServer {
         self.groups.push(ListenerGroup {
             listeners: listeners.into_iter().map(Some).collect(),
             grouped,
+            inherited: kind == "fd",
             opts,
         });
         local_to_py(py, &local)
@@ -296,6 +298,7 @@ impl NativeServer {
             return Err(PyRuntimeError::new_err("bind() must come before start()"));
         }
         let mut listeners = Vec::with_capacity(self.groups.len());
+        let inherited: Vec<bool> = self.groups.iter().map(|g| g.inherited).collect();
         for mut group in self.groups.drain(..) {
             let pick = if group.grouped {
                 slot.min(group.listeners.len() - 1)
@@ -312,6 +315,13 @@ impl NativeServer {
             }
         }
         self.set_peercreds(peercreds, peercreds_resolve);
+        let main_port = match listeners[0].local_addr() {
+            Ok(LocalAddr::Tcp(a)) => a.port(),
+            _ => 0,
+        };
+        self.app
+            .main_port
+            .store(u32::from(main_port), std::sync::atomic::Ordering::Relaxed);
         let pool = Pool::start(
             self.app.clone(),
             limits(
@@ -343,6 +353,9 @@ impl NativeServer {
             })
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         engine.set_remove_socket_file(remove_socket_file);
+        for (index, _) in inherited.iter().enumerate().filter(|(_, i)| **i) {
+            engine.keep_socket_file(index);
+        }
         self.pool = Some(pool);
         self.engine = Some(engine);
         Ok(())
@@ -534,6 +547,8 @@ struct ListenerGroup {
     listeners: Vec<Option<Listener>>,
     /// Whether the listeners are an SO_REUSEPORT group, one per slot.
     grouped: bool,
+    /// An inherited socket (systemd's): its socket file is not ours to remove.
+    inherited: bool,
     opts: ListenOptions,
 }
 
