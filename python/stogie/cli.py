@@ -577,6 +577,22 @@ def build_parser():
         help="debug, info, warning or error (default: info)",
     )
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help=(
+            "for development, not for production: restart the server when a .py file under"
+            " the current directory (after --chdir) or a --reload-dir changes (needs"
+            " pip install 'stogie[reload]')"
+        ),
+    )
+    parser.add_argument(
+        "--reload-dir",
+        metavar="DIR",
+        dest="reload_dir",
+        action="append",
+        help="also watch the .py files under DIR with --reload; may be given several times",
+    )
+    parser.add_argument(
         "--log-config",
         metavar="FILE",
         dest="log_config",
@@ -1076,7 +1092,18 @@ def main(args=None):
     if opts.print_config:
         sys.stdout.write(settings.render())
         return 0
-    from stogie import systemd
+    from stogie import reloader, systemd
+
+    if opts.reload_dir and not opts.reload:
+        _say("--reload-dir needs --reload")
+        return 2
+    if opts.reload and not reloader.is_child():
+        try:
+            _configure_logging(opts.log_level, opts.log_config, False)
+            return reloader.run(sys.argv[1:] if args is None else list(args), opts)
+        except (reloader.ReloadError, CLIError) as exc:
+            _say(str(exc))
+            return 2
 
     pid_file = None
     notifier = systemd.Notifier()
