@@ -12,17 +12,24 @@ Usage::
     stogie myapp --bind @myapp              # abstract UNIX socket (Linux)
     stogie myapp --workers 4                # 4 processes sharing the socket
 
-The options are Cheroot's (``cheroot --help``), plus ``--log-level`` and
-``--workers``. Unlike Cheroot's command, MODULE is looked up from the current
-directory (after ``--chdir``), and a ``stogie.server.Gateway`` subclass may be
-named instead of a WSGI callable, as Cheroot allows.
+The options are Cheroot's (``cheroot --help``), plus stogie's own: ``--workers``,
+recycling (``--max-requests``, ``--max-worker-memory``, ``--worker-lifetime``),
+``--reload`` (development), ``--config``, ``--print-config``, ``--pid``, ``--log-level``
+and ``--log-config``. Every option is also read from ``STOGIE_<NAME>`` in the environment
+and from the ``--config`` TOML file (``stogie.config``). Unlike Cheroot's command, MODULE
+is looked up from the current directory (after ``--chdir``), and a
+``stogie.server.Gateway`` subclass may be named instead of a WSGI callable, as Cheroot
+allows.
 
 Every usage or start-up error is one line on stderr and exit status 2 (a
 module that raises while imported also gets its traceback). SIGINT and SIGTERM
 stop the server gracefully and the command exits with status 0; a second one,
 while running requests finish, exits at once with status 1. With ``--workers N``
 the command supervises N worker processes (``stogie.workers``): the same signals
-stop them all gracefully, and a worker that dies is replaced.
+stop them all gracefully, a worker that dies is replaced, SIGHUP reloads the app into new
+workers without refusing a request, and SIGTTIN and SIGTTOU add and remove a worker.
+Sockets passed by systemd are served when no ``--bind`` is given, and systemd is told of
+the server's state when ``NOTIFY_SOCKET`` is set (``stogie.systemd``).
 """
 
 import argparse
