@@ -25,6 +25,10 @@ import os
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as f:
     VERSION = f.read().strip()
+if VERSION.startswith("slow"):
+    import time
+
+    time.sleep(1)  # a slow import: signals come while the new workers start
 HOARD = []
 
 
@@ -290,6 +294,28 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one_under_load(app_dir):
         # The connections go where a worker serves: every one of many is answered.
         for _ in range(50):
             assert _version(connect) == "one"
+
+
+@pytest.mark.parametrize("change", ["SIGTTIN", "SIGTTOU"])
+def test_adding_or_removing_a_worker_during_a_reload(app_dir, change):
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
+        wait_until_serving(running, connect)
+        workers_of(running, 2)
+        with Load(connect, clients=2, keep_alive=False) as load:
+            (app_dir / "version.txt").write_text("slow two")
+            running.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: "reloading" in running.stderr)
+            running.proc.send_signal(getattr(signal, change))
+            assert wait_for(lambda: "reloaded" in running.stderr, 10), running.stderr
+            count = 3 if change == "SIGTTIN" else 1
+            final = workers_of(running, count, timeout=10)
+            assert wait_for(lambda: pids_answering(connect, count) == final, 10)
+            keep_loading(load, 0.3)
+        assert load.errors == [], (load.errors[:5], running.stderr)
+        assert "reload failed" not in running.stderr
+        assert all(_version(connect) == "slow" for _ in range(10))
 
 
 def test_connections_open_when_a_tcp_slot_is_removed_are_all_answered(app_dir):

@@ -203,6 +203,7 @@ def test_socket_activation_with_systemd_socket_activate_tcp_and_unix(
         assert body.split()[1:] == [str(port), "None"]  # SERVER_PORT; LISTEN_FDS consumed
         status, body = get(lambda: connect_unix(path))
         assert status == 200 and body.split()[1] == "-"
+        assert wait_for(lambda: "serving sapp" in running.stderr), running.stderr
         line = next(x for x in running.stderr.splitlines() if "serving sapp" in x)
         assert f"http://127.0.0.1:{port}" in line and f"unix:{path}" in line
         if workers == "2":

@@ -433,6 +433,8 @@ class Supervisor:
         self._wake_w.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
+        # A supervisor that stops reading (stopped, or gone) must not block this loop.
+        ctl.setblocking(False)
         pid = os.getpid()
         description = None
         if self.loader is not None:
@@ -702,7 +704,11 @@ class Supervisor:
         """Move a reload or the removal of a slot on when their time has come."""
         if self._reload is not None:
             generation, deadline = self._reload
-            new = [w for w in self.workers.values() if w.generation == generation]
+            new = [
+                w
+                for w in self.workers.values()
+                if w.generation == generation and w.state != "retiring"
+            ]
             failed = [w for w in new if w.state == "failed"]
             if failed:
                 self._end_reload(failed[0].description)
@@ -725,6 +731,10 @@ class Supervisor:
             old = [w for w in self.workers.values() if w.generation < generation]
             for worker in old:
                 self._abandon(worker)
+            # A new worker that died after it served left its slot to an old one, gone now.
+            for slot in self.slots:
+                if not self._slot_covered(slot):
+                    self._schedule(slot)
             log.info(
                 "reloaded: %d workers serving %s; %d old ones draining",
                 len(new),
@@ -817,21 +827,25 @@ class Supervisor:
     # --- more or fewer workers ----------------------------------------------------------------
 
     def _add_slot(self):
+        native = self.server._native
+        grouped = bool(native.slot_fds(self.slots[0]))
+        if grouped and self._steered is None:
+            # Else the new socket would get connections before its worker serves (they
+            # would wait for it, unanswered).
+            self._steer(len(self.slots))
         try:
-            slot = self.server._native.add_slot()
+            slot = native.add_slot()
         except OSError as exc:
             log.error("cannot add a worker: %s", exc)
             return
-        grouped = bool(self.server._native.slot_fds(slot))
         if not grouped:
             slot = max(self.slots) + 1  # shared sockets only: the slot is a number
-        elif self._steered is None:
-            # The new socket would get connections before its worker serves.
-            self._steer(len(self.slots))
         self.slots.append(slot)
         log.info("SIGTTIN: adding a worker (%d in all)", len(self.slots))
+        # During a reload the new slot's worker is one of the new generation.
+        generation = self._reload[0] if self._reload is not None else self.generation
         try:
-            self._spawn(slot, self.generation)
+            self._spawn(slot, generation)
         except OSError as exc:
             log.error("cannot start a worker: %s", exc)
             self._schedule(slot)
