@@ -19,7 +19,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 import stogie
-from conftest import connect_tcp, free_port, http_get, wait_for, wait_until_serving
+from conftest import connect_tcp, connect_unix, free_port, http_get, wait_for, wait_until_serving
 from stogie import cli, config
 
 APP = """
@@ -341,3 +341,68 @@ def test_help_lists_the_new_options(tmp_path):
     assert code == 0
     for option in ("--config", "--print-config", "--pid", "--log-config", "STOGIE_"):
         assert option in out
+
+
+# --- several addresses -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_several_binds_from_the_command_line_or_the_environment(app_dir, tmp_path_factory, workers):
+    port, other = free_port(), free_port()
+    path = tmp_path_factory.mktemp("b") / "s.sock"
+    env = {"STOGIE_BIND": f"127.0.0.1:{other}, {path}"}
+    args = ["--bind", f"127.0.0.1:{port}", "--workers", workers, "capp"]
+    # The command line's one --bind replaces the environment's list.
+    with serving(args, app_dir, env) as running:
+        wait_until_serving(running, lambda: connect_tcp(port))
+        with pytest.raises(ConnectionRefusedError):
+            connect_tcp(other)
+    with serving(["--workers", workers, "capp"], app_dir, env) as running:
+        wait_until_serving(running, lambda: connect_tcp(other))
+        assert http_get(lambda: connect_tcp(other))[0] == 200
+        assert http_get(lambda: connect_unix(path))[0] == 200
+        assert wait_for(lambda: f"on http://127.0.0.1:{other}, unix:{path} (" in running.stderr)
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(8) == 0, running.stderr
+    assert not path.exists()
+
+
+def test_a_bind_that_fails_names_its_address(app_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(
+            ["--bind", "127.0.0.1:0", "--bind", f"127.0.0.1:{port}", "capp"], app_dir
+        )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"cannot listen on http://127.0.0.1:{port}" in err
+
+
+GATEWAY_APP = """
+from stogie import server
+
+
+class Hello(server.Gateway):
+    def respond(self):
+        import os
+
+        req = self.req
+        req.status = b"200 OK"
+        body = b"gateway %d" % os.getpid()
+        req.outheaders = [(b"Content-Length", str(len(body)).encode())]
+        req.write(body)
+"""
+
+
+def test_a_gateway_class_served_by_workers(app_dir):
+    (app_dir / "gapp.py").write_text(GATEWAY_APP)
+    port = free_port()
+    args = ["--bind", f"127.0.0.1:{port}", "--workers", "2", "gapp:Hello"]
+    with serving(args, app_dir) as running:
+        wait_until_serving(running, lambda: connect_tcp(port))
+        status, body = http_get(lambda: connect_tcp(port))
+        assert status == 200 and body.startswith(b"gateway ")
+        assert int(body.split()[1]) != running.pid
