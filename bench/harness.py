@@ -152,6 +152,14 @@ def stogie_variants(w, ctx):
     return [Variant("threads 10, max -1", stogie_argv(w))]
 
 
+def stogie_log_variants(w, ctx):
+    # The access log's cost (issue 12: at most 10% at hello), against plain stogie in the
+    # same run: the same command with the log on, written to a file.
+    if w.key != "hello":
+        return "-"
+    return [Variant("access log on", stogie_argv(w, ("--access-log", str(LOGS / "access.log"))))]
+
+
 def stogie_workers_variants(w, ctx):
     if ctx.stogie_workers:
         return ctx.stogie_workers
@@ -258,6 +266,7 @@ SERVERS = [
     Server(
         "stogie-workers", "stogie --workers N", (), False, stogie_workers_variants, family="stogie"
     ),
+    Server("stogie-log", "stogie --access-log FILE", (), False, stogie_log_variants),
     Server("cheroot", "Cheroot", ("cheroot",), True, cheroot_variants),
     Server("gunicorn", "gunicorn", ("gunicorn",), True, gunicorn_variants),
     Server("waitress", "waitress", ("waitress",), True, waitress_variants),
@@ -1131,6 +1140,17 @@ def report(results, servers, workloads):
         parts.append(
             f"### {idle_w.title} ({results_idle_n(results, servers)} connections, one request"
             " each, then quiet)\n\n" + md_table(header, rows)
+        )
+
+    plain = results.runs.get(("stogie", "hello"))
+    logged = results.runs.get(("stogie-log", "hello"))
+    if isinstance(plain, Run) and isinstance(logged, Run) and not (plain.fail or logged.fail):
+        cost = 1 - logged.rps / plain.rps if plain.rps else 0
+        parts.append(
+            "### The access log's cost at hello (issue 12: at most 10%)\n\n"
+            f"stogie {fmt_rps(plain.rps)} req/s, with `--access-log FILE` {fmt_rps(logged.rps)}"
+            f": {cost:+.1%} ({'met' if cost <= 0.10 else 'not met'}). One round each in this"
+            " run: compare alternating rounds before trusting a few percent."
         )
 
     targets = target_rows(results, servers, workloads)

@@ -628,8 +628,60 @@ def build_parser():
         action="store_true",
         help="print the settings as they would be used, as TOML, and exit",
     )
+    ops = parser.add_argument_group("logging, metrics and proxies")
+    ops.add_argument(
+        "--access-log",
+        metavar="PATH",
+        dest="access_log",
+        help="write a line per request to PATH ('-' for standard output); off by default."
+        " SIGUSR1 reopens it (logrotate)",
+    )
+    ops.add_argument(
+        "--access-log-format",
+        metavar="FORMAT",
+        dest="access_log_format",
+        help="gunicorn's atoms, e.g. '%%(h)s \"%%(r)s\" %%(s)s %%(D)s', or 'json'"
+        " (default: Apache's combined format)",
+    )
+    ops.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        dest="metrics_bind",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (a listener of its own)",
+    )
+    ops.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        dest="forwarded_allow_ips",
+        help="peers whose X-Forwarded-* and Forwarded headers are believed: addresses,"
+        " networks, or '*' (default: 127.0.0.1,::1)",
+    )
+    ops.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        default=None,
+        dest="proxy_protocol",
+        help="connections start with HAProxy's PROXY protocol header (v1 or v2)",
+    )
+    ops.add_argument(
+        "--proxy-allow-from",
+        metavar="LIST",
+        dest="proxy_allow_from",
+        help="peers allowed to send the PROXY protocol header (default: 127.0.0.1,::1)",
+    )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return parser
+
+
+# Options set as attributes of the server when given (they are not constructor arguments).
+SERVER_ATTRIBUTES = (
+    "access_log",
+    "access_log_format",
+    "metrics_bind",
+    "forwarded_allow_ips",
+    "proxy_protocol",
+    "proxy_allow_from",
+)
 
 
 # Options passed to stogie.wsgi.Server when given; when not, the server's own
@@ -795,6 +847,14 @@ def _start(opts, notifier=None):
         server = make_server(opts, binds[0], app)
         server.extra_bind_addrs = binds[1:]
         server.workers = opts.workers
+        for name in SERVER_ATTRIBUTES:
+            value = getattr(opts, name, None)
+            if value is not None:
+                setattr(server, name, value)
+        if server.metrics_bind is not None:
+            from stogie.server import _metrics_address
+
+            _metrics_address(server.metrics_bind)
         for name in RECYCLING_OPTIONS:
             if getattr(opts, name):
                 setattr(server, name, getattr(opts, name))
@@ -884,6 +944,8 @@ class _Signals:
         self._writer.setblocking(False)
         self._previous = {}
         self._previous_wakeup = None
+        self.on_usr1 = None
+        """Called on SIGUSR1 (it never stops the wait)."""
         self.installed = threading.current_thread() is threading.main_thread()
         if not self.installed:
             return
@@ -892,7 +954,7 @@ class _Signals:
         )
         # SIGINT too, even where it was ignored: a shell starts background jobs
         # with SIGINT ignored, and `kill -INT` must still stop the server.
-        for name in ("SIGINT", "SIGTERM", *_CONTROL_SIGNALS):
+        for name in ("SIGINT", "SIGTERM", "SIGUSR1", *_CONTROL_SIGNALS):
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._ignore)
@@ -933,6 +995,10 @@ class _Signals:
                 continue
             for signum in data:
                 if not signum:
+                    continue
+                if signum == signal.SIGUSR1:
+                    if self.on_usr1 is not None:
+                        self.on_usr1()
                     continue
                 name = signal.Signals(signum).name
                 if name in _CONTROL_SIGNALS:
@@ -990,6 +1056,8 @@ def serve_until_signalled(server, notifier=None):
     if getattr(server, "_supervisor", None) is not None:
         return _supervise(server, notifier)
     signals = _Signals()
+    # logrotate moved the access log away: write a new one.
+    signals.on_usr1 = server.reopen_access_log
     tick = None
     every = 0.5
     if notifier is not None:

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -30,7 +31,7 @@ import time
 import weakref
 
 from . import __version__
-from ._native import NativeServer
+from ._native import ACCESS_LOG_COMBINED, NativeServer
 
 __all__ = (
     "IS_UID_GID_RESOLVABLE",
@@ -52,7 +53,9 @@ IS_UID_GID_RESOLVABLE = pwd is not None
 _error_logger = logging.getLogger("stogie.error")
 
 # Servers still running when the interpreter exits are stopped first: worker threads must not
-# try to take the GIL from an interpreter that is being torn down.
+# try to take the GIL from an interpreter that is being torn down. Then (its atexit handler
+# runs after this one) `_native.prepare_exit` waits for requests still in the app and keeps
+# stogie's threads out of Python for good.
 _running_servers = weakref.WeakSet()
 
 
@@ -269,6 +272,33 @@ def get_ssl_adapter_class(name="builtin"):
     if name != "builtin":
         raise ValueError(f"unknown SSL adapter {name!r}: only 'builtin' exists")
     return builtin.BuiltinSSLAdapter
+
+
+def _address_list(name, value):
+    """A setting that lists addresses and networks, as the engine takes it (a string)."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a comma-separated string or a list, not {value!r}")
+    return value
+
+
+def _metrics_address(bind):
+    """``'HOST:PORT'``, ``'[V6]:PORT'``, ``':PORT'`` or ``(host, port)`` -> (host, port)."""
+    if isinstance(bind, tuple) and len(bind) == 2:
+        host, port = bind
+    elif isinstance(bind, str) and ":" in bind:
+        host, _, port = bind.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+    else:
+        raise ValueError(f"metrics_bind must be 'HOST:PORT' or (host, port), not {bind!r}")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"metrics_bind {bind!r}: the port is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"metrics_bind {bind!r}: the port is out of range (0-65535)")
+    return str(host), port
 
 
 class _Stats(dict):
@@ -497,6 +527,39 @@ class HTTPServer:
     """Replace a worker process after it has run this many seconds (0: never), as
     ``max_requests`` does."""
 
+    access_log = None
+    """Where a line per request goes: a file path (appended to), ``'-'`` for standard
+    output, or None (the default: no access log). The line is made and written by the
+    engine, off the GIL, from a buffer: a slow disk drops lines (and says so), never holds
+    a response. A change reaches a running server's next request."""
+
+    access_log_format = ACCESS_LOG_COMBINED
+    """gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``,
+    Apache's combined format, is the default; also ``%(m)s %(U)s %(q)s %(H)s %(B)s %(T)s
+    %(M)s %(D)s %(L)s %(p)s``, ``%({header}i)s`` and ``%({header}o)s``), or ``'json'`` for
+    one JSON object per line."""
+
+    forwarded_allow_ips = "127.0.0.1,::1"
+    """Peers whose ``Forwarded`` / ``X-Forwarded-For``, ``-Proto``, ``-Host``, ``-Port``
+    headers are believed (gunicorn's setting): a comma-separated list (or a list) of
+    addresses and networks, ``'*'`` for any peer, ``''`` for none. From these peers the
+    headers set ``REMOTE_ADDR`` (the rightmost address that is not itself a trusted proxy),
+    ``wsgi.url_scheme``, ``HTTP_HOST`` and ``SERVER_PORT``; from others they are passed to the
+    app untouched. Clients on a UNIX socket are trusted."""
+
+    proxy_protocol = False
+    """If True, every connection starts with HAProxy's PROXY protocol header (v1 or v2),
+    which gives the client's address; anything else on the listener is refused."""
+
+    proxy_allow_from = "127.0.0.1,::1"
+    """Peers allowed to send the PROXY protocol header (addresses, networks, or ``'*'``);
+    clients on a UNIX socket always are."""
+
+    metrics_bind = None
+    """``'HOST:PORT'`` (or a ``(host, port)`` tuple) on which to serve Prometheus metrics at
+    ``/metrics``, on a listener of its own; None (the default) for none. With ``workers``,
+    the supervisor serves the sum of its workers' counters and a few series per worker."""
+
     _native = None
     _supervisor = None
 
@@ -540,6 +603,7 @@ class HTTPServer:
 
     # Settings that a running server picks up for the next request or connection.
     _LIVE = {
+        "forwarded_allow_ips",
         "timeout",
         "max_request_header_size",
         "max_request_body_size",
@@ -557,6 +621,16 @@ class HTTPServer:
             from .ssl import TLS_NOT_SUPPORTED
 
             raise NotImplementedError(TLS_NOT_SUPPORTED)
+        if name in ("access_log", "access_log_format") and self._native is not None:
+            previous = getattr(self, name)
+            object.__setattr__(self, name, value)
+            try:
+                if self._supervisor is None:
+                    self._push_access_log()
+            except Exception:
+                object.__setattr__(self, name, previous)
+                raise
+            return
         if name in ("peercreds_enabled", "peercreds_resolve_enabled"):
             object.__setattr__(self, name, value)
             if self._native is not None:
@@ -736,6 +810,8 @@ class HTTPServer:
     def _push_settings(self):
         native = self._native
         native.configure(
+            forwarded_allow_ips=_address_list("forwarded_allow_ips", self.forwarded_allow_ips),
+            time_requests=self.metrics_bind is not None,
             timeout=float(self.timeout),
             max_request_header_size=int(self.max_request_header_size or 0),
             max_request_body_size=int(self.max_request_body_size or 0),
@@ -747,6 +823,45 @@ class HTTPServer:
             max_header_field=int(self.max_header_field),
         )
         native.set_template(self._environ_template())
+
+    def _push_access_log(self):
+        """Opens the access log in this process (its writer thread does not survive a
+        fork: worker processes open their own)."""
+        log = self.access_log
+        if log is not None:
+            if not isinstance(log, (str, os.PathLike)) or not os.fspath(log):
+                raise ValueError(f"access_log must be a file path or '-', not {log!r}")
+            fmt = self.access_log_format
+            if not isinstance(fmt, str):
+                raise ValueError(f"access_log_format must be a string, not {fmt!r}")
+            log = (os.fspath(log), fmt)
+        self._native.configure(access_log=log)
+
+    def reopen_access_log(self):
+        """Reopen the access log file (after logrotate moved it): ``kill -USR1`` does it."""
+        if self._supervisor is not None:
+            self._supervisor.signal_workers(signal.SIGUSR1)
+        elif self._native is not None:
+            self._native.reopen_access_log()
+
+    def metrics(self):
+        """The Prometheus text the ``/metrics`` endpoint serves now (str)."""
+        native = self._native or self._last_native
+        return native.render_metrics() if native is not None else ""
+
+    def _serve_metrics(self):
+        bind = self.metrics_bind
+        if bind is None:
+            return
+        host, port = _metrics_address(bind)
+        try:
+            bound = self._native.serve_metrics(host, port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"metrics_bind {bind!r}: {exc.strerror or exc}") from exc
+        object.__setattr__(self, "metrics_bind_addr", tuple(bound))
+
+    metrics_bind_addr = None
+    """The address ``/metrics`` is served on (port 0 resolved), once the server runs."""
 
     def _configure(self, **settings):
         if self._native is not None:
@@ -909,6 +1024,9 @@ class HTTPServer:
         self._push_settings()
         if supervised:
             # This process supervises; the workers it forks start the engine on the sockets.
+            # Each worker process counts its metrics in a slot of its own, shared with this
+            # one: room for two generations at once (a reload) and a few added workers.
+            native.share_metrics(workers_module.metrics_capacity(workers))
             max_requests, jitter, max_memory, lifetime = recycling
             supervisor = workers_module.Supervisor(
                 self,
@@ -926,8 +1044,17 @@ class HTTPServer:
                 raise
             object.__setattr__(self, "_supervisor", supervisor)
             self._mark_started()
+            self._serve_metrics_or_stop()
             return
         self._start_engine()
+        self._serve_metrics_or_stop()
+
+    def _serve_metrics_or_stop(self):
+        try:
+            self._serve_metrics()
+        except BaseException:
+            self.stop()
+            raise
 
     _app_loader = None
     _notifier = None
@@ -973,11 +1100,12 @@ class HTTPServer:
             )
         return supervisor
 
-    def _start_engine(self, remove_socket_file=True, slot=0):
+    def _start_engine(self, remove_socket_file=True, slot=0, metrics_slot=None):
         """Start the engine and the pool on the socket bound by prepare().
 
         ``slot`` is a worker process's number: with a TCP address, each worker has its own
         listening socket in one SO_REUSEPORT group (even spread of connections).
+        ``metrics_slot`` is its own place in the metrics shared with the supervisor.
         """
         native = self._native
         native.configure(stats_enabled=bool(self.stats.get("Enabled")))
@@ -993,7 +1121,14 @@ class HTTPServer:
             idle_timeout=float(pool.idle_timeout),
             remove_socket_file=remove_socket_file,
             slot=slot,
+            metrics_slot=metrics_slot,
+            proxy_protocol=(
+                _address_list("proxy_allow_from", self.proxy_allow_from)
+                if self.proxy_protocol
+                else None
+            ),
         )
+        self._push_access_log()
         self._mark_started()
 
     def _mark_started(self):
@@ -1121,6 +1256,7 @@ class HTTPServer:
             if supervisor is not None:
                 supervisor.stop()
                 object.__setattr__(self, "_supervisor", None)
+            native.stop_metrics()
             native.stop(float(self.shutdown_timeout), drain=drain)
             _running_servers.discard(self)
             object.__setattr__(self, "_last_native", native)

@@ -96,9 +96,15 @@ EXIT_LOAD_FAILED = 4
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
-_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, *_CONTROL_SIGNALS}
+_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, *_CONTROL_SIGNALS}
 _PR_SET_PDEATHSIG = 1
 _MESSAGE_SIZE = 65536
+
+
+def metrics_capacity(count):
+    """Metrics slots for ``count`` workers: each worker process alive at a time has one, and a
+    reload runs two generations at once; a few more for workers added by SIGTTIN."""
+    return 2 * count + 8
 
 
 class WorkerStartError(RuntimeError):
@@ -260,6 +266,7 @@ class _Worker:
         self.retry_after = 0.0  # no recycling replacement before this (monotonic)
         self.recycle_reason = None
         self.closed = False  # its end of the control pair is closed: it is exiting
+        self.metrics_slot = 0
 
 
 class Supervisor:
@@ -353,6 +360,7 @@ class Supervisor:
             self._shutdown()
             self._put_back_signals()
             raise
+        self.server._native.set_workers_running(len(self.children))
 
     _failure = None
     _previous_signals = None
@@ -364,6 +372,7 @@ class Supervisor:
 
     def _spawn(self, slot, generation, replaces=None):
         _flush_stdio()
+        metrics_slot = self._free_metrics_slot()
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Signals wait until the child has put its own handlers in place: the ones inherited
         # would write to the parent's wake-up socket.
@@ -372,25 +381,40 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:
                 parent_end.close()
-                self._run_child(mask, slot, child_end)  # never returns
+                self._run_child(mask, slot, child_end, metrics_slot)  # never returns
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         parent_end.setblocking(False)
         worker = _Worker(pid, slot, generation, parent_end)
+        worker.metrics_slot = metrics_slot
         if replaces is not None:
             worker.replaces = replaces.pid
             replaces.replacement = pid
         self.workers[pid] = worker
         log.info("worker %d started", pid)
+        native = self.server._native
+        if native is not None:
+            native.set_workers_running(len(self.workers))
         return worker
+
+    def _free_metrics_slot(self):
+        taken = {w.metrics_slot for w in self.workers.values()}
+        capacity = metrics_capacity(self.count)
+        for index in range(capacity):
+            if index not in taken:
+                return index
+        # More processes at once than planned for: two share a slot (their sums stay right,
+        # a retired one's counts move early).
+        log.warning("more than %d worker processes at once: metrics slots are shared", capacity)
+        return len(self.workers) % capacity
 
     # --- in a worker ------------------------------------------------------------------------
 
-    def _run_child(self, mask, slot, ctl):
+    def _run_child(self, mask, slot, ctl, metrics_slot):
         code = 1
         try:
-            code = self._child_main(mask, slot, ctl)
+            code = self._child_main(mask, slot, ctl, metrics_slot)
         except BaseException:
             try:
                 log.exception("worker %d failed", os.getpid())
@@ -405,7 +429,7 @@ class Supervisor:
                 # Never return into the parent's stack (a test runner, an embedding program).
                 os._exit(code)
 
-    def _child_main(self, mask, slot, ctl):
+    def _child_main(self, mask, slot, ctl, metrics_slot):
         server = self.server
         object.__setattr__(server, "_supervisor", None)
         if self._die_with_parent is not None:
@@ -422,7 +446,7 @@ class Supervisor:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in _STOP_SIGNALS:
+        for signum in (*_STOP_SIGNALS, signal.SIGUSR1):
             signal.signal(signum, _ignore)
         # A reload or a change of worker count is the parent's business; a hang-up sent to
         # the whole process group (a closed terminal) must not stop the workers either.
@@ -445,7 +469,7 @@ class Supervisor:
                 _send(ctl, "failed " + " ".join(reason.split()))
                 return EXIT_LOAD_FAILED
             server._use_app(app)
-        server._start_engine(remove_socket_file=False, slot=slot)
+        server._start_engine(remove_socket_file=False, slot=slot, metrics_slot=metrics_slot)
         native = server._native
         _send(ctl, "ready " + (description or ""))
         log.debug("worker %d serving", pid)
@@ -459,7 +483,10 @@ class Supervisor:
         app_stopped = False
         while True:
             readable = _wait_readable([wake_r, ctl], BEAT_INTERVAL)
-            if wake_r in readable and _received(wake_r, _STOP_SIGNALS):
+            received = _received_all(wake_r) if wake_r in readable else []
+            if signal.SIGUSR1 in received:
+                server.reopen_access_log()
+            if set(received) & set(_STOP_SIGNALS):
                 log.debug("worker %d stopping", pid)
                 break
             if ctl in readable:
@@ -602,7 +629,7 @@ class Supervisor:
         previous = {
             "wakeup": signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         }
-        for signum in (*_STOP_SIGNALS, *_CONTROL_SIGNALS, signal.SIGCHLD):
+        for signum in (*_STOP_SIGNALS, *_CONTROL_SIGNALS, signal.SIGCHLD, signal.SIGUSR1):
             previous[signum] = signal.signal(signum, _ignore)
         return previous
 
@@ -625,9 +652,13 @@ class Supervisor:
         if messages:
             socks.extend(w.ctl for w in self.workers.values() if not w.closed)
         readable = _wait_readable(socks, timeout)
-        if self._wake_r in readable:
-            return _received_all(self._wake_r)
-        return []
+        if self._wake_r not in readable:
+            return []
+        received = _received_all(self._wake_r)
+        if signal.SIGUSR1 in received:
+            # logrotate: every worker reopens its access log.
+            self._send_all(signal.SIGUSR1)
+        return received
 
     def _wait(self, timeout, messages=True):
         """Wait; return the signals among SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU received."""
@@ -922,6 +953,11 @@ class Supervisor:
             how = "exited" if status is None else _describe(status)
             with self._lock:
                 stopping = self._stopping
+            native = self.server._native
+            if native is not None:
+                # Its counts stay in the metrics' sums; a replacement counts as a restart.
+                native.retire_worker(worker.metrics_slot, replaced=not stopping)
+                native.set_workers_running(len(self.workers))
             if stopping or worker.state == "retiring":
                 log.debug("worker %d %s", pid, how)
                 continue
@@ -991,6 +1027,7 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot start a worker: %s", exc)
                 self._schedule(slot)
+            self.server._native.set_workers_running(len(self.children))
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -1045,6 +1082,10 @@ class Supervisor:
                 pass
             worker.ctl.close()
             del self.workers[pid]
+
+    def signal_workers(self, signum):
+        """Send ``signum`` to every worker (SIGUSR1: reopen the access log)."""
+        self._send_all(signum)
 
     def _send_all(self, signum):
         for pid in self.workers:
@@ -1109,9 +1150,10 @@ def _received_all(sock):
         found.extend(signum for signum in data if signum)
 
 
-def _received(sock, signals):
-    """Drain the wake-up socket; return the first of ``signals`` found in it, or None."""
-    for signum in _received_all(sock):
-        if signum in signals:
-            return signum
-    return None
+def _received(sock, signals, every=False):
+    """Drain the wake-up socket; return the first of ``signals`` found in it, or None
+    (with ``every``: the set of them found)."""
+    found = [signum for signum in _received_all(sock) if signum in signals]
+    if every:
+        return set(found)
+    return found[0] if found else None

@@ -86,7 +86,7 @@ fn main() {
         Arc::new(Stats::default()),
         EngineOptions {
             io_threads,
-            peercreds: false,
+            ..EngineOptions::default()
         },
     )
     .unwrap_or_else(|e| {

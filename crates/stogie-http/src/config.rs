@@ -4,6 +4,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::accesslog::AccessLog;
+use crate::proxy::TrustedPeers;
+
 /// Settings read by connections. A running server reads them per connection and per
 /// request, so a change made through [`LiveConfig`] takes effect for the next request.
 #[derive(Clone, Debug)]
@@ -35,6 +38,12 @@ pub struct ServerConfig {
     pub allow_underscore_headers: bool,
     /// Whether stats counters are kept.
     pub stats_enabled: bool,
+    /// Where each request's line goes, if anywhere.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Peers whose forwarded headers are believed (gunicorn's `forwarded_allow_ips`).
+    pub trusted_proxies: TrustedPeers,
+    /// Whether requests are timed for the duration histogram (metrics served).
+    pub time_requests: bool,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +61,9 @@ impl Default for ServerConfig {
             protocol: "HTTP/1.1".to_string(),
             allow_underscore_headers: false,
             stats_enabled: false,
+            access_log: None,
+            trusted_proxies: TrustedPeers::parse("127.0.0.1,::1").expect("a valid list"),
+            time_requests: false,
         }
     }
 }

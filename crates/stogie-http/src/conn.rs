@@ -18,6 +18,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
+use crate::accesslog::AccessRecord;
 use crate::config::ServerConfig;
 use crate::error::HttpError;
 use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
@@ -25,8 +26,10 @@ use crate::h1::body::{BodyDecoder, BodyError, Decoded};
 use crate::h1::head::{self, BodyFraming, RequestHead, Version};
 use crate::h1::response::{self, HeadRoom, ResponseContext, ResponseFraming};
 use crate::idle::{Lot, Parkable, PARK_AFTER};
+use crate::metrics::{method_index, METHODS};
 use crate::outbuf::OutBuf;
 use crate::pipe;
+use crate::proxy::{self, Forwarded};
 use crate::stats::Stats;
 use crate::transport::Transport;
 use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
@@ -41,6 +44,8 @@ pub(crate) struct Shared {
     pub parked: Arc<Lot>,
     pub local: LocalAddr,
     pub scheme: &'static str,
+    /// Connections start with a PROXY protocol header from these peers.
+    pub proxy_protocol: Option<crate::proxy::TrustedPeers>,
 }
 
 /// The server's stop signal, as connections and accept loops see it.
@@ -137,7 +142,8 @@ impl HeadScan {
 enum HeadOutcome {
     Head(RequestHead),
     Closed,
-    Refused(HttpError),
+    /// Refused, with the start of the first line for the access log (when it is kept).
+    Refused(HttpError, Option<Bytes>),
 }
 
 /// Serves one connection until it closes.
@@ -214,7 +220,7 @@ enum Idle {
     Park(Instant),
 }
 
-/// How the response in progress is framed on the wire.
+/// How the response in progress is framed on the wire, and what it came to.
 struct Outgoing {
     version: Version,
     is_head: bool,
@@ -224,6 +230,24 @@ struct Outgoing {
     remaining: u64,
     close: bool,
     done: bool,
+    /// Where the request's method is counted in the metrics.
+    method: usize,
+    /// The status sent (0 until one is).
+    status: u16,
+    /// Body bytes sent.
+    sent: u64,
+    /// The response headers the access log shows.
+    logged_headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What the metrics and the access log keep of a request while it is served.
+struct Observed {
+    /// When the request began, when it is timed.
+    started: Option<(Instant, std::time::SystemTime)>,
+    /// The head, for the access log's line.
+    head: Option<RequestHead>,
+    /// The client the proxies in front vouch for.
+    forwarded: Option<Box<Forwarded>>,
 }
 
 /// A request body on its way from the socket to the app.
@@ -259,7 +283,10 @@ impl<S: Transport> Conn<S> {
                 self.wbuf.release();
                 loop {
                     self.buf = BytesMut::new();
-                    match self.wait_idle(&cfg, first).await {
+                    self.shared.stats.metrics().idle(1);
+                    let idle = self.wait_idle(&cfg, first).await;
+                    self.shared.stats.metrics().idle(-1);
+                    match idle {
                         Idle::Ready => {}
                         Idle::Close => return None,
                         Idle::Park(deadline) => return Some(deadline),
@@ -348,12 +375,21 @@ impl<S: Transport> Conn<S> {
         let head = match self.read_head(cfg).await {
             HeadOutcome::Head(h) => h,
             HeadOutcome::Closed => return false,
-            HeadOutcome::Refused(e) => {
+            HeadOutcome::Refused(e, line) => {
+                let observed = Observed {
+                    started: Self::clock(cfg),
+                    head: line.map(|target| RequestHead {
+                        target,
+                        ..RequestHead::empty()
+                    }),
+                    forwarded: None,
+                };
+                self.count(METHODS.len() - 1, e.code());
                 Box::pin(self.refuse(&e, Version::Http11, cfg)).await;
+                self.record(cfg, &observed, e.code(), e.message().len() as u64, &[]);
                 return false;
             }
         };
-        self.shared.stats.add_request();
         let keep = self.exchange(head, cfg).await;
         if keep && self.buf.is_empty() && self.shared.stop.is_set() {
             // Idle now, as in read_head: nothing of the client's is left unread, so a
@@ -390,10 +426,13 @@ impl<S: Transport> Conn<S> {
                     deadline = None;
                 }
                 if scan.worth_parsing(&self.buf, cfg) {
+                    // The parser consumes a head it refuses: the access log's copy of its
+                    // line is taken first.
+                    let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
                     match head::parse(&mut self.buf, cfg) {
                         Ok(Some(h)) => return HeadOutcome::Head(h),
                         Ok(None) => scan.parsed(&self.buf),
-                        Err(e) => return HeadOutcome::Refused(e),
+                        Err(e) => return HeadOutcome::Refused(e, line),
                     }
                 }
             }
@@ -413,13 +452,15 @@ impl<S: Transport> Conn<S> {
                 r = self.stream.read_buf(&mut self.buf) => match r {
                     // The client ended its side inside a head: what came cannot be a request.
                     Ok(0) if !idle => {
-                        return HeadOutcome::Refused(HttpError::BadRequest("Illegal end of headers."));
+                        let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
+                        return HeadOutcome::Refused(HttpError::BadRequest("Illegal end of headers."), line);
                     }
                     Ok(0) | Err(_) => return HeadOutcome::Closed,
                     Ok(n) => self.shared.stats.add_read(n),
                 },
                 _ = sleep_until(deadline) => {
-                    return if idle { HeadOutcome::Closed } else { HeadOutcome::Refused(HttpError::RequestTimeout) };
+                    let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
+                    return if idle { HeadOutcome::Closed } else { HeadOutcome::Refused(HttpError::RequestTimeout, line) };
                 }
                 _ = stopped, if idle => return HeadOutcome::Closed,
             }
@@ -428,8 +469,78 @@ impl<S: Transport> Conn<S> {
 
     /// Sends an error answer and closes.
     async fn refuse(&mut self, err: &HttpError, version: Version, cfg: &ServerConfig) {
+        if let Some(why) = err.refusal() {
+            self.shared.stats.metrics().refused(why);
+        }
         self.write_error(err, version, cfg).await;
         self.linger().await;
+    }
+
+    /// The clock, read when requests are timed (for the histogram or the access log).
+    fn clock(cfg: &ServerConfig) -> Option<(Instant, std::time::SystemTime)> {
+        (cfg.time_requests || cfg.access_log.is_some())
+            .then(|| (Instant::now(), std::time::SystemTime::now()))
+    }
+
+    /// Counts a request answered with `status`, before the answer goes out.
+    fn count(&self, method: usize, status: u16) {
+        self.shared.stats.metrics().request(method, status);
+    }
+
+    /// Times a finished request and writes its access log line. A request whose client
+    /// left before any answer is counted as nginx's 499.
+    fn record(
+        &self,
+        cfg: &ServerConfig,
+        observed: &Observed,
+        status: u16,
+        sent: u64,
+        response_headers: &[(String, Vec<u8>)],
+    ) {
+        let status = if status == 0 {
+            self.count(METHODS.len() - 1, 499);
+            499
+        } else {
+            status
+        };
+        let took = observed.started.map(|(at, _)| at.elapsed());
+        if let Some(took) = took {
+            self.shared.stats.metrics().observe(took);
+        }
+        let Some(log) = &cfg.access_log else { return };
+        let client = match (&observed.forwarded, &self.peer) {
+            (Some(f), _) if f.client.is_some() => f.client.map(|(ip, _)| ip.to_string()),
+            (_, PeerAddr::Tcp(a)) => Some(a.ip().to_canonical().to_string()),
+            (_, PeerAddr::Unix(_)) => None,
+        };
+        let empty = RequestHead::empty();
+        let head = observed.head.as_ref().unwrap_or(&empty);
+        log.log(&AccessRecord {
+            client: client.as_deref().unwrap_or("-"),
+            time: observed
+                .started
+                .map_or_else(std::time::SystemTime::now, |(_, t)| t),
+            duration: took.unwrap_or_default(),
+            method: &head.method,
+            target: &head.target,
+            path: &head.path,
+            query: &head.query,
+            protocol: head.version.as_str(),
+            status,
+            body_bytes: sent,
+            request_headers: &head.headers,
+            response_headers,
+        });
+    }
+
+    /// What the trusted proxies in front say of the client, if they say anything.
+    fn forwarded(&self, head: &RequestHead, cfg: &ServerConfig) -> Option<Box<Forwarded>> {
+        let peer = match &self.peer {
+            PeerAddr::Tcp(a) => Some(a.ip()),
+            PeerAddr::Unix(_) => None,
+        };
+        let f = proxy::forwarded(head, peer, &cfg.trusted_proxies);
+        (!f.is_empty()).then(|| Box::new(f))
     }
 
     /// Writes a short error answer in place of anything queued.
@@ -531,7 +642,8 @@ impl<S: Transport> Conn<S> {
         }
     }
 
-    /// Runs one request/response exchange; returns whether the connection stays open.
+    /// Runs one request/response exchange; returns whether the connection stays open. What
+    /// it came to is counted for the metrics and written to the access log.
     async fn exchange(&mut self, head: RequestHead, cfg: &Arc<ServerConfig>) -> bool {
         // As Cheroot, answer in the lower of the request's and the server's protocol; a
         // 1.1 request answered in 1.0 has not asked for 1.0 keep-alive, so it closes.
@@ -550,12 +662,44 @@ impl<S: Transport> Conn<S> {
             remaining: 0,
             close: false,
             done: false,
+            method: method_index(&head.method),
+            status: 0,
+            sent: 0,
+            logged_headers: Vec::new(),
         };
+        let forwarded = self.forwarded(&head, cfg);
+        let observed = Observed {
+            started: Self::clock(cfg),
+            head: cfg.access_log.is_some().then(|| head.clone()),
+            forwarded: if cfg.access_log.is_some() {
+                forwarded.clone()
+            } else {
+                None
+            },
+        };
+        let keep = self.answer(head, forwarded, cfg, &mut out).await;
+        let logged = std::mem::take(&mut out.logged_headers);
+        self.record(cfg, &observed, out.status, out.sent, &logged);
+        keep
+    }
 
+    /// Hands the request to the gateway and sends its response.
+    async fn answer(
+        &mut self,
+        head: RequestHead,
+        forwarded: Option<Box<Forwarded>>,
+        cfg: &Arc<ServerConfig>,
+        out: &mut Outgoing,
+    ) -> bool {
+        let version = out.version;
         let (body, mut pump) = match self.take_body(&head, cfg).await {
             Ok(b) => b,
             Err(e) => {
-                self.refuse(&e.as_http(), version, cfg).await;
+                let e = e.as_http();
+                out.status = e.code();
+                out.sent = e.message().len() as u64;
+                self.count(out.method, out.status);
+                self.refuse(&e, version, cfg).await;
                 return false;
             }
         };
@@ -567,11 +711,15 @@ impl<S: Transport> Conn<S> {
             local: self.shared.local.clone(),
             scheme: self.shared.scheme,
             can_sendfile: self.stream.can_sendfile(),
+            forwarded,
             body,
             response: ResponseSender::new(resp_tx),
             head_room: HeadRoom::new(),
         };
         if !self.dispatch(request).await {
+            out.status = HttpError::ServiceUnavailable.code();
+            out.sent = HttpError::ServiceUnavailable.message().len() as u64;
+            self.count(out.method, out.status);
             self.refuse(&HttpError::ServiceUnavailable, version, cfg)
                 .await;
             return false;
@@ -613,7 +761,7 @@ impl<S: Transport> Conn<S> {
                     }
                     if !got {
                         // The gateway dropped the response without finishing it.
-                        let _ = self.fail(&HttpError::Internal, &out, cfg).await;
+                        let _ = self.fail(&HttpError::Internal, out, cfg).await;
                         return false;
                     }
                     // Everything that was waiting is framed, then leaves in as few writes
@@ -622,7 +770,7 @@ impl<S: Transport> Conn<S> {
                         if out.done {
                             break;
                         }
-                        if self.on_event(ev, &mut out, cfg).await.is_err() {
+                        if self.on_event(ev, out, cfg).await.is_err() {
                             return false;
                         }
                     }
@@ -787,7 +935,12 @@ impl<S: Transport> Conn<S> {
     ) -> Result<(), ()> {
         match ev {
             ResponseEvent::Abort => return self.fail(&HttpError::Internal, out, cfg).await,
-            ResponseEvent::Refuse(err) => return self.fail(&err, out, cfg).await,
+            ResponseEvent::Refuse(err) => {
+                if let Some(why) = err.refusal() {
+                    self.shared.stats.metrics().refused(why);
+                }
+                return self.fail(&err, out, cfg).await;
+            }
             ResponseEvent::Head { head, body, end } => {
                 if out.head_sent {
                     return self.fail(&HttpError::Internal, out, cfg).await;
@@ -813,8 +966,20 @@ impl<S: Transport> Conn<S> {
                     }
                     Ok(e) => {
                         out.head_sent = true;
+                        out.status = e.code;
+                        self.count(out.method, e.code);
                         out.framing = e.framing;
                         out.close = e.close;
+                        if let Some(log) = &cfg.access_log {
+                            for name in log.wanted_response_headers() {
+                                if let Some((_, v)) = head
+                                    .headers()
+                                    .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                                {
+                                    out.logged_headers.push((name.clone(), v.to_vec()));
+                                }
+                            }
+                        }
                         if let ResponseFraming::Length(n) = e.framing {
                             out.remaining = n;
                         }
@@ -869,12 +1034,15 @@ impl<S: Transport> Conn<S> {
     async fn fail(
         &mut self,
         err: &HttpError,
-        out: &Outgoing,
+        out: &mut Outgoing,
         cfg: &ServerConfig,
     ) -> Result<(), ()> {
         if out.head_sent {
             let _ = self.flush(cfg).await;
         } else {
+            out.status = err.code();
+            out.sent = err.message().len() as u64;
+            self.count(out.method, out.status);
             self.write_error(err, out.version, cfg).await;
         }
         Err(())
@@ -902,17 +1070,22 @@ impl<S: Transport> Conn<S> {
                     out.close = true;
                 }
                 out.remaining -= data.len() as u64;
+                out.sent += data.len() as u64;
                 self.queue(data, cfg).await?;
                 if out.close && out.remaining == 0 {
                     out.done = true;
                 }
             }
             ResponseFraming::Chunked => {
+                out.sent += data.len() as u64;
                 response::chunk_header(self.wbuf.buf_mut(), data.len());
                 self.queue(data, cfg).await?;
                 self.wbuf.extend_from_slice(b"\r\n");
             }
-            ResponseFraming::Close => self.queue(data, cfg).await?,
+            ResponseFraming::Close => {
+                out.sent += data.len() as u64;
+                self.queue(data, cfg).await?
+            }
         }
         Ok(())
     }
@@ -955,6 +1128,7 @@ impl<S: Transport> Conn<S> {
             ResponseFraming::Close => {}
         }
         self.flush(cfg).await?;
+        out.sent += len;
         let mut off = offset;
         let end = offset + len;
         while off < end {
@@ -976,6 +1150,17 @@ impl<S: Transport> Conn<S> {
         }
         Ok(())
     }
+}
+
+/// What the access log shows of a request refused before its head could be read: the
+/// start of its first line (at most 256 bytes), as the request line.
+fn first_line(buf: &[u8]) -> Bytes {
+    let end = buf
+        .iter()
+        .take(256)
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len().min(256));
+    Bytes::copy_from_slice(&buf[..end])
 }
 
 /// Reads more request-body bytes into `buf` (room for `want` more), waiting at most `wait`

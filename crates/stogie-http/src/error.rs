@@ -47,6 +47,23 @@ impl HttpError {
         }
     }
 
+    /// What kind of refusal this is, for the metrics; `None` for the app's own failures.
+    pub fn refusal(&self) -> Option<crate::metrics::Refusal> {
+        use crate::metrics::Refusal;
+        match self {
+            HttpError::BadRequest(_)
+            | HttpError::MethodNotAllowed
+            | HttpError::NotImplemented
+            | HttpError::VersionNotSupported => Some(Refusal::Parse),
+            HttpError::PayloadTooLarge
+            | HttpError::UriTooLong
+            | HttpError::HeaderFieldsTooLarge => Some(Refusal::Limit),
+            HttpError::RequestTimeout => Some(Refusal::Timeout),
+            HttpError::ServiceUnavailable => Some(Refusal::QueueFull),
+            HttpError::Internal | HttpError::ContentLengthExceeded => None,
+        }
+    }
+
     /// The numeric status code.
     pub fn code(&self) -> u16 {
         self.status()[..3].parse().unwrap_or(500)

@@ -57,6 +57,9 @@ pub struct Request {
     pub scheme: &'static str,
     /// Whether [`ResponseEvent::File`] may be used (plain TCP or UNIX, not TLS).
     pub can_sendfile: bool,
+    /// What trusted proxies in front say of the client (its address, the scheme, host and
+    /// port it used), when they say anything.
+    pub forwarded: Option<Box<crate::proxy::Forwarded>>,
     /// The request body.
     pub body: RequestBody,
     /// Where the response goes.

@@ -86,6 +86,12 @@ impl Lot {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many connections are parked now.
+    pub fn len(&self) -> usize {
+        let st = self.lock();
+        st.slots.len() - st.free.len()
+    }
+
     /// Parks `conn` until its socket is readable (it resumes) or `deadline` (it closes).
     pub fn park(self: &Arc<Self>, conn: Box<dyn Parkable>, deadline: Instant) {
         let mut st = self.lock();

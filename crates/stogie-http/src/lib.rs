@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accesslog;
 pub mod config;
 mod conn;
 pub mod error;
@@ -13,8 +14,10 @@ pub mod exchange;
 pub mod h1;
 mod idle;
 pub mod listener;
+pub mod metrics;
 mod outbuf;
 mod pipe;
+pub mod proxy;
 pub mod server;
 pub mod stats;
 pub mod transport;
@@ -31,7 +34,7 @@ pub use h1::head::{Header, RequestHead, Version};
 pub use h1::response::{HeadRoom, ResponseHead};
 pub use listener::{BindAddr, ListenOptions, Listener};
 pub use pipe::{hold_final_wakes, HeldWakes};
-pub use server::{EngineOptions, HttpServer};
+pub use server::{EngineOptions, HttpServer, MetricsEndpoint};
 pub use stats::{Stats, StatsSnapshot};
 
 /// Whatever answers requests: takes each request and, sooner or later, sends its response
@@ -47,6 +50,11 @@ pub trait Gateway: Send + Sync + 'static {
     /// How long a request may wait for room in the gateway's queue.
     fn queue_timeout(&self) -> Duration {
         Duration::from_secs(10)
+    }
+
+    /// How loaded the gateway is, for the metrics: requests queued, workers busy, workers.
+    fn load(&self) -> (usize, usize, usize) {
+        (0, 0, 0)
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::runtime::Runtime;
 use crate::conn::{self, Open, Shared, Stop};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
+use crate::proxy::{parse_proxy_header, ProxyError, ProxyHeader, TrustedPeers};
 use crate::stats::Stats;
 use crate::transport::Transport;
 use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
@@ -21,6 +22,9 @@ pub struct EngineOptions {
     pub io_threads: usize,
     /// Read SO_PEERCRED on UNIX sockets.
     pub peercreds: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), accepted from
+    /// these peers only (UNIX socket peers always); anything else is refused.
+    pub proxy_protocol: Option<TrustedPeers>,
 }
 
 impl Default for EngineOptions {
@@ -28,6 +32,7 @@ impl Default for EngineOptions {
         EngineOptions {
             io_threads: 1,
             peercreds: false,
+            proxy_protocol: None,
         }
     }
 }
@@ -130,6 +135,7 @@ impl HttpServer {
                 parked: Arc::default(),
                 local: listener.local_addr()?,
                 scheme,
+                proxy_protocol: opts.proxy_protocol.clone(),
             });
             runtime.spawn(crate::idle::watch(shared.clone()));
             match listener.try_clone()? {
@@ -144,6 +150,7 @@ impl HttpServer {
             }
             all_shared.push(shared);
         }
+        runtime.spawn(refresh_gauges(all_shared.clone()));
         let beating = heartbeat.clone();
         runtime.spawn(async move {
             loop {
@@ -200,6 +207,11 @@ impl HttpServer {
     /// hangs or has stopped.
     pub fn heartbeat_age(&self) -> Duration {
         self.heartbeat.age()
+    }
+
+    /// Brings the gauges of the metrics up to date now (before a scrape served here).
+    pub fn refresh_metrics(&self) {
+        refresh_now(&self.shared);
     }
 
     /// The first step of [`HttpServer::stop`], which returns at once: no new connections,
@@ -271,6 +283,10 @@ impl HttpServer {
             shared.stop.set();
         }
         runtime.shutdown_timeout(Duration::from_millis(200));
+        // The last lines reach the log before this returns (the process may exit next).
+        if let Some(log) = &self.config.get().access_log {
+            log.close();
+        }
         // The watcher task may have been dropped before it saw the stop; the connections it
         // watched must close all the same (they hold the server's shared state).
         for shared in &self.shared {
@@ -286,6 +302,37 @@ impl Drop for HttpServer {
     }
 }
 
+/// Copies what the metrics show of other parts (parked connections, the gateway's load)
+/// into the counters every so often, so that a scrape (possibly by another process) reads
+/// them without asking anyone.
+async fn refresh_gauges(shared: Vec<Arc<Shared>>) {
+    let Some(first) = shared.first().cloned() else {
+        return;
+    };
+    loop {
+        let stopped = first.stop.notified();
+        if first.stop.is_set() {
+            return;
+        }
+        refresh_now(&shared);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stopped => return,
+        }
+    }
+}
+
+/// `shared`: one per listener, all with the same counters and gateway.
+fn refresh_now(shared: &[Arc<Shared>]) {
+    let Some(first) = shared.first() else {
+        return;
+    };
+    let metrics = first.stats.metrics();
+    metrics.set_parked(shared.iter().map(|s| s.parked.len()).sum());
+    let (queued, busy, threads) = first.gateway.load();
+    metrics.set_load(queued, busy, threads);
+}
+
 fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
     // Out of descriptors or memory: back off instead of spinning; the listener stays.
     shared
@@ -294,12 +341,121 @@ fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
     Duration::from_millis(50)
 }
 
-/// Serves an accepted connection on its own task, counted as open until the task ends.
+/// Serves an accepted connection on its own task, counted as open until the task ends. A
+/// PROXY protocol header is read in that task too.
 fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
     shared.stats.add_accept();
     shared.stats.open();
     let open = Open(shared.stats.clone());
-    tokio::spawn(conn::serve(stream, peer, shared.clone(), open));
+    if shared.proxy_protocol.is_none() {
+        tokio::spawn(conn::serve(stream, peer, shared.clone(), open));
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        match read_proxy_header(&mut stream, &peer, &shared).await {
+            Ok(peer) => conn::serve(stream, peer, shared, open).await,
+            Err(why) => {
+                shared.log.log(
+                    LogLevel::Info,
+                    &format!("{}: refused: {why}", peer_text(&peer)),
+                );
+                drop(open);
+            }
+        }
+    });
+}
+
+fn peer_text(peer: &PeerAddr) -> String {
+    match peer {
+        PeerAddr::Tcp(a) => a.to_string(),
+        PeerAddr::Unix(_) => "a UNIX socket client".to_string(),
+    }
+}
+
+/// Reads the PROXY protocol header that must open a connection, within the server's
+/// timeout, and returns the client it names. The header is peeked at before it is taken,
+/// so not a byte of what follows (HTTP, or a TLS handshake) is consumed here.
+async fn read_proxy_header<S: Transport>(
+    stream: &mut S,
+    peer: &PeerAddr,
+    shared: &Shared,
+) -> Result<PeerAddr, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let allowed = shared
+        .proxy_protocol
+        .as_ref()
+        .expect("checked by the caller");
+    if let PeerAddr::Tcp(a) = peer {
+        if !allowed.trusts(a.ip()) {
+            return Err("not a peer allowed to send the PROXY protocol".into());
+        }
+    }
+    let timeout = shared.config.get().timeout;
+    let mut buf = vec![0u8; 16 + 2048];
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let parsed = loop {
+        // Moved in as `&mut`: a shared borrow would need the stream to be Sync.
+        let (s, b) = (&mut *stream, &mut buf[..]);
+        let peeked =
+            tokio::time::timeout_at(deadline, std::future::poll_fn(move |cx| s.poll_peek(cx, b)))
+                .await;
+        let n = match peeked {
+            Err(_) => return Err("no PROXY protocol header in time".into()),
+            Ok(Err(e)) => return Err(format!("reading the PROXY protocol header: {e}")),
+            Ok(Ok(0)) => return Err("closed before a PROXY protocol header".into()),
+            Ok(Ok(n)) => n,
+        };
+        match parse_proxy_header(&buf[..n]) {
+            Ok(Some(found)) => break found,
+            Ok(None) => {
+                if n == seen {
+                    // The same bytes again: the socket stays readable until they are taken,
+                    // so wait a moment for the rest rather than spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = n;
+            }
+            Err(ProxyError::Missing) => {
+                let msg = "This port expects a PROXY protocol header from the proxy in front.";
+                let answer = format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{msg}",
+                    msg.len()
+                );
+                let _ = tokio::time::timeout(timeout, async {
+                    stream.write_all(answer.as_bytes()).await?;
+                    stream.shutdown().await?;
+                    // The request is still unread: taken and dropped, so that closing does
+                    // not reset the connection before the client reads the answer.
+                    let mut scratch = [0u8; 4096];
+                    let mut left: usize = 64 * 1024;
+                    while left > 0 {
+                        match stream.read(&mut scratch).await? {
+                            0 => break,
+                            n => left = left.saturating_sub(n),
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
+                return Err("no PROXY protocol header".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let (header, len) = parsed;
+    let mut taken = vec![0u8; len];
+    stream
+        .read_exact(&mut taken)
+        .await
+        .map_err(|e| format!("reading the PROXY protocol header: {e}"))?;
+    Ok(match header {
+        ProxyHeader::Proxied { source, .. } => PeerAddr::Tcp(source),
+        ProxyHeader::Local => peer.clone(),
+    })
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
@@ -342,4 +498,120 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>, pe
             _ = stopped => return,
         }
     }
+}
+
+/// The `/metrics` listener: its own socket and thread, never the app's port, so that a busy
+/// or stuck app never keeps a scrape waiting (and the app never sees scrapes).
+pub struct MetricsEndpoint {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    local: std::net::SocketAddr,
+}
+
+impl MetricsEndpoint {
+    /// Serves `GET /metrics` on `listener` with the text `render` makes for each scrape.
+    pub fn start(
+        listener: std::net::TcpListener,
+        render: Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> io::Result<MetricsEndpoint> {
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("stogie-metrics".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = async {
+                            loop {
+                                if let Ok((stream, _)) = listener.accept().await {
+                                    tokio::spawn(scrape(stream, render.clone()));
+                                }
+                            }
+                        } => {}
+                    }
+                });
+            })?;
+        Ok(MetricsEndpoint {
+            stop: Some(stop),
+            thread: Some(thread),
+            local,
+        })
+    }
+
+    /// The address served.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one scrape and closes.
+async fn scrape(mut stream: tokio::net::TcpStream, render: Arc<dyn Fn() -> String + Send + Sync>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::with_capacity(1024);
+    let cfg = crate::config::ServerConfig::default();
+    let head = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match crate::h1::head::parse(&mut buf, &cfg) {
+                Ok(Some(h)) => return Some(h),
+                Ok(None) if buf.len() < 16 * 1024 => {}
+                _ => return None,
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let (status, body) = match &head {
+        None => ("400 Bad Request", "Bad request\n".to_string()),
+        Some(h) if &h.method[..] != b"GET" && !h.is_head() => (
+            "405 Method Not Allowed",
+            "Only GET is served here\n".to_string(),
+        ),
+        Some(h) if &h.path[..] != b"/metrics" => {
+            ("404 Not Found", "Metrics are at /metrics\n".to_string())
+        }
+        Some(_) => ("200 OK", render()),
+    };
+    let kind = if status.starts_with("200") {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head.as_ref().is_some_and(|h| h.is_head()) {
+        out.extend_from_slice(body.as_bytes());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

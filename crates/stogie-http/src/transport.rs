@@ -17,6 +17,16 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// without bytes would make idle connections spin.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
+    /// Copies bytes waiting to be read into `buf` without taking them (MSG_PEEK): Ready with
+    /// 0 at the client's end. For what comes before the stream proper (a PROXY protocol
+    /// header), so only plain sockets have it.
+    fn poll_peek(&self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "peek is only supported on plain sockets",
+        )))
+    }
+
     /// Whether [`Transport::sendfile`] moves bytes in the kernel.
     fn can_sendfile(&self) -> bool {
         false
@@ -43,6 +53,36 @@ macro_rules! kernel_sendfile {
         impl Transport for $t {
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$t>::poll_read_ready(self, cx)
+            }
+
+            fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+                loop {
+                    match <$t>::poll_read_ready(self, cx) {
+                        Poll::Ready(Ok(())) => {}
+                        other => return other.map(|r| r.map(|()| 0)),
+                    }
+                    // try_io clears the readiness on WouldBlock, so the next poll waits.
+                    let res = self.try_io(Interest::READABLE, || {
+                        // SAFETY: `buf` is valid for writes of its length.
+                        let n = unsafe {
+                            libc::recv(
+                                self.as_raw_fd(),
+                                buf.as_mut_ptr().cast(),
+                                buf.len(),
+                                libc::MSG_PEEK,
+                            )
+                        };
+                        if n < 0 {
+                            Err(io::Error::last_os_error())
+                        } else {
+                            Ok(n as usize)
+                        }
+                    });
+                    match res {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return Poll::Ready(other),
+                    }
+                }
             }
 
             fn can_sendfile(&self) -> bool {

@@ -70,3 +70,8 @@ fn chunked_cases() {
 fn response_head_cases() {
     replay("response_head", fuzz_checks::check_response_head);
 }
+
+#[test]
+fn proxy_header_cases() {
+    replay("proxy_header", fuzz_checks::check_proxy_header);
+}

@@ -124,6 +124,7 @@ impl AppHandler {
             local,
             scheme,
             can_sendfile,
+            forwarded,
             body,
             response,
             head_room,
@@ -148,6 +149,7 @@ impl AppHandler {
                 _ => 0,
             },
             main_port: self.main_port.load(std::sync::atomic::Ordering::Relaxed) as u16,
+            forwarded: forwarded.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {
             Ok(env) => env,

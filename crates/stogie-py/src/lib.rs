@@ -1,6 +1,7 @@
 //! `stogie._native`: the WSGI gateway and the Python worker pool in front of the
 //! `stogie-http` engine. The Cheroot-compatible API is in the `stogie` Python package.
 
+pub mod gil;
 pub mod handler;
 pub mod native;
 pub mod pool;
@@ -34,5 +35,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ACCESS_LOG_COMBINED", stogie_http::accesslog::COMBINED)?;
+    // Threads started from Rust stay out of Python while the interpreter is torn down.
+    gil::init();
+    m.add_function(wrap_pyfunction!(gil::prepare_exit, m)?)?;
+    py.import("atexit")?
+        .call_method1("register", (m.getattr("prepare_exit")?,))?;
     Ok(())
 }

@@ -57,6 +57,7 @@ impl NativeRequest {
             head,
             peer,
             scheme,
+            forwarded,
             body,
             response,
             head_room,
@@ -66,10 +67,19 @@ impl NativeRequest {
         for h in &head.headers {
             headers.append((PyBytes::new(py, &h.name), PyBytes::new(py, &h.value)))?;
         }
-        let (remote_addr, remote_port, peer_cred) = match peer {
+        let (mut remote_addr, mut remote_port, peer_cred) = match peer {
             PeerAddr::Tcp(a) => (Some(a.ip().to_string()), Some(a.port()), None),
             PeerAddr::Unix(c) => (None, None, c.map(|c| (c.pid, c.uid, c.gid))),
         };
+        // What trusted proxies in front say of the client, as the WSGI environ has it.
+        let mut scheme = scheme;
+        if let Some(f) = &forwarded {
+            if let Some((ip, port)) = f.client {
+                remote_addr = Some(ip.to_canonical().to_string());
+                remote_port = port;
+            }
+            scheme = f.scheme.unwrap_or(scheme);
+        }
         Bound::new(
             py,
             NativeRequest {

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use stogie_http::{hold_final_wakes, Gateway, HeldWakes, Request, Stats};
 
+use crate::gil;
+
 /// What a worker does with a request, with the GIL held.
 pub trait Handler: Send + Sync + 'static {
     /// Per-thread state (caches) a worker keeps between requests.
@@ -88,7 +90,8 @@ const GIL_FREE: Duration = Duration::from_millis(1);
 /// Whether the GIL can be taken at once.
 fn gil_is_free() -> bool {
     let asked = Instant::now();
-    Python::attach(|_| asked.elapsed() < GIL_FREE)
+    // The monitor keeps one thread state; none while the interpreter exits.
+    gil::attach(|_| asked.elapsed() < GIL_FREE).unwrap_or(false)
 }
 
 /// Asks Linux to schedule the calling thread as a batch thread: woken, it does not preempt
@@ -306,6 +309,14 @@ impl<H: Handler> Pool<H> {
     fn work(&self) {
         WORKER_OF.with(|w| w.set(Arc::as_ptr(&self.inner) as *const () as usize));
         batch_scheduling();
+        // Held while this thread is in Python, given back while it waits for work: the
+        // interpreter's exit waits for it (see `gil`).
+        let Some(pass) = gil::pass() else {
+            // The interpreter is exiting.
+            self.lock().threads -= 1;
+            return;
+        };
+        let mut pass = Some(pass);
         Python::attach(|py| {
             let mut local = H::Local::default();
             let held = &self.inner.held;
@@ -315,6 +326,16 @@ impl<H: Handler> Pool<H> {
             // a CPU with everything else; at hello every 50 ns of it shows).
             let mut ended: Option<Instant> = None;
             loop {
+                if gil::closing() {
+                    // The interpreter is exiting: no more requests, and never the GIL again.
+                    held.release();
+                    let mine = pass.take();
+                    py.detach(move || {
+                        drop(mine);
+                        gil::park()
+                    });
+                    return;
+                }
                 // Rule 1 of DESIGN.md: take the next queued request without giving up the GIL.
                 let (next, more) = {
                     let mut st = self.lock();
@@ -332,7 +353,10 @@ impl<H: Handler> Pool<H> {
                     Some(r) => r,
                     None => {
                         ended = None;
-                        match py.detach(|| self.wait()) {
+                        let mine = pass.take().expect("a worker holds its pass");
+                        let (next, back) = py.detach(|| gil::idle(mine, || self.wait()));
+                        pass = Some(back);
+                        match next {
                             Some(r) => r,
                             None => return,
                         }
@@ -364,7 +388,8 @@ impl<H: Handler> Pool<H> {
                     holding = hold;
                 }
             }
-        })
+        });
+        drop(pass);
     }
 
     /// Waits for a request; `None` when this thread should exit.
@@ -466,5 +491,14 @@ impl<H: Handler> Gateway for Pool<H> {
 
     fn queue_timeout(&self) -> Duration {
         self.lock().limits.queue_timeout
+    }
+
+    fn load(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        (
+            st.queue.len(),
+            st.threads - st.idle.min(st.threads),
+            st.threads,
+        )
     }
 }

@@ -8,11 +8,15 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use stogie_http::accesslog::{AccessFormat, AccessLog, Destination};
+use stogie_http::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
+use stogie_http::proxy::TrustedPeers;
 use stogie_http::{
     BindAddr, EngineOptions, ErrorLog, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
-    LogLevel, ServerConfig, Stats,
+    LogLevel, MetricsEndpoint, ServerConfig, Stats,
 };
 
+use crate::gil;
 use crate::handler::{AppHandler, Mode};
 use crate::pool::{Pool, PoolLimits};
 use crate::wsgi::environ;
@@ -28,11 +32,16 @@ impl ErrorLog for PyLog {
             LogLevel::Warning => 30,
             LogLevel::Error => 40,
         };
-        Python::attach(|py| {
+        // Called on the engine's I/O threads: they keep a thread state between messages.
+        let logged = gil::attach(|py| {
             if let Err(e) = self.0.call1(py, (msg, levelno)) {
                 e.print(py);
             }
         });
+        if logged.is_none() {
+            // The interpreter is exiting.
+            eprintln!("stogie: {msg}");
+        }
     }
 }
 
@@ -114,6 +123,12 @@ pub struct NativeServer {
     groups: Vec<ListenerGroup>,
     engine: Option<HttpServer>,
     pool: Option<Pool<Arc<AppHandler>>>,
+    /// Worker processes' metrics, one slot each, mapped before they fork.
+    region: Option<Arc<MetricsRegion>>,
+    /// The `/metrics` listener, when this process serves one.
+    metrics_endpoint: Option<MetricsEndpoint>,
+    /// Supervisor counts for its `/metrics` (worker restarts, workers running).
+    supervisor_counts: Arc<std::sync::Mutex<SupervisorCounts>>,
 }
 
 #[pymethods]
@@ -144,6 +159,9 @@ impl NativeServer {
             groups: Vec::new(),
             engine: None,
             pool: None,
+            region: None,
+            metrics_endpoint: None,
+            supervisor_counts: Arc::default(),
         })
     }
 
@@ -182,17 +200,16 @@ impl NativeServer {
             backlog,
             reuse_port: reuse_port || grouped,
         };
-        let listeners = py
-            .detach(|| {
-                let first = Listener::bind(&addr, opts)?;
-                let mut all = Vec::with_capacity(slots.max(1));
-                for _ in 1..if grouped { slots } else { 1 } {
-                    all.extend(first.reuse_port_sibling(opts)?);
-                }
-                all.insert(0, first);
-                Ok::<_, std::io::Error>(all)
-            })
-            .map_err(os_error)?;
+        let listeners = gil::detach(py, || {
+            let first = Listener::bind(&addr, opts)?;
+            let mut all = Vec::with_capacity(slots.max(1));
+            for _ in 1..if grouped { slots } else { 1 } {
+                all.extend(first.reuse_port_sibling(opts)?);
+            }
+            all.insert(0, first);
+            Ok::<_, std::io::Error>(all)
+        })
+        .map_err(os_error)?;
         let local = listeners[0].local_addr().map_err(os_error)?;
         self.groups.push(ListenerGroup {
             listeners: listeners.into_iter().map(Some).collect(),
@@ -203,11 +220,21 @@ impl NativeServer {
         local_to_py(py, &local)
     }
 
+    /// Maps the metrics region that worker processes forked after this count in, with
+    /// `capacity` slots: one per worker process alive at a time (a reload runs two
+    /// generations at once), each handed out by the supervisor (`start(metrics_slot=...)`).
+    fn share_metrics(&mut self, capacity: usize) -> PyResult<()> {
+        if self.region.is_none() {
+            self.region = Some(MetricsRegion::shared(capacity.max(1)).map_err(os_error)?);
+        }
+        Ok(())
+    }
+
     /// Adds a worker slot: one more listener in each SO_REUSEPORT group. Returns the new
     /// slot's number (the slots of shared listeners need nothing).
     fn add_slot(&mut self, py: Python<'_>) -> PyResult<usize> {
         let groups = &mut self.groups;
-        py.detach(|| {
+        gil::detach(py, || {
             for group in groups.iter_mut().filter(|g| g.grouped) {
                 let model = group.listeners.iter().flatten().next().ok_or_else(|| {
                     std::io::Error::other("no listener left in the group to copy")
@@ -275,7 +302,8 @@ impl NativeServer {
     /// leaves a UNIX socket file in place on stop (worker processes sharing an inherited
     /// listener). `slot` picks a worker's own listener where `bind` made one per slot (the
     /// others are closed in this process).
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0))]
+    /// `metrics_slot` is this worker process's slot in the metrics region (default: `slot`).
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0, proxy_protocol = None, metrics_slot = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -290,12 +318,23 @@ impl NativeServer {
         remove_socket_file: bool,
         idle_timeout: f64,
         slot: usize,
+        proxy_protocol: Option<&str>,
+        metrics_slot: Option<usize>,
     ) -> PyResult<()> {
+        let proxy_protocol = proxy_protocol
+            .map(TrustedPeers::parse)
+            .transpose()
+            .map_err(|e| PyValueError::new_err(format!("proxy_allow_from: {e}")))?;
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
         if self.groups.is_empty() {
             return Err(PyRuntimeError::new_err("bind() must come before start()"));
+        }
+        if let Some(region) = &self.region {
+            // A worker process: count in its own slot of the shared region.
+            let index = metrics_slot.unwrap_or(slot);
+            self.stats = Arc::new(Stats::with_metrics(Metrics::new(region.clone(), index)));
         }
         let mut listeners = Vec::with_capacity(self.groups.len());
         let inherited: Vec<bool> = self.groups.iter().map(|g| g.inherited).collect();
@@ -335,23 +374,23 @@ impl NativeServer {
         );
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
-        let mut engine = py
-            .detach(|| {
-                HttpServer::start_many(
-                    listeners,
-                    config,
-                    gateway,
-                    log,
-                    stats,
-                    EngineOptions {
-                        io_threads,
-                        // Always read on UNIX sockets (one getsockopt per connection):
-                        // `peercreds_enabled` may be turned on while the server runs.
-                        peercreds: true,
-                    },
-                )
-            })
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let mut engine = gil::detach(py, || {
+            HttpServer::start_many(
+                listeners,
+                config,
+                gateway,
+                log,
+                stats,
+                EngineOptions {
+                    io_threads,
+                    // Always read on UNIX sockets (one getsockopt per connection):
+                    // `peercreds_enabled` may be turned on while the server runs.
+                    peercreds: true,
+                    proxy_protocol,
+                },
+            )
+        })
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
         engine.set_remove_socket_file(remove_socket_file);
         for (index, _) in inherited.iter().enumerate().filter(|(_, i)| **i) {
             engine.keep_socket_file(index);
@@ -416,7 +455,7 @@ impl NativeServer {
                 .spawn(move || finish(engine));
             return false;
         }
-        py.detach(move || finish(engine))
+        gil::detach(py, move || finish(engine))
     }
 
     /// Whether requests from UNIX socket clients carry their credentials, and whether
@@ -452,7 +491,7 @@ impl NativeServer {
 
     /// Changes engine settings for the next connection or request.
     #[pyo3(signature = (**kwargs))]
-    fn configure(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn configure(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let Some(kwargs) = kwargs else { return Ok(()) };
         // Every value is checked before anything changes, so a bad call changes nothing.
         let mut next = (*self.config.get()).clone();
@@ -482,6 +521,27 @@ impl NativeServer {
                 "max_header_count" => next.max_header_count = size_setting(&key, &v, 0)?,
                 "max_header_field" => next.max_header_field = size_setting(&key, &v, 1)?,
                 "stats_enabled" => stats_enabled = Some(v.extract::<bool>()?),
+                "access_log" => {
+                    next.access_log = match v.extract::<Option<(String, String)>>()? {
+                        None => None,
+                        Some((dest, format)) => {
+                            let format = AccessFormat::parse(&format).map_err(|e| {
+                                PyValueError::new_err(format!("access_log_format: {e}"))
+                            })?;
+                            let log = gil::detach(py, || {
+                                AccessLog::open(Destination::parse(&dest), format, self.log.clone())
+                            });
+                            Some(Arc::new(log.map_err(|e| {
+                                PyOSError::new_err(format!("cannot open the access log {e}"))
+                            })?))
+                        }
+                    }
+                }
+                "forwarded_allow_ips" => {
+                    next.trusted_proxies = TrustedPeers::parse(&v.extract::<String>()?)
+                        .map_err(|e| PyValueError::new_err(format!("forwarded_allow_ips: {e}")))?
+                }
+                "time_requests" => next.time_requests = v.extract()?,
                 _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
             }
         }
@@ -511,6 +571,77 @@ impl NativeServer {
                 idle_timeout,
             ));
         }
+    }
+
+    /// Closes and reopens the access log file (after logrotate moved it away).
+    fn reopen_access_log(&self) {
+        if let Some(log) = &self.config.get().access_log {
+            log.reopen();
+        }
+    }
+
+    /// Serves Prometheus' `/metrics` on its own listener at (`host`, `port`); returns the
+    /// address bound. In a supervisor (worker processes), the sum of every worker's slot.
+    fn serve_metrics<'py>(
+        &mut self,
+        py: Python<'py>,
+        host: &str,
+        port: u16,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.metrics_endpoint = None;
+        let listener = gil::detach(py, || {
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+                .next()
+                .ok_or_else(|| std::io::Error::other("the address did not resolve"))?;
+            std::net::TcpListener::bind(addr)
+        })
+        .map_err(|e| {
+            PyOSError::new_err((
+                e.raw_os_error().unwrap_or(0),
+                format!("cannot listen for metrics on {host}:{port}: {e}"),
+            ))
+        })?;
+        let render = self.metrics_renderer();
+        let endpoint = MetricsEndpoint::start(listener, render)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let local = LocalAddr::Tcp(endpoint.local_addr());
+        self.metrics_endpoint = Some(endpoint);
+        local_to_py(py, &local)
+    }
+
+    /// Stops serving `/metrics`.
+    fn stop_metrics(&mut self, py: Python<'_>) {
+        let endpoint = self.metrics_endpoint.take();
+        gil::detach(py, move || drop(endpoint));
+    }
+
+    /// The metrics text now (what `/metrics` serves).
+    fn render_metrics(&self) -> String {
+        (self.metrics_renderer())()
+    }
+
+    /// A worker process ended (in a supervisor): its counts move to the retired slot, and
+    /// with `replaced`, a worker restart is counted.
+    #[pyo3(signature = (slot, replaced = true))]
+    fn retire_worker(&self, slot: usize, replaced: bool) {
+        if let Some(region) = &self.region {
+            region.retire(slot);
+        }
+        if replaced {
+            let mut c = self
+                .supervisor_counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            c.worker_restarts += 1;
+        }
+    }
+
+    /// Tells the supervisor's `/metrics` how many workers run now.
+    fn set_workers_running(&self, n: usize) {
+        self.supervisor_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .workers = n;
     }
 
     /// Raw counters for `stats`.
@@ -554,6 +685,31 @@ struct ListenerGroup {
 
 fn os_error(e: std::io::Error) -> PyErr {
     PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string()))
+}
+
+impl NativeServer {
+    /// What renders the metrics of this process: a supervisor's sums over its workers'
+    /// shared slots, or this process's own counters (its gauges brought up to date first).
+    fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        if self.engine.is_none() {
+            if let Some(region) = self.region.clone() {
+                let counts = self.supervisor_counts.clone();
+                return Arc::new(move || {
+                    let c = *counts.lock().unwrap_or_else(|e| e.into_inner());
+                    render(&region, Some(c))
+                });
+            }
+        }
+        let stats = self.stats.clone();
+        let refresh = self.pool.clone();
+        Arc::new(move || {
+            if let Some(pool) = &refresh {
+                let (queued, busy, threads) = stogie_http::Gateway::load(pool);
+                stats.metrics().set_load(queued, busy, threads);
+            }
+            render(stats.metrics().region(), None)
+        })
+    }
 }
 
 fn local_to_py<'py>(py: Python<'py>, local: &LocalAddr) -> PyResult<Bound<'py, PyAny>> {

@@ -81,6 +81,22 @@ impl RequestHead {
             .map(|h| &h.value)
     }
 
+    /// A head with nothing in it, for a request refused before its head could be read.
+    pub fn empty() -> RequestHead {
+        RequestHead {
+            method: Bytes::new(),
+            target: Bytes::new(),
+            path: Bytes::new(),
+            query: Bytes::new(),
+            scheme: None,
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: BodyFraming::None,
+            keep_alive: false,
+            expect_continue: false,
+        }
+    }
+
     /// Whether the method is HEAD (the response then carries no body).
     pub fn is_head(&self) -> bool {
         &self.method[..] == b"HEAD"

@@ -513,3 +513,78 @@ pub fn check_response(head: &ResponseHead, ctx: &ResponseContext<'_>) {
     }
     assert!(!field("date").is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// PROXY protocol headers and forwarded headers
+
+/// A PROXY protocol header (v1 or v2) is read the same however much of the connection's
+/// first bytes is at hand: every prefix of a header asks for more, a refusal stays a
+/// refusal when more bytes follow, and a header never takes more than its limits allow.
+/// The first byte of the input also picks forwarded-header values to evaluate, which must
+/// never panic and never name a scheme other than http or https.
+pub fn check_proxy_header(data: &[u8]) {
+    use stogie_http::proxy::{forwarded, parse_proxy_header, TrustedPeers};
+
+    match parse_proxy_header(data) {
+        Ok(Some((_, n))) => {
+            assert!(
+                n <= data.len() && n <= 16 + 2048,
+                "took {n} of {}",
+                data.len()
+            );
+            for i in 0..n {
+                assert_eq!(
+                    parse_proxy_header(&data[..i]),
+                    Ok(None),
+                    "prefix {i} of {n}"
+                );
+            }
+            assert_eq!(parse_proxy_header(&data[..n]), parse_proxy_header(data));
+        }
+        Ok(None) => assert!(data.len() < 16 + 2048, "waited for more past every limit"),
+        Err(e) => {
+            let mut more = data.to_vec();
+            more.extend_from_slice(b"\r\n\r\nmore");
+            assert_eq!(
+                parse_proxy_header(&more),
+                Err(e),
+                "an error must not go away"
+            );
+        }
+    }
+
+    // The same bytes as forwarded-header values, from a trusted and an untrusted peer.
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let name = [
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "Forwarded",
+    ][usize::from(pick) % 4];
+    let mut raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{name}: ").into_bytes();
+    raw.extend(
+        rest.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    raw.extend_from_slice(b"\r\n\r\n");
+    let Ok(Some(head)) = head::parse(&mut BytesMut::from(&raw[..]), &ServerConfig::default())
+    else {
+        return;
+    };
+    for list in ["*", "127.0.0.1", "10.0.0.0/8,::1"] {
+        let trusted = TrustedPeers::parse(list).unwrap();
+        for peer in [
+            None,
+            Some("127.0.0.1".parse().unwrap()),
+            Some("::1".parse().unwrap()),
+        ] {
+            let f = forwarded(&head, peer, &trusted);
+            assert!(matches!(f.scheme, None | Some("http") | Some("https")));
+            if let Some(host) = &f.host {
+                assert!(head::is_valid_host(host) && !host.is_empty());
+            }
+        }
+    }
+}

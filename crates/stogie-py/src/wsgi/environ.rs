@@ -7,6 +7,7 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use stogie_http::proxy::Forwarded;
 use stogie_http::{PeerAddr, RequestHead};
 
 /// `HTTP_*` key objects by header name spelling, and the last client address as a string,
@@ -134,6 +135,8 @@ pub struct EnvironParts<'a> {
     pub local_port: u16,
     /// The port the template's SERVER_PORT gives (the first listener's).
     pub main_port: u16,
+    /// What trusted proxies say of the client.
+    pub forwarded: Option<&'a Forwarded>,
 }
 
 /// Keys [`build`] sets for every request.
@@ -293,7 +296,41 @@ pub fn build<'py>(
             None => env.set_item(key, latin1(py, &h.value)?)?,
         }
     }
+    if let Some(f) = parts.forwarded {
+        forwarded(py, &env, cache, f)?;
+    }
     Ok(env)
+}
+
+/// What trusted proxies say of the client replaces what the connection says: its address
+/// (REMOTE_ADDR, and REMOTE_PORT when given), the scheme (wsgi.url_scheme), the host
+/// (HTTP_HOST) and port (SERVER_PORT) it asked for. The proxy's own headers stay as sent.
+fn forwarded(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    cache: &mut KeyCache,
+    f: &Forwarded,
+) -> PyResult<()> {
+    if let Some((ip, port)) = f.client {
+        env.set_item(
+            intern!(py, "REMOTE_ADDR"),
+            cache.addr(py, ip.to_canonical()),
+        )?;
+        match port {
+            Some(p) => env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, p))?,
+            None => env.set_item(intern!(py, "REMOTE_PORT"), intern!(py, ""))?,
+        }
+    }
+    if let Some(scheme) = f.scheme {
+        env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    }
+    if let Some(host) = &f.host {
+        env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
+    }
+    if let Some(port) = f.port {
+        env.set_item(intern!(py, "SERVER_PORT"), decimal(py, port))?;
+    }
+    Ok(())
 }
 
 fn resolve_peer(py: Python<'_>, env: &Bound<'_, PyDict>, uid: u32, gid: u32) -> PyResult<()> {

@@ -66,7 +66,7 @@ impl Input {
         let next = if body.is_complete() {
             body.blocking_next()
         } else {
-            py.detach(|| body.blocking_next())
+            crate::gil::detach(py, || body.blocking_next())
         };
         match next {
             Some(Ok(data)) => {

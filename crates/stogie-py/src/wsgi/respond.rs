@@ -116,7 +116,7 @@ impl Responder {
             Err((_, true)) => Err(ClientGone),
             Err((ev, false)) => {
                 let sender = &self.sender;
-                py.detach(|| sender.blocking_send_as(ev, last))
+                crate::gil::detach(py, || sender.blocking_send_as(ev, last))
             }
         };
         if sent.is_err() {
