@@ -122,6 +122,11 @@ def serve(app_dir, *args):
     return process(stogie(*args, "rapp"), app_dir)
 
 
+def serving(running, timeout=10.0):
+    """Wait until the supervisor says its workers serve (they imported the app)."""
+    assert wait_for(lambda: "serving rapp" in running.stderr, timeout), running.stderr
+
+
 def workers_of(running, count, timeout=8.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,6 +168,7 @@ def test_sighup_reloads_the_app_under_load_without_losing_a_request(app_dir, kee
     connect = lambda: connect_tcp(port)  # noqa: E731
     with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
         wait_until_serving(running, connect)
+        serving(running)
         old = workers_of(running, 2)
         with Load(connect, clients=4, keep_alive=keep_alive) as load:
             keep_loading(load, 0.5)
@@ -190,6 +196,7 @@ def test_reload_on_a_unix_socket_under_load(app_dir, tmp_path_factory):
     connect = lambda: connect_unix(path)  # noqa: E731
     with serve(app_dir, "--workers", "2", "--bind", str(path)) as running:
         wait_until_serving(running, connect)
+        serving(running)
         with Load(connect, clients=4) as load:
             keep_loading(load, 0.3)
             (app_dir / "version.txt").write_text("two")
@@ -207,6 +214,7 @@ def test_a_reload_whose_app_fails_to_import_leaves_the_old_workers_serving(app_d
     connect = lambda: connect_tcp(port)  # noqa: E731
     with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
         wait_until_serving(running, connect)
+        serving(running)
         old = workers_of(running, 2)
         good = (app_dir / "rapp.py").read_text()
         (app_dir / "rapp.py").write_text("raise RuntimeError('the new code is broken')\n")
@@ -302,6 +310,7 @@ def test_adding_or_removing_a_worker_during_a_reload(app_dir, change):
     connect = lambda: connect_tcp(port)  # noqa: E731
     with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
         wait_until_serving(running, connect)
+        serving(running)
         workers_of(running, 2)
         with Load(connect, clients=2, keep_alive=False) as load:
             (app_dir / "version.txt").write_text("slow two")

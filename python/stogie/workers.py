@@ -445,6 +445,9 @@ class Supervisor:
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
+        # Kept until the process exits: a signal that comes after this function returns
+        # must still find its wake-up socket's reader open.
+        self._child_wake = (wake_r, wake_w)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in (*_STOP_SIGNALS, signal.SIGUSR1):
             signal.signal(signum, _ignore)
