@@ -886,8 +886,9 @@ def _start(opts, notifier=None):
     supervisor = server._supervisor
     if supervisor is not None and supervisor.description:
         description = supervisor.description
-    server._cli_description = description
-    log.info("%s", startup_line(server, description, server.bound_addrs, opts.workers))
+    # Logged once the signals are taken (serve_until_signalled): whoever waits for this line
+    # to send SIGTERM must find the server ready for it.
+    server._startup_line = startup_line(server, description, server.bound_addrs, opts.workers)
     return server
 
 
@@ -1058,6 +1059,7 @@ def serve_until_signalled(server, notifier=None):
     signals = _Signals()
     # logrotate moved the access log away: write a new one.
     signals.on_usr1 = server.reopen_access_log
+    _log_startup(server)
     tick = None
     every = 0.5
     if notifier is not None:
@@ -1111,6 +1113,12 @@ def serve_until_signalled(server, notifier=None):
     return 0
 
 
+def _log_startup(server):
+    line = getattr(server, "_startup_line", None)
+    if line:
+        log.info("%s", line)
+
+
 def _workers():
     from stogie import workers
 
@@ -1133,6 +1141,7 @@ def _supervise(server, notifier=None):
     SIGTERM, and forks replacement workers from a process running no other thread.
     """
     supervisor = server._supervisor
+    _log_startup(server)
     if notifier is not None:
         notifier.ready(_status_line(server))
     try:
