@@ -94,7 +94,8 @@ def test_gunicorn_option_names_and_the_demo_page(tmp_path, pki, tls_process):
     assert code == 0, err
     assert "HTTPS: TLSv1.3" in page
     assert "SSL_SERVER_S_DN" in page
-    assert f"https://127.0.0.1:{port} (HTTPS)" in running.stderr
+    assert f"on https://127.0.0.1:{port} (" in running.stderr
+    assert "TLS on)" in running.stderr
     code, page, err = curl(port, pki, "--tlsv1.2", "--tls-max", "1.2")
     assert code == 0, err
     assert "HTTPS: TLSv1.2" in page
@@ -210,13 +211,21 @@ def test_sighup_reloads_the_certificate(tmp_path, pki, tls_process):
 
 
 def test_sighup_reloads_every_worker(tmp_path, pki, tls_process):
+    # With workers, SIGHUP is a reload: new workers start with the certificate as the files
+    # are now, and the old ones drain once they serve.
     running, port = tls_process("--workers", "2")
     renewed = pki.ca.issue_cert("127.0.0.1", "localhost", common_name="renewed")
     pki.write(renewed, "server")
     os.kill(running.proc.pid, signal.SIGHUP)
-    assert _wait(lambda: running.stderr.count("TLS certificate reloaded") >= 2), running.stderr
+    assert _wait(lambda: "reloaded: 2 workers serving" in running.stderr), running.stderr
     # Connections land on either worker: every one sees the new certificate.
     assert all(peer_cert(port, pki) == der(renewed) for _ in range(12))
+    # Files that cannot be read: the reload fails, the old workers serve the old pair.
+    with open(pki.key_file, "w") as f:
+        f.write("not a key\n")
+    os.kill(running.proc.pid, signal.SIGHUP)
+    assert _wait(lambda: "reload failed" in running.stderr), running.stderr
+    assert all(peer_cert(port, pki) == der(renewed) for _ in range(6))
     assert running.proc.poll() is None
 
 

@@ -400,7 +400,7 @@ def test_cli_signal_stops_all_workers_after_the_request_in_flight(app_dir, signu
         assert not any(alive(pid) for pid in kids), "workers left behind"
         assert refused(connect)
     assert "Traceback" not in running.stderr
-    assert "(2 workers)" in running.stderr
+    assert "(2 workers, 10 threads each, TLS off)" in running.stderr
 
 
 def test_cli_second_signal_kills_the_workers_at_once(app_dir):

@@ -12,20 +12,28 @@ Usage::
     stogie myapp --bind @myapp              # abstract UNIX socket (Linux)
     stogie myapp --workers 4                # 4 processes sharing the socket
 
-The options are Cheroot's (``cheroot --help``), plus ``--log-level`` and
-``--workers``. Unlike Cheroot's command, MODULE is looked up from the current
-directory (after ``--chdir``), and a ``stogie.server.Gateway`` subclass may be
-named instead of a WSGI callable, as Cheroot allows.
+The options are Cheroot's (``cheroot --help``), plus stogie's own: ``--workers``,
+recycling (``--max-requests``, ``--max-worker-memory``, ``--worker-lifetime``),
+``--reload`` (development), ``--config``, ``--print-config``, ``--pid``, ``--log-level``
+and ``--log-config``. Every option is also read from ``STOGIE_<NAME>`` in the environment
+and from the ``--config`` TOML file (``stogie.config``). Unlike Cheroot's command, MODULE
+is looked up from the current directory (after ``--chdir``), and a
+``stogie.server.Gateway`` subclass may be named instead of a WSGI callable, as Cheroot
+allows.
 
 Every usage or start-up error is one line on stderr and exit status 2 (a
 module that raises while imported also gets its traceback). SIGINT and SIGTERM
 stop the server gracefully and the command exits with status 0; a second one,
 while running requests finish, exits at once with status 1. With ``--workers N``
 the command supervises N worker processes (``stogie.workers``): the same signals
-stop them all gracefully, and a worker that dies is replaced.
+stop them all gracefully, a worker that dies is replaced, SIGHUP reloads the app into new
+workers without refusing a request, and SIGTTIN and SIGTTOU add and remove a worker.
+Sockets passed by systemd are served when no ``--bind`` is given, and systemd is told of
+the server's state when ``NOTIFY_SOCKET`` is set (``stogie.systemd``).
 """
 
 import argparse
+import functools
 import importlib
 import ipaddress
 import logging
@@ -75,6 +83,7 @@ def parse_bind(s):
       IPv4 interfaces, ``0.0.0.0``.
     - ``[IPV6]:PORT`` -> ``(ipv6, port)``, e.g. ``[::1]:8080`` -> ``('::1', 8080)``.
     - ``@NAME`` -> ``'\\0NAME'``, a Linux abstract UNIX socket.
+    - ``fd://N`` -> ``N``, an inherited listening socket (socket activation).
     - anything containing ``/``, or without a colon -> that UNIX socket path.
 
     PORT is 0 to 65535; 0 asks the system for a free port.
@@ -89,6 +98,12 @@ def parse_bind(s):
         raise ValueError("bind address is empty")
     if "\0" in s:
         raise ValueError(f"{s!r}: bind address contains a NUL character")
+
+    if s.startswith("fd://"):
+        number = s[5:]
+        if not _PORT_RE.match(number):
+            raise ValueError(f"{s!r}: expected fd:// and a descriptor number, e.g. fd://3")
+        return int(number)
 
     # Checked first: "@name" must not be read as "user@host".
     if s.startswith("@"):
@@ -421,6 +436,16 @@ def _max_threads(text):
     return value
 
 
+def _megabytes(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes")
+    return int(value) if value.is_integer() else value
+
+
 def _seconds(text):
     try:
         value = float(text)
@@ -452,10 +477,11 @@ def build_parser():
     parser.add_argument(
         "--bind",
         metavar="ADDRESS",
-        default=DEFAULT_BIND,
+        action="append",
         help=(
-            "HOST:PORT, [IPV6]:PORT, a UNIX socket path or @ABSTRACT_NAME"
-            f" (default: {DEFAULT_BIND})"
+            "HOST:PORT, [IPV6]:PORT, a UNIX socket path, @ABSTRACT_NAME, or fd://N for an"
+            " inherited listening socket; may be given several times (default: the sockets"
+            f" systemd passed by socket activation, else {DEFAULT_BIND})"
         ),
     )
     parser.add_argument("--chdir", metavar="PATH", help="change to PATH first")
@@ -485,6 +511,37 @@ def build_parser():
         type=_int_at_least(1),
         default=1,
         help="worker processes sharing the socket, each with its own threads (default: 1)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        metavar="INT",
+        dest="max_requests",
+        type=_int_at_least(0),
+        help=(
+            "replace a worker process after it served INT requests; its replacement serves"
+            " before it stops, so no request is lost (default: 0, never)"
+        ),
+    )
+    parser.add_argument(
+        "--max-requests-jitter",
+        metavar="INT",
+        dest="max_requests_jitter",
+        type=_int_at_least(0),
+        help="add a random 0 to INT requests to each worker's --max-requests (default: 0)",
+    )
+    parser.add_argument(
+        "--max-worker-memory",
+        metavar="MB",
+        dest="max_worker_memory",
+        type=_megabytes,
+        help="replace a worker process whose memory (RSS) passes MB MiB (default: 0, never)",
+    )
+    parser.add_argument(
+        "--worker-lifetime",
+        metavar="SECONDS",
+        dest="worker_lifetime",
+        type=_seconds,
+        help="replace a worker process after SECONDS (default: 0, never)",
     )
     parser.add_argument(
         "--timeout",
@@ -530,6 +587,51 @@ def build_parser():
         help="debug, info, warning or error (default: info)",
     )
     tls_cli.add_arguments(parser)
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help=(
+            "for development, not for production: restart the server when a .py file under"
+            " the current directory (after --chdir) or a --reload-dir changes (needs"
+            " pip install 'stogie[reload]')"
+        ),
+    )
+    parser.add_argument(
+        "--reload-dir",
+        metavar="DIR",
+        dest="reload_dir",
+        action="append",
+        help="also watch the .py files under DIR with --reload; may be given several times",
+    )
+    parser.add_argument(
+        "--log-config",
+        metavar="FILE",
+        dest="log_config",
+        help=(
+            "configure logging from FILE: logging.config.fileConfig() for .ini or .conf,"
+            " dictConfig() for .json (--log-level then applies only if given)"
+        ),
+    )
+    parser.add_argument(
+        "--pid",
+        metavar="PATH",
+        help="write the process id of the server (the supervisor with --workers) to PATH",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=(
+            "read settings from a TOML file (the option names without dashes, e.g."
+            " workers = 4); every option is also read from STOGIE_<NAME> in the"
+            " environment. The command line wins over the environment, which wins over FILE"
+        ),
+    )
+    parser.add_argument(
+        "--print-config",
+        dest="print_config",
+        action="store_true",
+        help="print the settings as they would be used, as TOML, and exit",
+    )
     ops = parser.add_argument_group("logging, metrics and proxies")
     ops.add_argument(
         "--access-log",
@@ -637,8 +739,15 @@ def make_server(opts, bind_addr, app):
     return wsgi.Server(bind_addr, app, **settings)
 
 
-def _configure_logging(level_name):
+def _configure_logging(level_name, log_config=None, level_given=True):
+    """Set up logging: from ``log_config`` when given, else a plain stderr format."""
     level = getattr(logging, level_name.upper())
+    if log_config:
+        _read_log_config(log_config)
+        # The file says where and how much; an explicit --log-level still rules stogie's own.
+        if level_given:
+            logging.getLogger("stogie").setLevel(level)
+        return
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -649,6 +758,34 @@ def _configure_logging(level_name):
     logging.getLogger("stogie").setLevel(level)
 
 
+def _read_log_config(path):
+    import json
+    import logging.config
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".json":
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        elif ext in (".ini", ".conf", ".cfg"):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(2, "No such file or directory")
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+        else:
+            raise CLIError(
+                f"--log-config {path!r}: use a .json file (dictConfig) or an .ini or .conf"
+                " file (fileConfig)"
+            )
+    except OSError as exc:
+        raise CLIError(f"--log-config: cannot read {path!r}: {exc.strerror or exc}") from None
+    except CLIError:
+        raise
+    except Exception as exc:
+        # json, configparser and logging.config each have their own errors for a bad file.
+        reason = " ".join(str(exc).split())
+        raise CLIError(f"--log-config {path!r}: {type(exc).__name__}: {reason}") from None
+
+
 # --- running -----------------------------------------------------------------
 
 
@@ -656,13 +793,36 @@ def _say(message):
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def _start(opts):
-    """Do everything up to a bound, listening server; return it and its label."""
-    try:
-        bind_addr = parse_bind(opts.bind)
-    except ValueError as exc:
-        raise CLIError(f"bad --bind: {exc}") from None
+def _binds(opts):
+    """The addresses to serve: each --bind, else the sockets systemd passed, else the default."""
+    from stogie import systemd
+
+    activated = [fd for fd, _ in systemd.listen_fds()]
+    if not opts.bind:
+        return activated or [parse_bind(DEFAULT_BIND)]
+    binds = []
+    for text in opts.bind:
+        try:
+            binds.append(parse_bind(text))
+        except ValueError as exc:
+            raise CLIError(f"bad --bind: {exc}") from None
+    for fd in activated:
+        if fd not in binds:
+            # Passed by systemd but not asked for: it must not stay open, unserved.
+            os.close(fd)
+    return binds
+
+
+# The recycling options, as HTTPServer attributes; any of them runs worker processes.
+RECYCLING_OPTIONS = ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_lifetime")
+
+
+def _start(opts, notifier=None):
+    """Do everything up to a bound, listening server; return it."""
+    binds = _binds(opts)
     _check_thread_counts(opts)
+    if opts.max_requests_jitter and not opts.max_requests:
+        raise CLIError("--max-requests-jitter needs --max-requests")
 
     if opts.chdir:
         try:
@@ -678,10 +838,18 @@ def _start(opts):
     if not sys.path or sys.path[0] != cwd:
         sys.path.insert(0, cwd)
 
-    app, description = load_app(opts.app or DEMO_APP)
+    spec = opts.app or DEMO_APP
+    supervised = opts.workers > 1 or any(getattr(opts, name) for name in RECYCLING_OPTIONS)
+    if supervised:
+        # Each worker imports the app itself: so a reload (SIGHUP) imports its new code,
+        # and the supervisor never runs the app's code (nor the threads it may start).
+        app, description = None, spec
+    else:
+        app, description = load_app(spec)
 
     try:
-        server = make_server(opts, bind_addr, app)
+        server = make_server(opts, binds[0], app)
+        server.extra_bind_addrs = binds[1:]
         server.workers = opts.workers
         for name in SERVER_ATTRIBUTES:
             value = getattr(opts, name, None)
@@ -691,12 +859,21 @@ def _start(opts):
             from stogie.server import _metrics_address
 
             _metrics_address(server.metrics_bind)
+        for name in RECYCLING_OPTIONS:
+            if getattr(opts, name):
+                setattr(server, name, getattr(opts, name))
+        server._recycling()
     except (TypeError, ValueError) as exc:
         raise CLIError(f"bad server settings: {exc}") from None
     try:
         server.ssl_adapter = tls_cli.make_adapter(opts)
     except ValueError as exc:
         raise CLIError(f"bad TLS settings: {exc}") from None
+    if supervised:
+        server._app_loader = functools.partial(load_app, spec)
+    server._notifier = notifier
+
+    from stogie import workers
 
     try:
         server.prepare()
@@ -706,26 +883,61 @@ def _start(opts):
         cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         # Rust's io::Error text ends in " (os error 98)": the errno adds nothing.
         reason = re.sub(r" \(os error \d+\)$", "", cause.strerror or str(cause))
-        raise CLIError(f"cannot listen on {format_bind(bind_addr)}: {reason}") from None
+        where = getattr(exc, "bind_addr", binds[0])
+        raise CLIError(f"cannot listen on {_describe_bind(where)}: {reason}") from None
+    except workers.WorkerStartError as exc:
+        raise CLIError(str(exc)) from None
     except RuntimeError as exc:
         # --workers with threads already running (started by the app's import).
         raise CLIError(str(exc)) from None
     except TLSError as exc:
         raise CLIError(f"bad TLS settings: {exc}") from None
 
-    # After prepare() bind_addr holds the real address (port 0 resolved).
-    bound = getattr(server, "bind_addr", None) or bind_addr
-    workers = f" ({opts.workers} workers)" if opts.workers > 1 else ""
-    where = format_bind(bound)
-    if server.ssl_adapter is not None:
-        where = where.replace("http://", "https://", 1) + " (HTTPS)"
-    _say(f"serving {description} on {where}{workers}")
+    supervisor = server._supervisor
+    if supervisor is not None and supervisor.description:
+        description = supervisor.description
+    # Logged once the signals are taken (serve_until_signalled): whoever waits for this line
+    # to send SIGTERM must find the server ready for it.
+    server._startup_line = startup_line(server, description, server.bound_addrs, opts.workers)
     return server
+
+
+def _describe_bind(bind_addr):
+    if isinstance(bind_addr, int):
+        return f"fd://{bind_addr}"
+    return format_bind(bind_addr)
+
+
+def startup_line(server, description, addresses, workers):
+    """The line logged once the server serves: version, addresses, processes, threads, TLS."""
+    from stogie import __version__
+
+    threads = server.requests.min
+    maximum = server.requests.max
+    if maximum is not None and maximum > threads:
+        threads = f"{threads} to {maximum}"
+    processes = (
+        f"{workers} workers, {threads} threads each" if workers > 1 else f"{threads} threads"
+    )
+    where = ", ".join(format_bind(a) for a in addresses)
+    if getattr(server, "ssl_adapter", None) is not None:
+        where = where.replace("http://", "https://")
+    return (
+        f"stogie {__version__} serving {description} on {where}"
+        f" ({processes}, {_tls_status(server)})"
+    )
+
+
+def _tls_status(server):
+    return "TLS on" if getattr(server, "ssl_adapter", None) is not None else "TLS off"
 
 
 # A second SIGINT or SIGTERM this long after the first one ends the process
 # without waiting for running requests; an earlier one is taken for a duplicate.
 REPEAT_SIGNAL_WINDOW = 0.5
+
+
+_CONTROL_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU")
 
 
 class _Signals:
@@ -759,12 +971,10 @@ class _Signals:
         )
         # SIGINT too, even where it was ignored: a shell starts background jobs
         # with SIGINT ignored, and `kill -INT` must still stop the server.
-        for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        for name in ("SIGINT", "SIGTERM", "SIGUSR1", *_CONTROL_SIGNALS):
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._ignore)
-        if on_hup is not None:
-            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._ignore)
 
     @staticmethod
     def _ignore(signum, frame):
@@ -779,15 +989,20 @@ class _Signals:
         except OSError:
             pass  # the buffer is full: the waiter wakes anyway
 
-    def wait(self, done, timeout=None):
-        """Wait until ``done`` is set, a signal arrives, or ``timeout`` passes.
+    def wait(self, done, timeout=None, tick=None, every=0.5):
+        """Wait until ``done`` is set, a stop signal arrives, or ``timeout`` passes.
+
+        ``tick()``, if given, is called at least every ``every`` seconds (the watchdog).
 
         Returns:
             the name of the signal (``'SIGTERM'``), or None.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        every = min(every, 0.5)
         while not done.is_set():
-            step = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if tick is not None:
+                tick()
+            step = every if deadline is None else min(every, deadline - time.monotonic())
             if step <= 0:
                 return None
             select.select([self._reader], [], [], step)
@@ -796,14 +1011,27 @@ class _Signals:
             except BlockingIOError:
                 continue
             for signum in data:
+                if not signum:
+                    continue
                 if signum == signal.SIGUSR1:
                     if self.on_usr1 is not None:
                         self.on_usr1()
-                elif signum == signal.SIGHUP:
-                    if self.on_hup is not None:
-                        self.on_hup()
-                elif signum:
-                    return signal.Signals(signum).name
+                    continue
+                name = signal.Signals(signum).name
+                if name == "SIGHUP" and self.on_hup is not None:
+                    # One process serving HTTPS: SIGHUP reads the certificate again.
+                    self.on_hup()
+                    continue
+                if name in _CONTROL_SIGNALS:
+                    # Without a supervisor there is nothing to reload or add: say so rather
+                    # than die of a SIGHUP as the default action would.
+                    log.warning(
+                        "%s ignored: reloading and changing the number of workers need"
+                        " worker processes (--workers 2 or more, or a recycling option)",
+                        name,
+                    )
+                    continue
+                return name
         return None
 
     def close(self):
@@ -834,7 +1062,7 @@ def _in_thread(function, name, signals):
     return done, failures
 
 
-def serve_until_signalled(server):
+def serve_until_signalled(server, notifier=None):
     """Run a prepared server until SIGINT or SIGTERM, then stop it gracefully.
 
     ``serve()`` and ``stop()`` each run in a helper thread while the main thread
@@ -847,15 +1075,31 @@ def serve_until_signalled(server):
         failed or a second signal cut the stop short.
     """
     if getattr(server, "_supervisor", None) is not None:
-        return _supervise(server)
+        return _supervise(server, notifier)
     signals = _Signals(on_hup=tls_cli.sighup_handler(server))
     # logrotate moved the access log away: write a new one.
     signals.on_usr1 = server.reopen_access_log
+    _log_startup(server)
+    tick = None
+    every = 0.5
+    if notifier is not None:
+        notifier.ready(_status_line(server))
+
+        def tick():
+            # The main thread pings only while the engine's runtime runs: a hung engine,
+            # or an app holding the GIL, stops the pings.
+            native = server._native
+            age = native.heartbeat_age() if native is not None else None
+            notifier.tick(age is not None and age < _workers().STALE_AFTER)
+
+        every = notifier.interval()
     try:
         served, serve_failures = _in_thread(server.serve, "stogie-serve", signals)
-        received = signals.wait(served)
+        received = signals.wait(served, tick=tick, every=every)
         if received:
             log.info("%s received, stopping", received)
+        if notifier is not None:
+            notifier.stopping()
 
         stopped, stop_failures = _in_thread(server.stop, "stogie-stop", signals)
         first = time.monotonic()
@@ -889,13 +1133,37 @@ def serve_until_signalled(server):
     return 0
 
 
-def _supervise(server):
+def _log_startup(server):
+    line = getattr(server, "_startup_line", None)
+    if line:
+        log.info("%s", line)
+
+
+def _workers():
+    from stogie import workers
+
+    return workers
+
+
+def _status_line(server):
+    """What ``systemctl status`` shows while the server runs."""
+    where = ", ".join(_describe_bind(a) for a in server.bound_addrs)
+    supervisor = server._supervisor
+    if supervisor is None:
+        return f"serving on {where}"
+    return f"serving on {where} with {len(supervisor.slots)} workers"
+
+
+def _supervise(server, notifier=None):
     """Run a server with worker processes: its supervisor handles the signals itself.
 
     ``serve()`` runs here, in the main thread, so the supervisor receives SIGINT and
     SIGTERM, and forks replacement workers from a process running no other thread.
     """
     supervisor = server._supervisor
+    _log_startup(server)
+    if notifier is not None:
+        notifier.ready(_status_line(server))
     try:
         server.serve()
     except KeyboardInterrupt:
@@ -917,17 +1185,78 @@ def main(args=None):
     Returns:
         int: the exit status (0 after a graceful stop, 2 on a start-up error).
     """
-    opts = build_parser().parse_args(args)
-    _configure_logging(opts.log_level)
+    from stogie import config
+
     try:
-        server = _start(opts)
+        settings = config.load(build_parser, args)
+    except config.ConfigError as exc:
+        _say(str(exc))
+        return 2
+    opts = settings.values
+    if opts.print_config:
+        sys.stdout.write(settings.render())
+        return 0
+    from stogie import reloader, systemd
+
+    if opts.reload_dir and not opts.reload:
+        _say("--reload-dir needs --reload")
+        return 2
+    if opts.reload and not reloader.is_child():
+        try:
+            _configure_logging(opts.log_level, opts.log_config, False)
+            return reloader.run(sys.argv[1:] if args is None else list(args), opts)
+        except (reloader.ReloadError, CLIError) as exc:
+            _say(str(exc))
+            return 2
+
+    pid_file = None
+    notifier = systemd.Notifier()
+    try:
+        _configure_logging(
+            opts.log_level, opts.log_config, settings.sources["log_level"] != "default"
+        )
+        pid_file = _write_pid(opts.pid)
+        server = _start(opts, notifier if notifier.enabled else None)
     except CLIError as exc:
+        _remove_pid(pid_file)
         _say(str(exc))
         return 2
     except KeyboardInterrupt:
         # Ctrl-C while the app was still being imported.
+        _remove_pid(pid_file)
         return 130
-    return serve_until_signalled(server)
+    try:
+        return serve_until_signalled(server, notifier if notifier.enabled else None)
+    finally:
+        _remove_pid(pid_file)
+
+
+def _write_pid(path):
+    if not path:
+        return None
+    pid = os.getpid()
+    try:
+        # Written whole under another name, then renamed: a reader never sees half of it.
+        tmp = f"{path}.{pid}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{pid}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CLIError(f"cannot write --pid {path!r}: {exc.strerror or exc}") from None
+    return path, pid
+
+
+def _remove_pid(pid_file):
+    if pid_file is None:
+        return
+    path, pid = pid_file
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(pid):
+                return  # another server wrote its own since
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

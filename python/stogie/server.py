@@ -532,6 +532,28 @@ class HTTPServer:
     (each worker counts its own), and settings changed after prepare() do not reach them.
     """
 
+    extra_bind_addrs = ()
+    """More addresses to serve besides ``bind_addr``, each as ``bind_addr`` takes them (a
+    ``(host, port)`` tuple, a UNIX socket path, a listening socket's descriptor). stogie
+    only."""
+
+    max_requests = 0
+    """Replace a worker process once it has served this many requests (0: never). The
+    replacement starts and serves before the old one drains: no request is refused. Setting
+    it runs the server in worker processes even with ``workers=1``. stogie only."""
+
+    max_requests_jitter = 0
+    """Add a random 0 to this many requests to each worker's ``max_requests``, so that workers
+    started together are not replaced together."""
+
+    max_worker_memory = 0
+    """Replace a worker process whose resident memory (RSS) passes this many MiB (0: never),
+    as ``max_requests`` does."""
+
+    worker_lifetime = 0
+    """Replace a worker process after it has run this many seconds (0: never), as
+    ``max_requests`` does."""
+
     access_log = None
     """Where a line per request goes: a file path (appended to), ``'-'`` for standard
     output, or None (the default: no access log). The line is made and written by the
@@ -787,7 +809,8 @@ class HTTPServer:
         """The constant part of every WSGI environ."""
         from ._native import FileWrapper
 
-        bind = self.bind_addr
+        # An inherited descriptor's real address (its port) is known once bound.
+        bind = self._bound_addrs[0] if self._bound_addrs else self.bind_addr
         wsgi_version = ("u", 0) if self._gateway_mode() == "wsgi_u0" else (1, 0)
         return {
             "ACTUAL_SERVER_PROTOCOL": self.protocol,
@@ -899,8 +922,50 @@ class HTTPServer:
             raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
         return workers
 
-    def _bind_args(self):
-        bind = self.bind_addr
+    def _recycling(self):
+        """The recycling settings, checked: ``(max_requests, jitter, max_memory_bytes,
+        lifetime_seconds)``."""
+
+        def whole(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number of at least 0, not {value!r}")
+            return value
+
+        def amount(name):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value < float("inf")
+            ):
+                raise ValueError(f"{name} must be a number of at least 0, not {value!r}")
+            return value
+
+        max_requests = whole("max_requests")
+        jitter = whole("max_requests_jitter")
+        if jitter and not max_requests:
+            raise ValueError("max_requests_jitter needs max_requests")
+        return (
+            max_requests,
+            jitter,
+            int(amount("max_worker_memory") * 2**20),
+            amount("worker_lifetime"),
+        )
+
+    def _supervised(self):
+        """Whether worker processes under a supervisor serve (several, or any recycled)."""
+        return self._worker_count() > 1 or any(self._recycling())
+
+    def _bind_addrs(self):
+        extra = self.extra_bind_addrs
+        looks_like_one = isinstance(extra, tuple) and len(extra) == 2 and isinstance(extra[1], int)
+        if not isinstance(extra, (list, tuple)) or looks_like_one:
+            raise ValueError(f"extra_bind_addrs must be a list of addresses, not {extra!r}")
+        return [self.bind_addr, *extra]
+
+    def _bind_args(self, bind=None):
+        bind = self.bind_addr if bind is None else bind
         if isinstance(bind, tuple):
             host, port = bind[0], int(bind[1])
             return "tcp", host, port
@@ -930,7 +995,10 @@ class HTTPServer:
             # None is allowed, as in Cheroot: the app may be set once the server runs.
             raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
         workers = self._worker_count()
-        if workers > 1:
+        recycling = self._recycling()
+        supervised = self._supervised()
+        addrs = self._bind_addrs()
+        if supervised:
             from . import workers as workers_module
 
             workers_module.check_can_fork(workers)
@@ -946,31 +1014,50 @@ class HTTPServer:
             from . import ssl
 
             ssl.configure(self, native)
-        kind, target, port = self._bind_args()
-        try:
-            bound = native.bind(
-                kind,
-                target,
-                port=port,
-                backlog=int(self.request_queue_size),
-                reuse_port=bool(self.reuse_port),
-                slots=workers,
-            )
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            msg = f"No socket could be created for {self.bind_addr!r}: {reason}"
-            raise OSError(exc.errno, msg) from exc
-        if kind == "tcp":
-            # Keep the host as given, with the resolved port (Cheroot does the same).
-            self._bind_addr = (self.bind_addr[0], bound[1])
-        elif kind in ("unix", "abstract"):
-            self._bind_addr = bound
+        socket_files = []
+        bound_addrs = []
+        for index, addr in enumerate(addrs):
+            kind, target, port = self._bind_args(addr)
+            try:
+                bound = native.bind(
+                    kind,
+                    target,
+                    port=port,
+                    backlog=int(self.request_queue_size),
+                    reuse_port=bool(self.reuse_port),
+                    slots=workers,
+                )
+            except OSError as exc:
+                native.stop(0.0)
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                msg = f"No socket could be created for {addr!r}: {reason}"
+                error = OSError(exc.errno, msg)
+                error.bind_addr = addr
+                raise error from exc
+            if kind == "unix":
+                socket_files.append(bound)
+            if kind == "tcp":
+                # Keep the host as given, with the resolved port (Cheroot does the same).
+                bound = (addr[0], bound[1])
+            bound_addrs.append(bound)
+            if index == 0 and kind != "fd":
+                self._bind_addr = bound
+        object.__setattr__(self, "_bound_addrs", bound_addrs)
         object.__setattr__(self, "_native", native)
         self._push_settings()
-        if workers > 1:
-            # This process supervises; the workers it forks start the engine on the socket.
+        if supervised:
+            # This process supervises; the workers it forks start the engine on the sockets.
+            # Each worker process counts its metrics in a slot of its own, shared with this
+            # one: room for two generations at once (a reload) and a few added workers.
+            native.share_metrics(workers_module.metrics_capacity(workers))
+            max_requests, jitter, max_memory, lifetime = recycling
             supervisor = workers_module.Supervisor(
-                self, workers, socket_file=bound if kind == "unix" else None
+                self,
+                workers,
+                socket_file=socket_files,
+                loader=self._app_loader,
+                recycling=workers_module.Recycling(max_requests, jitter, max_memory, lifetime),
+                notifier=self._notifier,
             )
             try:
                 supervisor.start()
@@ -992,11 +1079,56 @@ class HTTPServer:
             self.stop()
             raise
 
-    def _start_engine(self, remove_socket_file=True, slot=0):
+    _app_loader = None
+    _notifier = None
+    _bound_addrs = ()
+
+    @property
+    def bound_addrs(self):
+        """Every address served once prepared: ``bind_addr``'s, then ``extra_bind_addrs``'."""
+        return list(self._bound_addrs)
+
+    def _use_app(self, app):
+        """Serve ``app``: a WSGI callable, or a ``Gateway`` subclass as Cheroot allows."""
+        if isinstance(app, type) and issubclass(app, Gateway):
+            self.gateway = app
+        else:
+            self.wsgi_app = app
+
+    def reload(self):
+        """Replace every worker process by a new one without refusing a request.
+
+        The new workers start (re-importing the application when the ``stogie`` command
+        named it), and once every one of them serves, the old ones finish what they have and
+        exit; if one of the new workers fails, they all stop and the old ones go on. As
+        SIGHUP to the supervising process. Needs worker processes (``workers`` > 1 or a
+        recycling setting) and a running server.
+        """
+        self._need_supervisor().reload()
+
+    def add_worker(self):
+        """Add one worker process (as SIGTTIN)."""
+        self._need_supervisor().add_worker()
+
+    def remove_worker(self):
+        """Remove the last worker process, gracefully (as SIGTTOU); one is the fewest."""
+        self._need_supervisor().remove_worker()
+
+    def _need_supervisor(self):
+        supervisor = self._supervisor
+        if supervisor is None:
+            raise RuntimeError(
+                "no worker processes to manage: set workers > 1 (or a recycling setting)"
+                " and prepare() the server first"
+            )
+        return supervisor
+
+    def _start_engine(self, remove_socket_file=True, slot=0, metrics_slot=None):
         """Start the engine and the pool on the socket bound by prepare().
 
         ``slot`` is a worker process's number: with a TCP address, each worker has its own
         listening socket in one SO_REUSEPORT group (even spread of connections).
+        ``metrics_slot`` is its own place in the metrics shared with the supervisor.
         """
         native = self._native
         native.configure(stats_enabled=bool(self.stats.get("Enabled")))
@@ -1014,6 +1146,7 @@ class HTTPServer:
             idle_timeout=float(pool.idle_timeout),
             remove_socket_file=remove_socket_file,
             slot=slot,
+            metrics_slot=metrics_slot,
             proxy_protocol=(
                 _address_list("proxy_allow_from", self.proxy_allow_from)
                 if self.proxy_protocol
@@ -1133,7 +1266,7 @@ class HTTPServer:
             # its own request is not kept waiting on its own server for long either.
             loop[1].wait(5)
 
-    def _stop_engine(self):
+    def _stop_engine(self, drain=False):
         with self._stop_lock:
             native = self._native
             if native is None:
@@ -1148,7 +1281,7 @@ class HTTPServer:
                 supervisor.stop()
                 object.__setattr__(self, "_supervisor", None)
             native.stop_metrics()
-            native.stop(float(self.shutdown_timeout))
+            native.stop(float(self.shutdown_timeout), drain=drain)
             _running_servers.discard(self)
             object.__setattr__(self, "_last_native", native)
             object.__setattr__(self, "_native", None)

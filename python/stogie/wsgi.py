@@ -66,6 +66,11 @@ class Server(server.HTTPServer):
         reuse_port=False,
         *,
         workers=1,
+        extra_bind_addrs=(),
+        max_requests=0,
+        max_requests_jitter=0,
+        max_worker_memory=0,
+        worker_lifetime=0,
     ):
         """Initialize WSGI Server instance.
 
@@ -91,6 +96,13 @@ class Server(server.HTTPServer):
             workers (int): worker processes sharing the listening socket, each
                 with its own engine and thread pool (stogie only, keyword-only;
                 see ``HTTPServer.workers``)
+            extra_bind_addrs (list): more addresses to serve besides ``bind_addr``
+                (stogie only, keyword-only)
+            max_requests (int): replace a worker process after this many requests,
+                0 for never (stogie only, keyword-only, as the three below)
+            max_requests_jitter (int): up to this many more, at random, per worker
+            max_worker_memory (float): replace a worker whose RSS passes this many MiB
+            worker_lifetime (float): replace a worker after this many seconds
         """
         super().__init__(
             bind_addr,
@@ -102,7 +114,15 @@ class Server(server.HTTPServer):
         )
         self.wsgi_app = wsgi_app
         self.workers = workers
+        self.extra_bind_addrs = extra_bind_addrs
+        self.max_requests = max_requests
+        self.max_requests_jitter = max_requests_jitter
+        self.max_worker_memory = max_worker_memory
+        self.worker_lifetime = worker_lifetime
+        # Wrong values fail here, where they are written, rather than at prepare().
         self._worker_count()
+        self._recycling()
+        self._bind_addrs()
         self.request_queue_size = request_queue_size
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout

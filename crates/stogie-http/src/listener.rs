@@ -111,6 +111,16 @@ impl Listener {
         .map(Some)
     }
 
+    /// The socket's descriptor, still owned by the listener (for socket options set
+    /// elsewhere).
+    pub fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
     /// A copy of the listening socket (for several accept loops or processes).
     pub fn try_clone(&self) -> io::Result<Listener> {
         Ok(match self {

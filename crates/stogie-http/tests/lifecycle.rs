@@ -440,3 +440,99 @@ fn many_parked_connections_each_resume_and_park_again() {
         server.server.stats().snapshot().active_connections == 0
     }));
 }
+
+#[test]
+fn a_draining_server_answers_the_next_request_of_a_keep_alive_client_then_closes() {
+    // What a worker being replaced does: the client's next request may already be on its
+    // way, so the idle connection is not closed under it; that request is answered, with
+    // Connection: close, and only then does the connection close.
+    let mut server = start(hello_gateway());
+    let addr = server.addr();
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let first = c.read_response();
+    assert_eq!(first.code(), 200);
+    assert!(
+        first.header("connection").is_none(),
+        "kept alive before the drain"
+    );
+    server.server.drain();
+    // No new connections once draining (the accept loop lets go of its copy at once).
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(TcpStream::connect(addr).is_err());
+    std::thread::sleep(Duration::from_millis(300));
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let second = c.read_response();
+    assert_eq!(second.code(), 200);
+    assert_eq!(second.header("connection"), Some("close"));
+    c.expect_closed();
+    drop(c); // the server lingers until the client closes too
+    let started = Instant::now();
+    assert!(
+        server.server.retire(Duration::from_secs(5)),
+        "every connection closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn retire_gives_up_on_idle_connections_after_the_grace() {
+    let mut server = start(hello_gateway());
+    let mut c = server.connect();
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().code(), 200);
+    let started = Instant::now();
+    // The idle client never sends again: it keeps the connection until the grace is over.
+    assert!(!server.server.retire(Duration::from_millis(600)));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    c.expect_closed();
+}
+
+#[test]
+fn one_engine_serves_several_listeners_each_with_its_own_address() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let tcp = Listener::bind(
+        &BindAddr::Tcp("127.0.0.1".into(), 0),
+        ListenOptions::default(),
+    )
+    .unwrap();
+    let path = temp_path("several.sock");
+    let unix = Listener::bind(&BindAddr::Unix(path.clone()), ListenOptions::default()).unwrap();
+    let mut server = stogie_http::HttpServer::start_many(
+        vec![tcp, unix],
+        stogie_http::LiveConfig::new(config()),
+        std::sync::Arc::new(gateway(move |req: Request| {
+            record.lock().unwrap().push(req.local.clone());
+            respond(&req, "200 OK", b("hi"));
+        })),
+        std::sync::Arc::new(stogie_http::StderrLog),
+        std::sync::Arc::new(stogie_http::Stats::default()),
+        stogie_http::EngineOptions::default(),
+    )
+    .unwrap();
+    let LocalAddr::Tcp(addr) = server.local_addr().clone() else {
+        panic!("the first listener is TCP")
+    };
+    let mut c = Client::tcp(addr);
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().body_str(), "hi");
+    let mut u = Client::unix(UnixStream::connect(&path).unwrap());
+    u.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(u.read_response().body_str(), "hi");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![LocalAddr::Tcp(addr), LocalAddr::Unix(path.clone())]
+    );
+    assert!(server.heartbeat_age() < Duration::from_secs(1));
+    server.stop(Duration::from_secs(1));
+    assert!(!path.exists(), "the socket file goes with the server");
+    assert!(TcpStream::connect(addr).is_err());
+    // Stopped: the runtime no longer beats.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(server.heartbeat_age() >= Duration::from_millis(500));
+}

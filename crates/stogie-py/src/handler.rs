@@ -45,6 +45,9 @@ pub struct AppHandler {
     pub peercreds: std::sync::atomic::AtomicBool,
     /// Resolve peer credentials to names.
     pub resolve_peer: std::sync::atomic::AtomicBool,
+    /// The TCP port of the first listener (0: not TCP), which the template's SERVER_PORT
+    /// says: a request that came in on another listener gets its own.
+    pub main_port: std::sync::atomic::AtomicU32,
 }
 
 fn read<T: Copy>(l: &RwLock<T>) -> T {
@@ -118,6 +121,7 @@ impl AppHandler {
         let Request {
             head,
             peer,
+            local,
             scheme,
             can_sendfile,
             tls,
@@ -142,6 +146,11 @@ impl AppHandler {
             peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
             resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
             tls: tls.as_deref(),
+            local_port: match &local {
+                stogie_http::LocalAddr::Tcp(a) => a.port(),
+                _ => 0,
+            },
+            main_port: self.main_port.load(std::sync::atomic::Ordering::Relaxed) as u16,
             forwarded: forwarded.as_deref(),
         };
         let env = match environ::build(py, template.bind(py), cache, &parts) {

@@ -129,8 +129,10 @@ pub struct NativeServer {
     config: LiveConfig,
     stats: Arc<Stats>,
     log: Arc<PyLog>,
-    /// Bound listeners not yet serving: one, or one per worker slot (SO_REUSEPORT group).
-    listeners: Vec<Listener>,
+    /// Bound listeners not yet serving, one group per address bound: one listener shared by
+    /// every worker process, or (TCP with several workers) one per worker slot in an
+    /// SO_REUSEPORT group.
+    groups: Vec<ListenerGroup>,
     engine: Option<HttpServer>,
     pool: Option<Pool<Arc<AppHandler>>>,
     /// HTTPS: the TLS configuration the engine starts with (and reloads through).
@@ -163,11 +165,12 @@ impl NativeServer {
                 on_error,
                 peercreds: AtomicBool::new(false),
                 resolve_peer: AtomicBool::new(false),
+                main_port: std::sync::atomic::AtomicU32::new(0),
             }),
             config: LiveConfig::new(ServerConfig::default()),
             stats: Arc::new(Stats::default()),
             log: Arc::new(PyLog(log, Default::default())),
-            listeners: Vec::new(),
+            groups: Vec::new(),
             engine: None,
             pool: None,
             tls: None,
@@ -177,8 +180,9 @@ impl NativeServer {
         })
     }
 
-    /// Binds and listens. `kind` is "tcp" (host, port), "unix" (path), "abstract" (name)
-    /// or "fd" (descriptor). Returns the bound address: (host, port) or a path string.
+    /// Binds and listens, in addition to any address bound before. `kind` is "tcp" (host,
+    /// port), "unix" (path), "abstract" (name) or "fd" (descriptor). Returns the bound
+    /// address: (host, port) or a path string.
     ///
     /// `slots` > 1 (worker processes) binds a TCP address that many times in one
     /// SO_REUSEPORT group, so that the kernel spreads connections evenly over the workers;
@@ -220,24 +224,101 @@ impl NativeServer {
             all.insert(0, first);
             Ok::<_, std::io::Error>(all)
         })
-        .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
-        let local = listeners[0]
-            .local_addr()
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        self.listeners = listeners;
-        if slots > 1 {
-            // Before the workers fork: each counts in its slot, the supervisor sums them.
-            self.region =
-                Some(MetricsRegion::shared(slots).map_err(|e| PyOSError::new_err(e.to_string()))?);
-        }
+        .map_err(os_error)?;
+        let local = listeners[0].local_addr().map_err(os_error)?;
+        self.groups.push(ListenerGroup {
+            listeners: listeners.into_iter().map(Some).collect(),
+            grouped,
+            inherited: kind == "fd",
+            opts,
+        });
         local_to_py(py, &local)
     }
 
-    /// Starts the pool and the engine on the bound socket. `remove_socket_file=False` leaves
-    /// a UNIX socket file in place on stop (worker processes sharing an inherited listener).
-    /// `slot` picks a worker's own listener when `bind` made one per slot (the others are
-    /// closed in this process).
-    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0, proxy_protocol = None))]
+    /// Maps the metrics region that worker processes forked after this count in, with
+    /// `capacity` slots: one per worker process alive at a time (a reload runs two
+    /// generations at once), each handed out by the supervisor (`start(metrics_slot=...)`).
+    fn share_metrics(&mut self, capacity: usize) -> PyResult<()> {
+        if self.region.is_none() {
+            self.region = Some(MetricsRegion::shared(capacity.max(1)).map_err(os_error)?);
+        }
+        Ok(())
+    }
+
+    /// Adds a worker slot: one more listener in each SO_REUSEPORT group. Returns the new
+    /// slot's number (the slots of shared listeners need nothing).
+    fn add_slot(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let groups = &mut self.groups;
+        gil::detach(py, || {
+            for group in groups.iter_mut().filter(|g| g.grouped) {
+                let model = group.listeners.iter().flatten().next().ok_or_else(|| {
+                    std::io::Error::other("no listener left in the group to copy")
+                })?;
+                let sibling = model
+                    .reuse_port_sibling(group.opts)?
+                    .ok_or_else(|| std::io::Error::other("not a TCP listener"))?;
+                group.listeners.push(Some(sibling));
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .map_err(os_error)?;
+        Ok(self.slot_count().saturating_sub(1))
+    }
+
+    /// Closes this process's listeners of worker slot `slot` in each SO_REUSEPORT group
+    /// (the slot stays numbered; the socket is gone once no process holds it).
+    fn drop_slot(&mut self, slot: usize) {
+        for group in self.groups.iter_mut().filter(|g| g.grouped) {
+            if let Some(l) = group.listeners.get_mut(slot) {
+                *l = None;
+            }
+            // The kernel numbers a group's sockets in order and closing the last renumbers
+            // nothing: slots stay numbered as the kernel numbers them.
+            while group.listeners.len() > 1 && matches!(group.listeners.last(), Some(None)) {
+                group.listeners.pop();
+            }
+        }
+    }
+
+    /// Keeps only what worker slot `slot` serves (in a worker process, before anything else:
+    /// the other slots' sockets belong to other workers).
+    fn keep_slot(&mut self, slot: usize) {
+        for group in self.groups.iter_mut().filter(|g| g.grouped) {
+            for (i, l) in group.listeners.iter_mut().enumerate() {
+                if i != slot {
+                    *l = None;
+                }
+            }
+        }
+    }
+
+    /// The descriptors of worker slot `slot`'s own listeners (one per SO_REUSEPORT group),
+    /// for socket options set from Python. They stay owned here.
+    fn slot_fds(&self, slot: usize) -> Vec<i32> {
+        self.groups
+            .iter()
+            .filter(|g| g.grouped)
+            .filter_map(|g| g.listeners.get(slot).and_then(|l| l.as_ref()))
+            .map(Listener::as_raw_fd)
+            .collect()
+    }
+
+    /// How many worker slots the SO_REUSEPORT groups have (1 when there is none).
+    fn slot_count(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| g.grouped)
+            .map(|g| g.listeners.len())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Starts the pool and the engine on the bound sockets. `remove_socket_file=False`
+    /// leaves a UNIX socket file in place on stop (worker processes sharing an inherited
+    /// listener). `slot` picks a worker's own listener where `bind` made one per slot (the
+    /// others are closed in this process).
+    /// `metrics_slot` is this worker process's slot in the metrics region (default: `slot`).
+    #[pyo3(signature = (minthreads, maxthreads, queue_size, queue_timeout, io_threads = 1, peercreds = false, peercreds_resolve = false, remove_socket_file = true, idle_timeout = 30.0, slot = 0, proxy_protocol = None, metrics_slot = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -253,6 +334,7 @@ impl NativeServer {
         idle_timeout: f64,
         slot: usize,
         proxy_protocol: Option<&str>,
+        metrics_slot: Option<usize>,
     ) -> PyResult<()> {
         let proxy_protocol = proxy_protocol
             .map(TrustedPeers::parse)
@@ -261,17 +343,39 @@ impl NativeServer {
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
-        if self.listeners.is_empty() {
+        if self.groups.is_empty() {
             return Err(PyRuntimeError::new_err("bind() must come before start()"));
         }
         if let Some(region) = &self.region {
             // A worker process: count in its own slot of the shared region.
-            self.stats = Arc::new(Stats::with_metrics(Metrics::new(region.clone(), slot)));
+            let index = metrics_slot.unwrap_or(slot);
+            self.stats = Arc::new(Stats::with_metrics(Metrics::new(region.clone(), index)));
         }
-        let pick = slot.min(self.listeners.len() - 1);
-        let listener = self.listeners.swap_remove(pick);
-        self.listeners.clear();
+        let mut listeners = Vec::with_capacity(self.groups.len());
+        let inherited: Vec<bool> = self.groups.iter().map(|g| g.inherited).collect();
+        for mut group in self.groups.drain(..) {
+            let pick = if group.grouped {
+                slot.min(group.listeners.len() - 1)
+            } else {
+                0
+            };
+            match group.listeners.get_mut(pick).and_then(Option::take) {
+                Some(l) => listeners.push(l),
+                None => {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "worker slot {slot} has no listener"
+                    )))
+                }
+            }
+        }
         self.set_peercreds(peercreds, peercreds_resolve);
+        let main_port = match listeners[0].local_addr() {
+            Ok(LocalAddr::Tcp(a)) => a.port(),
+            _ => 0,
+        };
+        self.app
+            .main_port
+            .store(u32::from(main_port), std::sync::atomic::Ordering::Relaxed);
         let pool = Pool::start(
             self.app.clone(),
             limits(
@@ -287,8 +391,8 @@ impl NativeServer {
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
         let tls = self.tls.clone();
         let mut engine = gil::detach(py, || {
-            HttpServer::start(
-                listener,
+            HttpServer::start_many(
+                listeners,
                 config,
                 gateway,
                 log,
@@ -305,23 +409,47 @@ impl NativeServer {
         })
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
         engine.set_remove_socket_file(remove_socket_file);
+        for (index, _) in inherited.iter().enumerate().filter(|(_, i)| **i) {
+            engine.keep_socket_file(index);
+        }
         self.pool = Some(pool);
         self.engine = Some(engine);
         Ok(())
     }
 
+    /// Seconds since the engine's runtime last ran its heartbeat (every 0.25 s while it
+    /// runs), or None when no engine runs here.
+    fn heartbeat_age(&self) -> Option<f64> {
+        self.engine
+            .as_ref()
+            .map(|e| e.heartbeat_age().as_secs_f64())
+    }
+
     /// Stops gracefully: no new connections, in-flight requests get up to `grace` seconds.
-    /// Returns whether everything finished in time (false when the app itself calls it: the
-    /// waiting then goes on in the background). Safe to call more than once.
-    fn stop(&mut self, py: Python<'_>, grace: f64) -> bool {
+    /// With `drain`, as a worker being replaced: keep-alive connections stay open until
+    /// their idle timeout (within `grace`) to answer a request already on its way, with
+    /// `Connection: close`. Returns whether everything finished in time (false when the app
+    /// itself calls it: the waiting then goes on in the background). Safe to call more than
+    /// once.
+    #[pyo3(signature = (grace, drain = false))]
+    fn stop(&mut self, py: Python<'_>, grace: f64, drain: bool) -> bool {
         let engine = self.engine.take();
         let pool = self.pool.take();
-        self.listeners.clear();
+        self.groups.clear();
         let grace = secs(grace);
         let in_request = pool.as_ref().is_some_and(|p| p.is_current_worker());
         let finish = move |mut engine: Option<HttpServer>| {
             let started = std::time::Instant::now();
-            let clean = engine.as_mut().map(|e| e.stop(grace)).unwrap_or(true);
+            let clean = engine
+                .as_mut()
+                .map(|e| {
+                    if drain {
+                        e.retire(grace)
+                    } else {
+                        e.stop(grace)
+                    }
+                })
+                .unwrap_or(true);
             if let Some(p) = pool {
                 p.shutdown(
                     grace
@@ -654,6 +782,21 @@ impl NativeServer {
             p.clear_stats();
         }
     }
+}
+
+/// The listeners bound for one address.
+struct ListenerGroup {
+    /// One, shared; or one per worker slot (`None`: a slot closed in this process).
+    listeners: Vec<Option<Listener>>,
+    /// Whether the listeners are an SO_REUSEPORT group, one per slot.
+    grouped: bool,
+    /// An inherited socket (systemd's): its socket file is not ours to remove.
+    inherited: bool,
+    opts: ListenOptions,
+}
+
+fn os_error(e: std::io::Error) -> PyErr {
+    PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string()))
 }
 
 impl NativeServer {

@@ -11,7 +11,6 @@ handshakes happen in the engine, off the GIL.
 
 import getpass
 import re
-import signal
 import ssl as _ssl
 import sys
 
@@ -343,9 +342,10 @@ def reload(server):
     adapter = server.ssl_adapter
     if adapter is None:
         raise RuntimeError("the server has no ssl_adapter: there is no certificate to reload")
-    supervisor = server._supervisor
-    if supervisor is not None:
-        supervisor.signal_workers(signal.SIGHUP)
+    if server._supervisor is not None:
+        # Worker processes: a reload (new workers, which read the files, then the old ones
+        # drain), as SIGHUP does.
+        server.reload()
         return
     native = server._native
     if native is None:

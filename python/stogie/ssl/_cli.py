@@ -146,7 +146,7 @@ def make_adapter(opts):
 
 def sighup_handler(server):
     """What SIGHUP does to a single-process server: reload its TLS certificate (None
-    without TLS: SIGHUP keeps its default action)."""
+    without TLS: SIGHUP is then logged and ignored; with workers it is a reload)."""
     if getattr(server, "ssl_adapter", None) is None:
         return None
     from . import reload_logged

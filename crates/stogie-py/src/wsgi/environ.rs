@@ -133,6 +133,10 @@ pub struct EnvironParts<'a> {
     pub resolve_peer: bool,
     /// The connection's TLS facts, when it is HTTPS.
     pub tls: Option<&'a TlsInfo>,
+    /// The TCP port of the listener the request came in on (0: not TCP).
+    pub local_port: u16,
+    /// The port the template's SERVER_PORT gives (the first listener's).
+    pub main_port: u16,
     /// What trusted proxies say of the client.
     pub forwarded: Option<&'a Forwarded>,
 }
@@ -218,6 +222,15 @@ pub fn build<'py>(
         stogie_http::Version::Http11 => intern!(py, "HTTP/1.1"),
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    if parts.local_port != parts.main_port {
+        // Another listener than the first: its own port (none for a UNIX socket).
+        let port = if parts.local_port == 0 {
+            intern!(py, "").clone()
+        } else {
+            decimal(py, parts.local_port)
+        };
+        env.set_item(intern!(py, "SERVER_PORT"), port)?;
+    }
     if parts.scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
     }
