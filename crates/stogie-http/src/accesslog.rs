@@ -139,6 +139,27 @@ impl AccessFormat {
             .collect()
     }
 
+    /// The names (lower case) of the request headers the format shows.
+    pub fn request_headers(&self) -> Vec<String> {
+        if self.json {
+            return vec!["referer".into(), "user-agent".into()];
+        }
+        let mut names: Vec<String> = Vec::new();
+        for p in &self.pieces {
+            let name = match p {
+                Piece::User => "authorization",
+                Piece::Referer => "referer",
+                Piece::UserAgent => "user-agent",
+                Piece::RequestHeader(name) => name,
+                _ => continue,
+            };
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+
     /// Appends the line for `rec` to `out`, newline included.
     pub fn write(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
         if self.json {
@@ -578,6 +599,7 @@ pub struct AccessLog {
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     response_headers: Vec<String>,
+    request_headers: Vec<String>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -614,6 +636,7 @@ impl AccessLog {
         };
         Ok(AccessLog {
             response_headers: format.response_headers(),
+            request_headers: format.request_headers(),
             format,
             destination,
             shared,
@@ -624,6 +647,11 @@ impl AccessLog {
     /// The response headers lines show (lower-case names), to be kept for [`Self::log`].
     pub fn wanted_response_headers(&self) -> &[String] {
         &self.response_headers
+    }
+
+    /// The request headers lines show (lower-case names): only these are kept for a line.
+    pub fn wanted_request_headers(&self) -> &[String] {
+        &self.request_headers
     }
 
     /// Queues the line for `rec`. Never waits for the disk.
@@ -828,6 +856,16 @@ mod tests {
                 .unwrap()
                 .response_headers(),
             ["x-a", "b"]
+        );
+        assert_eq!(
+            AccessFormat::parse(COMBINED).unwrap().request_headers(),
+            ["authorization", "referer", "user-agent"]
+        );
+        assert_eq!(
+            AccessFormat::parse("%({X-Id}i)s %(a)s %({x-id}i)s")
+                .unwrap()
+                .request_headers(),
+            ["x-id", "user-agent"]
         );
     }
 

@@ -18,7 +18,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::accesslog::AccessRecord;
+use crate::accesslog::{AccessLog, AccessRecord};
 use crate::config::ServerConfig;
 use crate::error::HttpError;
 use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
@@ -244,11 +244,35 @@ struct Outgoing {
 /// What the metrics and the access log keep of a request while it is served.
 struct Observed {
     /// When the request began, when it is timed.
-    started: Option<(Instant, std::time::SystemTime)>,
-    /// The head, for the access log's line.
+    started: Option<Instant>,
+    /// What of the head the access log's line shows (the request line and only the fields
+    /// its format names: no copy of the whole head).
     head: Option<RequestHead>,
     /// The client the proxies in front vouch for.
     forwarded: Option<Box<Forwarded>>,
+}
+
+/// The parts of `head` a line of `log` shows.
+fn for_the_log(head: &RequestHead, log: &AccessLog) -> RequestHead {
+    let wanted = log.wanted_request_headers();
+    RequestHead {
+        method: head.method.clone(),
+        target: head.target.clone(),
+        path: head.path.clone(),
+        query: head.query.clone(),
+        version: head.version,
+        headers: head
+            .headers
+            .iter()
+            .filter(|h| {
+                wanted
+                    .iter()
+                    .any(|w| h.name.eq_ignore_ascii_case(w.as_bytes()))
+            })
+            .cloned()
+            .collect(),
+        ..RequestHead::empty()
+    }
 }
 
 /// A request body on its way from the socket to the app.
@@ -478,9 +502,8 @@ impl<S: Transport> Conn<S> {
     }
 
     /// The clock, read when requests are timed (for the histogram or the access log).
-    fn clock(cfg: &ServerConfig) -> Option<(Instant, std::time::SystemTime)> {
-        (cfg.time_requests || cfg.access_log.is_some())
-            .then(|| (Instant::now(), std::time::SystemTime::now()))
+    fn clock(cfg: &ServerConfig) -> Option<Instant> {
+        (cfg.time_requests || cfg.access_log.is_some()).then(Instant::now)
     }
 
     /// Counts a request answered with `status`, before the answer goes out.
@@ -504,23 +527,33 @@ impl<S: Transport> Conn<S> {
         } else {
             status
         };
-        let took = observed.started.map(|(at, _)| at.elapsed());
+        let took = observed.started.map(|at| at.elapsed());
         if let Some(took) = took {
             self.shared.stats.metrics().observe(took);
         }
         let Some(log) = &cfg.access_log else { return };
         let client = match (&observed.forwarded, &self.peer) {
-            (Some(f), _) if f.client.is_some() => f.client.map(|(ip, _)| ip.to_string()),
-            (_, PeerAddr::Tcp(a)) => Some(a.ip().to_canonical().to_string()),
+            (Some(f), _) if f.client.is_some() => f.client.map(|(ip, _)| ip),
+            (_, PeerAddr::Tcp(a)) => Some(a.ip().to_canonical()),
             (_, PeerAddr::Unix(_)) => None,
+        };
+        // Written on the stack: no allocation per line for the address.
+        let mut text = [0u8; 48];
+        let client = match client {
+            Some(ip) => {
+                let mut cursor = std::io::Cursor::new(&mut text[..]);
+                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+                let n = cursor.position() as usize;
+                std::str::from_utf8(&text[..n]).unwrap_or("-")
+            }
+            None => "-",
         };
         let empty = RequestHead::empty();
         let head = observed.head.as_ref().unwrap_or(&empty);
         log.log(&AccessRecord {
-            client: client.as_deref().unwrap_or("-"),
-            time: observed
-                .started
-                .map_or_else(std::time::SystemTime::now, |(_, t)| t),
+            client,
+            // gunicorn's %(t)s: when the line is made.
+            time: std::time::SystemTime::now(),
             duration: took.unwrap_or_default(),
             method: &head.method,
             target: &head.target,
@@ -678,7 +711,7 @@ impl<S: Transport> Conn<S> {
         let forwarded = self.forwarded(&head, cfg);
         let observed = Observed {
             started: Self::clock(cfg),
-            head: cfg.access_log.is_some().then(|| head.clone()),
+            head: cfg.access_log.as_ref().map(|log| for_the_log(&head, log)),
             forwarded: if cfg.access_log.is_some() {
                 forwarded.clone()
             } else {
