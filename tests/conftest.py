@@ -5,6 +5,7 @@ import http.client
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,19 @@ class ResponseReader:
 def header(headers, name):
     """All values of header ``name`` (case-insensitive) in a ResponseReader header list."""
     return [v for k, v in headers if k.lower() == name.lower()]
+
+
+class Proc:
+    """A process under test (``proc``, a Popen) and what it wrote to stderr so far."""
+
+    def __init__(self, proc, err_path):
+        self.proc = proc
+        self.err_path = err_path
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def stderr(self):
+        return Path(self.err_path).read_text()

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,15 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 import stogie
-from conftest import connect_tcp, connect_unix, free_port, http_get, wait_for, wait_until_serving
+from conftest import (
+    Proc,
+    connect_tcp,
+    connect_unix,
+    free_port,
+    http_get,
+    wait_for,
+    wait_until_serving,
+)
 from stogie import cli, config
 
 APP = """
@@ -60,20 +67,6 @@ def run(args, cwd, env=None, timeout=10):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-class Running:
-    def __init__(self, proc, err_path):
-        self.proc = proc
-        self.err_path = err_path
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    @property
-    def stderr(self):
-        return Path(self.err_path).read_text()
-
-
 @contextlib.contextmanager
 def serving(args, cwd, env=None):
     err_path = cwd / "stderr.txt"
@@ -87,7 +80,7 @@ def serving(args, cwd, env=None):
             stdin=subprocess.DEVNULL,
         )
     try:
-        yield Running(proc, err_path)
+        yield Proc(proc, err_path)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_workers import children_of
 
-from conftest import connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
+from conftest import Proc, connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
 from stogie import systemd
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="systemd is Linux")
@@ -132,20 +132,6 @@ def notify(tmp_path_factory):
     listener = NotifyListener(tmp_path_factory.mktemp("n") / "notify.sock")
     yield listener
     listener.close()
-
-
-class Proc:
-    def __init__(self, proc, err_path):
-        self.proc = proc
-        self.err_path = err_path
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    @property
-    def stderr(self):
-        return Path(self.err_path).read_text()
 
 
 @contextlib.contextmanager

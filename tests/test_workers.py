@@ -13,11 +13,11 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import (
+    Proc,
     connect_tcp,
     connect_unix,
     free_port,
@@ -133,22 +133,6 @@ def refused(connect):
     except (ConnectionRefusedError, FileNotFoundError):
         return True
     return False
-
-
-class Proc:
-    """A process under test and what it wrote to stderr."""
-
-    def __init__(self, proc, err_path):
-        self.proc = proc
-        self.err_path = err_path
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    @property
-    def stderr(self):
-        return Path(self.err_path).read_text()
 
 
 @contextlib.contextmanager
