@@ -53,7 +53,7 @@ WSGI_SERVER_SIGNATURE = (
     " timeout=10, shutdown_timeout=5, accepted_queue_size=-1, accepted_queue_timeout=10,"
     " peercreds_enabled=False, peercreds_resolve_enabled=False, reuse_port=False, *, workers=1,"
     " extra_bind_addrs=(), max_requests=0, max_requests_jitter=0, max_worker_memory=0,"
-    " worker_lifetime=0)"
+    " worker_lifetime=0, worker_timeout=30)"
 )
 HTTP_SERVER_SIGNATURE = (
     "(bind_addr, gateway, minthreads=10, maxthreads=-1, server_name=None,"

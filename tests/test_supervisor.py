@@ -1,9 +1,11 @@
 """Zero-downtime reload (SIGHUP), more or fewer workers (SIGTTIN, SIGTTOU) and recycling
-(``--max-requests``, ``--max-worker-memory``, ``--worker-lifetime``): ``stogie`` run as users
+(``--max-requests``, ``--max-worker-memory``, ``--worker-lifetime``) and hung workers
+(``--worker-timeout``): ``stogie`` run as users
 run it, in a subprocess, with clients sending requests all the while and every response
 counted."""
 
 import http.client
+import os
 import signal
 import subprocess
 import sys
@@ -434,6 +436,76 @@ def test_max_worker_memory(app_dir):
         assert wait_for(lambda: len(children_of(running.pid)) == 2, 8)
 
 
+# --- hung workers ------------------------------------------------------------------------------
+
+
+def test_a_hung_worker_is_killed_and_replaced_and_what_waited_for_it_is_served(app_dir):
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    args = ["--workers", "2", "--worker-timeout", "1", "--bind", f"127.0.0.1:{port}"]
+    with serve(app_dir, *args) as running:
+        wait_until_serving(running, connect)
+        serving(running)
+        first = workers_of(running, 2)
+        hung, other = sorted(first)
+        os.kill(hung, signal.SIGSTOP)  # as a deadlocked engine: alive, silent
+        stopped_at = time.monotonic()
+        # New connections land in both workers' sockets; those in the stopped one's wait
+        # in its backlog until its replacement takes them.
+        with Load(connect, clients=4, keep_alive=False) as load:
+            assert wait_for(lambda: not alive(hung), 5), running.stderr
+            killed_after = time.monotonic() - stopped_at
+            assert wait_for(lambda: len(set(children_of(running.pid)) - first) == 1, 5)
+            keep_loading(load, 0.5)
+        assert load.errors == [], (load.errors[:5], running.stderr)
+        # Its last heartbeat left up to a quarter second before it stopped.
+        assert 0.5 <= killed_after < 3, killed_after
+        assert f"worker {hung} sent no heartbeat for 1 s" in running.stderr
+        assert "killing it" in running.stderr
+        assert alive(other)
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(10) == 0, running.stderr
+
+
+def test_workers_stopped_with_their_supervisor_are_not_taken_for_hung(app_dir):
+    # Ctrl-Z on a terminal stops the whole group; after fg nobody is hung.
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    args = ["--workers", "2", "--worker-timeout", "1", "--bind", f"127.0.0.1:{port}"]
+    with serve(app_dir, *args) as running:
+        wait_until_serving(running, connect)
+        serving(running)
+        first = workers_of(running, 2)
+        group = [running.pid, *first]
+        for pid in group:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(5)
+        for pid in group:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(2)
+        assert set(children_of(running.pid)) == first, running.stderr
+        assert "no heartbeat" not in running.stderr
+        assert pids_answering(connect, 2) == first
+
+
+def test_worker_timeout_zero_never_kills(app_dir):
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    args = ["--workers", "2", "--worker-timeout", "0", "--bind", f"127.0.0.1:{port}"]
+    with serve(app_dir, *args) as running:
+        wait_until_serving(running, connect)
+        serving(running)
+        first = workers_of(running, 2)
+        hung = min(first)
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            time.sleep(3)
+            assert set(children_of(running.pid)) == first
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        assert "no heartbeat" not in running.stderr
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 
@@ -445,6 +517,8 @@ def test_max_worker_memory(app_dir):
         ({"max_requests_jitter": 5}, "max_requests_jitter needs max_requests"),
         ({"max_worker_memory": "big"}, "max_worker_memory must be a number of at least 0"),
         ({"worker_lifetime": -3}, "worker_lifetime must be a number of at least 0"),
+        ({"worker_timeout": "30"}, "worker_timeout must be a number of at least 0"),
+        ({"worker_timeout": float("nan")}, "worker_timeout must be a number of at least 0"),
         ({"extra_bind_addrs": ("127.0.0.1", 80)}, "extra_bind_addrs must be a list"),
     ],
 )
@@ -466,6 +540,7 @@ def test_api_reload_needs_worker_processes():
         (["--max-requests-jitter", "10"], "--max-requests-jitter needs --max-requests"),
         (["--max-worker-memory", "lots"], "not a number of megabytes"),
         (["--worker-lifetime", "soon"], "--worker-lifetime"),
+        (["--worker-timeout", "-1"], "--worker-timeout"),
     ],
 )
 def test_cli_refuses_bad_recycling_values(app_dir, args, words):

@@ -544,6 +544,16 @@ def build_parser():
         help="replace a worker process after SECONDS (default: 0, never)",
     )
     parser.add_argument(
+        "--worker-timeout",
+        metavar="SECONDS",
+        dest="worker_timeout",
+        type=_seconds,
+        help=(
+            "kill and replace a worker process whose engine or main thread sent no heartbeat"
+            " for SECONDS, as gunicorn's --timeout (default: 30; 0, never)"
+        ),
+    )
+    parser.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=_seconds,
@@ -679,6 +689,7 @@ def build_parser():
 
 # Options set as attributes of the server when given (they are not constructor arguments).
 SERVER_ATTRIBUTES = (
+    "worker_timeout",
     "access_log",
     "access_log_format",
     "metrics_bind",

@@ -554,6 +554,12 @@ class HTTPServer:
     """Replace a worker process after it has run this many seconds (0: never), as
     ``max_requests`` does."""
 
+    worker_timeout = 30
+    """Kill and replace a worker process whose heartbeat is this many seconds old (0:
+    never): its engine or its main thread is stuck (a deadlock, a C call that holds the GIL
+    that long). Each serving worker sends one four times a second; a slow request does not
+    stop it. Only with worker processes (gunicorn's ``--timeout``). stogie only."""
+
     access_log = None
     """Where a line per request goes: a file path (appended to), ``'-'`` for standard
     output, or None (the default: no access log). The line is made and written by the
@@ -932,16 +938,6 @@ class HTTPServer:
                 raise ValueError(f"{name} must be a whole number of at least 0, not {value!r}")
             return value
 
-        def amount(name):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value < float("inf")
-            ):
-                raise ValueError(f"{name} must be a number of at least 0, not {value!r}")
-            return value
-
         max_requests = whole("max_requests")
         jitter = whole("max_requests_jitter")
         if jitter and not max_requests:
@@ -949,9 +945,20 @@ class HTTPServer:
         return (
             max_requests,
             jitter,
-            int(amount("max_worker_memory") * 2**20),
-            amount("worker_lifetime"),
+            int(self._amount("max_worker_memory") * 2**20),
+            self._amount("worker_lifetime"),
         )
+
+    def _amount(self, name):
+        """The setting ``name``, checked to be a finite number of at least 0."""
+        value = getattr(self, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value < float("inf")
+        ):
+            raise ValueError(f"{name} must be a number of at least 0, not {value!r}")
+        return value
 
     def _supervised(self):
         """Whether worker processes under a supervisor serve (several, or any recycled)."""
@@ -996,6 +1003,7 @@ class HTTPServer:
             raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
         workers = self._worker_count()
         recycling = self._recycling()
+        self._amount("worker_timeout")
         supervised = self._supervised()
         addrs = self._bind_addrs()
         if supervised:
@@ -1058,6 +1066,7 @@ class HTTPServer:
                 loader=self._app_loader,
                 recycling=workers_module.Recycling(max_requests, jitter, max_memory, lifetime),
                 notifier=self._notifier,
+                worker_timeout=self._amount("worker_timeout"),
             )
             try:
                 supervisor.start()

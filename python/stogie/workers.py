@@ -29,6 +29,10 @@ timeout), and exits when its connections are gone or after ``shutdown_timeout``.
   whose memory (RSS) passes ``max_worker_memory`` bytes, or that has run ``worker_lifetime``
   seconds, is replaced as in a reload, slot by slot: its replacement starts, serves, then it
   drains.
+- A serving worker that sends no heartbeat for ``worker_timeout`` seconds (its engine or its
+  main thread is stuck: a deadlock, a C call that holds the GIL) is killed (SIGKILL) and
+  replaced as a worker that died is (gunicorn's ``--timeout``). A supervisor that was itself
+  stopped (SIGSTOP, a debugger) first gives its workers that long again.
 - A worker that dies while the server runs is replaced, after a delay that doubles with each
   replacement in the same slot within a minute (0.1 s up to 5 s), and at most
   ``MAX_RESTARTS_PER_MINUTE`` times a minute per slot, so a crash-looping app does not spin.
@@ -85,6 +89,9 @@ BEAT_INTERVAL = 0.25
 # A worker whose engine's runtime has not run for this long sends no heartbeat, and one
 # whose heartbeat is this old counts as hung (for the watchdog).
 STALE_AFTER = 2.0
+# A supervisor whose loop did not run for this long was stopped itself (SIGSTOP, Ctrl-Z, a
+# debugger): the heartbeats it missed say nothing of its workers.
+SUPERVISOR_STALL = 2 * STALE_AFTER
 # A recycling replacement that failed is tried again after this long.
 RECYCLE_RETRY = 10.0
 # Before a removed TCP slot's worker drains, its backlog must have stayed empty this long
@@ -257,7 +264,7 @@ class _Worker:
         self.slot = slot
         self.generation = generation
         self.ctl = ctl
-        self.state = "starting"  # -> "serving" -> "retiring"
+        self.state = "starting"  # -> "serving" -> "retiring" (or "hung": killed)
         self.started = time.monotonic()
         self.last_beat = self.started
         self.description = None
@@ -281,17 +288,29 @@ class Supervisor:
             the application to serve (a WSGI callable or a ``Gateway`` subclass) and how to
             name it. None: the worker serves the server's own app (forked with it).
         recycling: a :class:`Recycling`, or None.
+        worker_timeout: kill and replace a serving worker whose heartbeat is this many
+            seconds old (0: never).
         notifier: told of readiness, reloads, the stop and the workers' health (systemd), or
             None.
     """
 
-    def __init__(self, server, count, socket_file=None, loader=None, recycling=None, notifier=None):
+    def __init__(
+        self,
+        server,
+        count,
+        socket_file=None,
+        loader=None,
+        recycling=None,
+        notifier=None,
+        worker_timeout=0,
+    ):
         self.server = server
         self.count = count
         self.socket_file = socket_file
         self.loader = loader
         self.recycling = recycling or Recycling()
         self.notifier = notifier
+        self.worker_timeout = worker_timeout
         self.signal = None
         """The name of the signal that stopped the workers, if one did."""
         self.cut_short = None
@@ -317,6 +336,7 @@ class Supervisor:
         self._loop_thread = None
         self._signal_time = None
         self._warned_threads = False
+        self._last_check = None  # when the loop last looked at its workers (monotonic)
         self._parent_pid = os.getpid()
         self._die_with_parent = _parent_death_signal()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -826,10 +846,21 @@ class Supervisor:
     # --- recycling ------------------------------------------------------------------------------
 
     def _check_workers(self):
+        now = time.monotonic()
+        stalled = self._last_check is not None and now - self._last_check > SUPERVISOR_STALL
+        self._last_check = now
+        if stalled:
+            # This process did not run: its workers' heartbeats wait unread, or they were
+            # stopped with it. Neither makes them hung.
+            for worker in self.workers.values():
+                worker.last_beat = max(worker.last_beat, now)
+        if self.worker_timeout:
+            for worker in list(self.workers.values()):
+                if worker.state == "serving" and now - worker.last_beat >= self.worker_timeout:
+                    self._kill_hung(worker, now - worker.last_beat)
         recycling = self.recycling
         if not (recycling.max_memory or recycling.lifetime):
             return
-        now = time.monotonic()
         for worker in list(self.workers.values()):
             if worker.state != "serving":
                 continue
@@ -842,6 +873,19 @@ class Supervisor:
                         worker,
                         f"uses {rss / 2**20:.0f} MB, over {recycling.max_memory / 2**20:.0f} MB",
                     )
+
+    def _kill_hung(self, worker, silent):
+        log.error(
+            "worker %d sent no heartbeat for %.0f s (its engine or main thread is stuck):"
+            " killing it",
+            worker.pid,
+            silent,
+        )
+        worker.state = "hung"  # reaped as a worker that died: its slot gets another
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _recycle(self, worker, reason):
         if (

@@ -71,6 +71,7 @@ class Server(server.HTTPServer):
         max_requests_jitter=0,
         max_worker_memory=0,
         worker_lifetime=0,
+        worker_timeout=30,
     ):
         """Initialize WSGI Server instance.
 
@@ -103,6 +104,8 @@ class Server(server.HTTPServer):
             max_requests_jitter (int): up to this many more, at random, per worker
             max_worker_memory (float): replace a worker whose RSS passes this many MiB
             worker_lifetime (float): replace a worker after this many seconds
+            worker_timeout (float): kill and replace a worker whose heartbeat is
+                this many seconds old, 0 for never (stogie only, keyword-only)
         """
         super().__init__(
             bind_addr,
@@ -119,9 +122,11 @@ class Server(server.HTTPServer):
         self.max_requests_jitter = max_requests_jitter
         self.max_worker_memory = max_worker_memory
         self.worker_lifetime = worker_lifetime
+        self.worker_timeout = worker_timeout
         # Wrong values fail here, where they are written, rather than at prepare().
         self._worker_count()
         self._recycling()
+        self._amount("worker_timeout")
         self._bind_addrs()
         self.request_queue_size = request_queue_size
         self.timeout = timeout
