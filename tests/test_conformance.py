@@ -12,6 +12,8 @@ byte, and in random pieces (``random.Random(1234)``).
   and the de-chunked body, every pipelined request in order; then the connection is either
   closed (the last request asked for it) or still in step, which a final request proves.
 - A rejected case must get a 4xx or 5xx answer and a close, and the app is never invoked.
+- The cases with gunicorn's ``proxy_protocol`` go to a second server with stogie's
+  ``proxy_protocol`` on; the client port their PROXY header names is the one the app sees.
 
 Where stogie is deliberately stricter than gunicorn (issue 3: RFC 9112 at the level of the
 strictest peer), the case is listed in ``DIFFERS`` with the reason and stogie's own answer,
@@ -54,15 +56,13 @@ MODES = ("whole", "bytewise", "random")
 #   max_request_line, max_header_count and max_header_field (server_settings());
 # - header_map: "drop" is stogie's default, "dangerous" is allow_underscore_headers=True,
 #   "refuse" has no equivalent (skipped);
-# - proxy_protocol, forwarded_allow_ips: features stogie does not have (skipped);
+# - forwarded_allow_ips: stogie's forwarded_allow_ips (gunicorn's name and meaning);
+# - proxy_protocol: a second server with proxy_protocol=True (a setting taken at start); its
+#   records are found by the client port the PROXY header names;
 # - permit_unconventional_http_method: stogie takes any token as a method anyway;
 # - casefold_http_method, strip_header_spaces, permit_obsolete_folding: lax modes stogie
 #   deliberately lacks (those cases are in DIFFERS, or refused either way).
 UNSUPPORTED = {
-    ("proxy_protocol", None): "proxy_protocol: stogie does not speak the PROXY protocol",
-    ("forwarded_allow_ips", None): (
-        "forwarded_allow_ips: stogie does not interpret X-Forwarded-* scheme headers"
-    ),
     ("header_map", "refuse"): (
         "header_map='refuse': stogie drops header names with '_' (the default, valid/040) "
         "or allows them (valid/040_compat); it has no refusing mode"
@@ -130,6 +130,12 @@ DIFFERS = {
         400,
         "userinfo in an absolute-form target is refused (RFC 9110 §4.2.4: treat it as an error)",
     ),
+    "valid/pp_03": (
+        400,
+        "a listener with the PROXY protocol on refuses a connection without the header: "
+        "gunicorn's 'auto' makes it optional, which lets a client that reaches the port "
+        "directly pass as the proxy",
+    ),
     "valid/099": (
         400,
         "Content-Length says 17914 bytes and 8599 come before the end of input: stogie refuses "
@@ -166,6 +172,7 @@ RESULTS = Counter()
 
 def skip_reason(case):
     for name, value in case["gunicorn_settings"].items():
+        value = tuple(value) if isinstance(value, list) else value
         for key in ((name, None), (name, value)):
             if key in UNSUPPORTED:
                 return UNSUPPORTED[key]
@@ -186,7 +193,19 @@ def server_settings(case):
         # gunicorn counts a field line with its CRLF, stogie without.
         "max_header_field": limits["limit_request_field_size"] - 2,
         "allow_underscore_headers": settings.get("header_map") == "dangerous",
+        "forwarded_allow_ips": ",".join(settings.get("forwarded_allow_ips", ["127.0.0.1", "::1"])),
     }
+
+
+def proxied_port(raw):
+    """The client port a PROXY protocol header at the start of ``raw`` names, or None."""
+    if raw.startswith(b"PROXY TCP"):
+        fields = raw.split(b"\r\n", 1)[0].split(b" ")
+        return int(fields[4]) if len(fields) == 6 and fields[4].isdigit() else None
+    if raw.startswith(b"\r\n\r\n\x00\r\nQUIT\n") and len(raw) >= 16:
+        offset = {0x11: 8, 0x21: 32}.get(raw[13])
+        return int.from_bytes(raw[16 + offset : 18 + offset], "big") if offset else None
+    return None
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -218,6 +237,14 @@ def echo_app(environ, start_response):
 @pytest.fixture(scope="module")
 def server():
     srv = wsgi.Server(("127.0.0.1", 0), echo_app, numthreads=4, timeout=10)
+    with running(srv):
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def proxy_server():
+    srv = wsgi.Server(("127.0.0.1", 0), echo_app, numthreads=4, timeout=10)
+    srv.proxy_protocol = True
     with running(srv):
         yield srv
 
@@ -355,7 +382,7 @@ def expect_refusal(server, raw, mode, status, eof=False, label=""):
     """Sends ``raw``; asserts the answer is ``status`` (or any 4xx/5xx when None), that the
     connection then closes, and that the app saw none of it. Returns the status."""
     with connect(server) as sock:
-        port = sock.getsockname()[1]
+        port = proxied_port(raw) or sock.getsockname()[1]
         send(sock, raw, mode)
         if eof:
             sock.shutdown(socket.SHUT_WR)
@@ -379,7 +406,7 @@ def expect_requests(server, raw, mode, requests, refused_after=False, label=""):
     was answered in order. Then either a 400 and the close (``refused_after``), the close the
     last request asked for, or a connection still in step."""
     with connect(server) as sock:
-        port = sock.getsockname()[1]
+        port = proxied_port(raw) or sock.getsockname()[1]
         send(sock, raw, mode)
         reader = ResponseReader(sock)
         for i, req in enumerate(requests):
@@ -417,12 +444,14 @@ def configure(server, case):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_corpus(server, name, mode):
+def test_corpus(request, name, mode):
     case = CASES[name]
     reason = skip_reason(case)
     if reason:
         RESULTS[mode, "skipped"] += 1
         pytest.skip(reason)
+    proxied = "proxy_protocol" in case["gunicorn_settings"]
+    server = request.getfixturevalue("proxy_server" if proxied else "server")
     configure(server, case)
     with CALLS_LOCK:
         CALLS.clear()  # client ports get reused from one test to the next

@@ -567,14 +567,19 @@ impl<S: Transport> Conn<S> {
         });
     }
 
-    /// What the trusted proxies in front say of the client, if they say anything.
-    fn forwarded(&self, head: &RequestHead, cfg: &ServerConfig) -> Option<Box<Forwarded>> {
+    /// What the trusted proxies in front say of the client, if they say anything; an error
+    /// when what they say contradicts itself.
+    fn forwarded(
+        &self,
+        head: &RequestHead,
+        cfg: &ServerConfig,
+    ) -> Result<Option<Box<Forwarded>>, HttpError> {
         let peer = match &self.peer {
             PeerAddr::Tcp(a) => Some(a.ip()),
             PeerAddr::Unix(_) => None,
         };
-        let f = proxy::forwarded(head, peer, &cfg.trusted_proxies);
-        (!f.is_empty()).then(|| Box::new(f))
+        let f = proxy::forwarded(head, peer, &cfg.trusted_proxies)?;
+        Ok((!f.is_empty()).then(|| Box::new(f)))
     }
 
     /// Writes a short error answer in place of anything queued.
@@ -708,7 +713,22 @@ impl<S: Transport> Conn<S> {
             sent: 0,
             logged_headers: Vec::new(),
         };
-        let forwarded = self.forwarded(&head, cfg);
+        let forwarded = match self.forwarded(&head, cfg) {
+            Ok(f) => f,
+            Err(e) => {
+                let observed = Observed {
+                    started: Self::clock(cfg),
+                    head: cfg.access_log.as_ref().map(|log| for_the_log(&head, log)),
+                    forwarded: None,
+                };
+                out.status = e.code();
+                out.sent = e.message().len() as u64;
+                self.count(out.method, out.status);
+                self.refuse(&e, version, cfg).await;
+                self.record(cfg, &observed, out.status, out.sent, &[]);
+                return false;
+            }
+        };
         let observed = Observed {
             started: Self::clock(cfg),
             head: cfg.access_log.as_ref().map(|log| for_the_log(&head, log)),

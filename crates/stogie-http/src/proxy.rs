@@ -1,13 +1,15 @@
 //! Where a request really comes from when a proxy stands in front of the server: HAProxy's
 //! PROXY protocol (v1 text, v2 binary), read once before a connection's first byte of HTTP,
-//! and the forwarded headers (RFC 7239 `Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port`),
-//! believed only from trusted peers. Bytes in, values out: no socket here.
+//! and the forwarded headers (RFC 7239 `Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port`,
+//! and the scheme's other names `X-Forwarded-Ssl` and `X-Forwarded-Protocol`), believed only
+//! from trusted peers. Bytes in, values out: no socket here.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 
+use crate::error::HttpError;
 use crate::h1::head::{is_valid_host, RequestHead};
 
 /// A set of peers whose proxy information is believed: addresses and CIDR networks, or
@@ -116,9 +118,17 @@ impl Forwarded {
 /// The client address is the rightmost one in the chain that is not itself a trusted proxy:
 /// each proxy appends the address it saw, so entries left of an untrusted one may be forged
 /// by the client. RFC 7239 `Forwarded` is used when present, else `X-Forwarded-*`.
-pub fn forwarded(head: &RequestHead, peer: Option<IpAddr>, trusted: &TrustedPeers) -> Forwarded {
+///
+/// The scheme has three names among the `X-Forwarded-*` headers (`-Proto: https`, `-Ssl:
+/// on`, `-Protocol: ssl`, gunicorn's `secure_scheme_headers`); when two of them disagree
+/// the request is refused, as gunicorn does: which one the proxy meant cannot be told.
+pub fn forwarded(
+    head: &RequestHead,
+    peer: Option<IpAddr>,
+    trusted: &TrustedPeers,
+) -> Result<Forwarded, HttpError> {
     if peer.is_some_and(|ip| !trusted.trusts(ip)) {
-        return Forwarded::default();
+        return Ok(Forwarded::default());
     }
     // Most requests carry none of these: one look at the names decides.
     let relevant = head.headers.iter().any(|h| {
@@ -127,7 +137,7 @@ pub fn forwarded(head: &RequestHead, peer: Option<IpAddr>, trusted: &TrustedPeer
             || (n.len() > 12 && n[..12].eq_ignore_ascii_case(b"x-forwarded-"))
     });
     if !relevant {
-        return Forwarded::default();
+        return Ok(Forwarded::default());
     }
     let values = |name: &'static str| {
         head.headers
@@ -136,19 +146,31 @@ pub fn forwarded(head: &RequestHead, peer: Option<IpAddr>, trusted: &TrustedPeer
             .flat_map(|h| split_list(&h.value))
     };
     if head.header("forwarded").is_some() {
-        return from_forwarded(values("forwarded").collect(), trusted);
+        return Ok(from_forwarded(values("forwarded").collect(), trusted));
     }
     let mut out = Forwarded {
         client: client_of(values("x-forwarded-for").map(parse_node).collect(), trusted),
         ..Forwarded::default()
     };
-    out.scheme = values("x-forwarded-proto").last().and_then(scheme_of);
+    let schemes = [
+        values("x-forwarded-proto").last().and_then(scheme_of),
+        values("x-forwarded-ssl").last().and_then(ssl_flag_scheme),
+        values("x-forwarded-protocol")
+            .last()
+            .and_then(protocol_scheme),
+    ];
+    for scheme in schemes.into_iter().flatten() {
+        if out.scheme.is_some_and(|s| s != scheme) {
+            return Err(HttpError::BadRequest("Contradictory scheme headers."));
+        }
+        out.scheme = Some(scheme);
+    }
     out.host = values("x-forwarded-host")
         .last()
         .filter(|h| !h.is_empty() && is_valid_host(h))
         .map(Bytes::copy_from_slice);
     out.port = values("x-forwarded-port").last().and_then(port_of);
-    out
+    Ok(out)
 }
 
 /// The comma-separated items of a header value, trimmed, empty ones skipped. Quoted commas
@@ -179,6 +201,26 @@ fn scheme_of(v: &[u8]) -> Option<&'static str> {
         Some("http")
     } else {
         None
+    }
+}
+
+/// `X-Forwarded-Ssl: on|off` (Microsoft's and Heroku's name for the scheme).
+fn ssl_flag_scheme(v: &[u8]) -> Option<&'static str> {
+    if v.eq_ignore_ascii_case(b"on") {
+        Some("https")
+    } else if v.eq_ignore_ascii_case(b"off") {
+        Some("http")
+    } else {
+        None
+    }
+}
+
+/// `X-Forwarded-Protocol: ssl|https|http`.
+fn protocol_scheme(v: &[u8]) -> Option<&'static str> {
+    if v.eq_ignore_ascii_case(b"ssl") {
+        Some("https")
+    } else {
+        scheme_of(v)
     }
 }
 
@@ -480,7 +522,7 @@ mod tests {
     #[test]
     fn nothing_is_believed_from_an_untrusted_peer() {
         let h = head("X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n");
-        let f = forwarded(&h, Some(ip("203.0.113.5")), &trusted("127.0.0.1"));
+        let f = forwarded(&h, Some(ip("203.0.113.5")), &trusted("127.0.0.1")).unwrap();
         assert!(f.is_empty());
     }
 
@@ -490,7 +532,7 @@ mod tests {
             "X-Forwarded-For: 9.9.9.9, 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: example.com\r\nX-Forwarded-Port: 443\r\n",
         );
-        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("127.0.0.1"));
+        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("127.0.0.1")).unwrap();
         // The rightmost untrusted address: 9.9.9.9 may be the client's own invention.
         assert_eq!(f.client, Some((ip("1.2.3.4"), None)));
         assert_eq!(f.scheme, Some("https"));
@@ -498,7 +540,7 @@ mod tests {
         assert_eq!(f.port, Some(443));
         // A UNIX socket peer is trusted.
         assert_eq!(
-            forwarded(&h, None, &trusted("")).client,
+            forwarded(&h, None, &trusted("")).unwrap().client,
             Some((ip("1.2.3.4"), None))
         );
     }
@@ -507,10 +549,10 @@ mod tests {
     fn trusted_hops_are_skipped_and_star_takes_the_first() {
         let h = head("X-Forwarded-For: 5.6.7.8, 10.0.0.2\r\nX-Forwarded-For: 10.0.0.3\r\n");
         let t = trusted("127.0.0.1,10.0.0.0/8");
-        let f = forwarded(&h, Some(ip("127.0.0.1")), &t);
+        let f = forwarded(&h, Some(ip("127.0.0.1")), &t).unwrap();
         assert_eq!(f.client, Some((ip("5.6.7.8"), None)));
         // Repeated fields make one list, in order.
-        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("*"));
+        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("*")).unwrap();
         assert_eq!(
             f.client,
             Some((ip("5.6.7.8"), None)),
@@ -524,8 +566,39 @@ mod tests {
             "X-Forwarded-For: 1.1.1.1, unknown\r\nX-Forwarded-Proto: gopher\r\n\
              X-Forwarded-Host: a b\r\nX-Forwarded-Port: 99999\r\n",
         );
-        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("127.0.0.1"));
+        let f = forwarded(&h, Some(ip("127.0.0.1")), &trusted("127.0.0.1")).unwrap();
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn the_scheme_by_its_three_names_and_a_contradiction_refused() {
+        let t = trusted("127.0.0.1");
+        let scheme =
+            |headers: &str| forwarded(&head(headers), Some(ip("127.0.0.1")), &t).map(|f| f.scheme);
+        assert_eq!(scheme("X-Forwarded-Ssl: on\r\n"), Ok(Some("https")));
+        assert_eq!(scheme("X-Forwarded-Ssl: off\r\n"), Ok(Some("http")));
+        assert_eq!(scheme("X-Forwarded-Protocol: ssl\r\n"), Ok(Some("https")));
+        assert_eq!(
+            scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n"),
+            Ok(Some("https"))
+        );
+        // gunicorn's corpus, invalid/019.
+        assert_eq!(
+            scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"),
+            Err(HttpError::BadRequest("Contradictory scheme headers."))
+        );
+        assert!(scheme("X-Forwarded-Protocol: http\r\nX-Forwarded-Ssl: on\r\n").is_err());
+        // Unreadable values say nothing, so contradict nothing.
+        assert_eq!(
+            scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: maybe\r\n"),
+            Ok(Some("https"))
+        );
+        // From an untrusted peer nothing is read, so nothing is refused.
+        let h = head("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n");
+        assert_eq!(
+            forwarded(&h, Some(ip("203.0.113.5")), &t),
+            Ok(Forwarded::default())
+        );
     }
 
     #[test]
@@ -534,14 +607,14 @@ mod tests {
             "Forwarded: for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\";proto=https;\
              host=shop.example\r\nX-Forwarded-For: 6.6.6.6\r\n",
         );
-        let f = forwarded(&h, Some(ip("::1")), &trusted("::1"));
+        let f = forwarded(&h, Some(ip("::1")), &trusted("::1")).unwrap();
         assert_eq!(f.client, Some((ip("2001:db8::1"), Some(4711))));
         assert_eq!(f.scheme, Some("https"));
         assert_eq!(f.host.as_deref(), Some(&b"shop.example"[..]));
-        let f = forwarded(&h, Some(ip("::1")), &trusted("::1, 2001:db8::/32"));
+        let f = forwarded(&h, Some(ip("::1")), &trusted("::1, 2001:db8::/32")).unwrap();
         assert_eq!(f.client, Some((ip("192.0.2.60"), None)));
         let h = head("Forwarded: for=_hidden, for=198.51.100.17\r\n");
-        let f = forwarded(&h, Some(ip("::1")), &trusted("*"));
+        let f = forwarded(&h, Some(ip("::1")), &trusted("*")).unwrap();
         assert_eq!(
             f.client,
             Some((ip("198.51.100.17"), None)),

@@ -409,7 +409,7 @@ async fn read_proxy_header<S: Transport>(
     peer: &PeerAddr,
     shared: &Shared,
 ) -> Result<PeerAddr, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let allowed = shared
         .proxy_protocol
         .as_ref()
@@ -445,32 +445,21 @@ async fn read_proxy_header<S: Transport>(
                 }
                 seen = n;
             }
-            Err(ProxyError::Missing) => {
-                let msg = "This port expects a PROXY protocol header from the proxy in front.";
-                let answer = format!(
-                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{msg}",
-                    msg.len()
-                );
-                let _ = tokio::time::timeout(timeout, async {
-                    stream.write_all(answer.as_bytes()).await?;
-                    stream.shutdown().await?;
-                    // The request is still unread: taken and dropped, so that closing does
-                    // not reset the connection before the client reads the answer.
-                    let mut scratch = [0u8; 4096];
-                    let mut left: usize = 64 * 1024;
-                    while left > 0 {
-                        match stream.read(&mut scratch).await? {
-                            0 => break,
-                            n => left = left.saturating_sub(n),
-                        }
+            Err(e) => {
+                // Answered, so that whoever set up the proxy (or pointed a client at the
+                // wrong port) reads why, then closed.
+                let msg = match e {
+                    ProxyError::Missing => {
+                        "This port expects a PROXY protocol header from the proxy in front."
+                            .to_string()
                     }
-                    Ok::<_, std::io::Error>(())
-                })
-                .await;
-                return Err("no PROXY protocol header".into());
+                    ProxyError::Malformed(why) => {
+                        format!("Malformed PROXY protocol header: {why}.")
+                    }
+                };
+                refuse_proxied(stream, &msg, timeout).await;
+                return Err(e.to_string());
             }
-            Err(e) => return Err(e.to_string()),
         }
     };
     let (header, len) = parsed;
@@ -483,6 +472,32 @@ async fn read_proxy_header<S: Transport>(
         ProxyHeader::Proxied { source, .. } => PeerAddr::Tcp(source),
         ProxyHeader::Local => peer.clone(),
     })
+}
+
+/// Answers a connection whose PROXY protocol header is missing or malformed with a 400
+/// saying why, and closes it. The bytes after are still unread: taken and dropped (up to 64
+/// KiB), so that closing does not reset the connection before the client reads the answer.
+async fn refuse_proxied<S: Transport>(stream: &mut S, msg: &str, timeout: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{msg}",
+        msg.len()
+    );
+    let _ = tokio::time::timeout(timeout, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut scratch = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut scratch).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
