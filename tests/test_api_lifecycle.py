@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import hello_app, http_get, running, wait_for
+from conftest import connect_unix, hello_app, http_get, running, wait_for
 from stogie import errors, server, wsgi
 
 
@@ -98,6 +98,9 @@ def test_server_names_and_signatures():
     assert (s.request_queue_size, s.timeout, s.shutdown_timeout) == (5, 10, 5)
     assert (s.requests.accepted_queue_size, s.requests.accepted_queue_timeout) == (-1, 10)
     assert s.server_name == s.version and s.version.startswith("Stogie/")
+    # Module names that CherryPy reads.
+    assert b"Accept-Encoding" in server.comma_separated_headers
+    assert s.socket is None  # the listening socket, once prepared
     assert (s.ready, s.interrupt, s.ssl_adapter) == (False, None, None)
     assert (s.max_request_header_size, s.max_request_body_size, s.nodelay) == (0, 0, True)
     assert s.protocol == "HTTP/1.1"
@@ -427,8 +430,10 @@ def test_interrupt_from_another_thread_raises_in_serve():
 @pytest.mark.parametrize("mode", ["wsgi", "native"])
 def test_an_app_raising_an_interrupt_stops_the_server(caplog, kind, mode):
     # As in Cheroot: KeyboardInterrupt or SystemExit from the app is a request to stop the
-    # server, not an application error. It becomes the server's interrupt (logged as
-    # Cheroot logs it), the server stops, and safe_start() re-raises it in its thread.
+    # server, not an application error. The connection closes without an answer (Cheroot's
+    # worker thread ends with it; CherryPy's test_2_KeyboardInterrupt expects no status
+    # line). It becomes the server's interrupt (logged as Cheroot logs it), the server
+    # stops, and safe_start() re-raises it in its thread.
     def app(environ, start_response):
         raise kind("simulated handler interrupt")
 
@@ -443,7 +448,8 @@ def test_an_app_raising_an_interrupt_stops_the_server(caplog, kind, mode):
     with caplog.at_level(logging.DEBUG, logger="stogie.error"):
         thread, outcome = call_in_thread(srv.safe_start)
         assert wait_for(lambda: srv.ready)
-        assert http_get(srv.bind_addr)[0] == 500
+        with pytest.raises(http.client.RemoteDisconnected):
+            http_get(srv.bind_addr)
         thread.join(10)
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], kind)
@@ -463,6 +469,31 @@ def test_an_app_raising_an_interrupt_stops_the_server(caplog, kind, mode):
     shutting = "Keyboard Interrupt" if kind is KeyboardInterrupt else "SystemExit raised"
     assert messages[2] == (logging.INFO, f"{shutting}: shutting down")
     assert not [m for level, m in messages if level >= logging.ERROR]
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_socket_is_the_listening_socket_while_prepared(tmp_path, family):
+    # Cheroot's HTTPServer.socket: CherryPy reads the port bound for port 0 from it.
+    addr = ("127.0.0.1", 0) if family == "tcp" else str(tmp_path / "s.sock")
+    srv = wsgi.Server(addr, hello_app)
+    assert srv.socket is None
+    srv.prepare()
+    try:
+        bound = srv.socket.getsockname()
+        if family == "tcp":
+            assert bound == ("127.0.0.1", srv.bind_addr[1]) and bound[1] != 0
+        else:
+            assert bound == addr
+        assert srv.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        thread, _ = call_in_thread(srv.serve)
+        # Closing the duplicate does not stop the server.
+        srv.socket.close()
+        target = srv.bind_addr if family == "tcp" else (lambda: connect_unix(addr))
+        assert http_get(target)[0] == 200
+    finally:
+        srv.stop()
+    assert srv.socket is None
+    thread.join(5)
 
 
 def test_stop_returns_once_serve_has_returned():

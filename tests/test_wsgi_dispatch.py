@@ -116,6 +116,19 @@ class EchoGateway(stogie_server.Gateway):
         req.write(text)
 
 
+class CherryPyNativeGateway(stogie_server.Gateway):
+    """What cherrypy._cpnative_server does: it says the headers are sent, then sends them."""
+
+    def respond(self):
+        req = self.req
+        req.status = b"200 OK"
+        req.outheaders.append((b"Content-Length", b"5"))
+        if req.ready and not req.sent_headers:
+            req.sent_headers = True
+            req.send_headers()
+        req.write(b"hello")
+
+
 class StreamingGateway(stogie_server.Gateway):
     """No Content-Length: the engine frames the body; status and headers as str."""
 
@@ -170,6 +183,19 @@ def test_native_gateway_request_and_response():
             # Keep-alive works with a native gateway too.
             sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             assert reader.read_response()[2].split(b"\n")[:2] == [b"GET", b"/"]
+
+
+def test_native_gateway_may_set_sent_headers_as_cherrypys_does():
+    srv = native_server(CherryPyNativeGateway)
+    with running(srv):
+        with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+            reader = ResponseReader(sock)
+            for _ in range(2):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                status, headers, body, complete = reader.read_response()
+                assert status == b"HTTP/1.1 200 OK"
+                assert header(headers, "Content-Length") == ["5"]
+                assert body == b"hello" and complete
 
 
 def test_native_gateway_streams_without_content_length():

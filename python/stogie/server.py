@@ -51,6 +51,35 @@ except ImportError:  # pragma: no cover - not a UNIX-like system
 IS_UID_GID_RESOLVABLE = pwd is not None
 """Indicates whether UID/GID resolution's available under current platform."""
 
+comma_separated_headers = [
+    b"Accept",
+    b"Accept-Charset",
+    b"Accept-Encoding",
+    b"Accept-Language",
+    b"Accept-Ranges",
+    b"Allow",
+    b"Cache-Control",
+    b"Connection",
+    b"Content-Encoding",
+    b"Content-Language",
+    b"Expect",
+    b"If-Match",
+    b"If-None-Match",
+    b"Pragma",
+    b"Proxy-Authenticate",
+    b"TE",
+    b"Trailer",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"Vary",
+    b"Via",
+    b"Warning",
+    b"WWW-Authenticate",
+]
+"""Cheroot's list of the header fields whose repeated lines join with commas (CherryPy reads
+it for trailers). The engine joins every repeated field so (PEP 3333); the list is kept for
+code that imports it."""
+
 _error_logger = logging.getLogger("stogie.error")
 
 # Servers still running when the interpreter exits are stopped first: worker threads must not
@@ -221,10 +250,19 @@ class HTTPRequest:
         self.status = ""
         self.outheaders = []
 
+    _sent_claimed = False
+
     @property
     def sent_headers(self):
-        """Whether the status and headers went out."""
-        return self._native.sent_headers
+        """Whether the status and headers went out (or the gateway said so: CherryPy's
+        native gateway sets it to True, then calls send_headers())."""
+        return self._sent_claimed or self._native.sent_headers
+
+    @sent_headers.setter
+    def sent_headers(self, value):
+        # A plain attribute in Cheroot. What goes out still follows what was really sent:
+        # write() sends the head first whatever this says.
+        self._sent_claimed = bool(value)
 
     def _set_head(self):
         status = self.status
@@ -251,7 +289,7 @@ class HTTPRequest:
 
     def write(self, chunk):
         """Write unbuffered data to the client."""
-        if not self.sent_headers:
+        if not self._native.sent_headers:
             self._set_head()
         self._native.write(chunk)
 
@@ -472,6 +510,12 @@ class HTTPServer:
 
     ready = False
     """Internal flag which indicating the socket is accepting connections."""
+
+    socket = None
+    """The listening socket of ``bind_addr`` once prepared, None before and after stop(),
+    as Cheroot's (CherryPy reads the port bound for port 0 from it). The engine owns the
+    socket it serves; this is a duplicate of it, for ``getsockname()`` and socket options:
+    closing it does not stop the server."""
 
     max_request_header_size = 0
     """The maximum size, in bytes, for request headers, or 0 for no limit."""
@@ -1051,6 +1095,9 @@ class HTTPServer:
             if index == 0 and kind != "fd":
                 self._bind_addr = bound
         object.__setattr__(self, "_bound_addrs", bound_addrs)
+        fd = native.listener_fd(0)
+        listening = None if fd is None else socket.socket(fileno=os.dup(fd))
+        object.__setattr__(self, "socket", listening)
         object.__setattr__(self, "_native", native)
         self._push_settings()
         if supervised:
@@ -1294,6 +1341,10 @@ class HTTPServer:
             _running_servers.discard(self)
             object.__setattr__(self, "_last_native", native)
             object.__setattr__(self, "_native", None)
+            listening = self.socket
+            object.__setattr__(self, "socket", None)
+            if listening is not None:
+                listening.close()
             self._stopped.set()
 
     def reload_tls(self):

@@ -997,6 +997,12 @@ impl<S: Transport> Conn<S> {
     ) -> Result<(), ()> {
         match ev {
             ResponseEvent::Abort => return self.fail(&HttpError::Internal, out, cfg).await,
+            ResponseEvent::Drop => {
+                if out.head_sent {
+                    let _ = self.flush(cfg).await;
+                }
+                return Err(());
+            }
             ResponseEvent::Refuse(err) => {
                 if let Some(why) = err.refusal() {
                     self.shared.stats.metrics().refused(why);

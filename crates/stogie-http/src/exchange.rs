@@ -195,6 +195,9 @@ pub enum ResponseEvent {
     End,
     /// The application failed: a 500 if nothing was sent yet, else the connection closes.
     Abort,
+    /// The application asked the server to stop (Python's `KeyboardInterrupt` or
+    /// `SystemExit`): the connection closes without an answer, as Cheroot's does.
+    Drop,
     /// Answer with this error (if nothing was sent yet) and close: a body framing error
     /// surfaced through the app's read gets its 400/413, not a 500.
     Refuse(crate::error::HttpError),

@@ -80,8 +80,9 @@ impl AppHandler {
     /// the traceback logged; once output went out, the connection just closes.
     ///
     /// `KeyboardInterrupt` and `SystemExit` from the app are no application errors but a
-    /// request to stop the server, as in Cheroot: the request ends (500 if nothing was sent)
-    /// and `on_error` gets the exception with the client's address, to set the server's
+    /// request to stop the server, as in Cheroot: the connection closes without an answer
+    /// (Cheroot's worker thread ends with it; CherryPy's tests expect no status line) and
+    /// `on_error` gets the exception with the client's address, to set the server's
     /// `interrupt` (which stops it and makes `serve()` raise it).
     fn fail(
         &self,
@@ -92,7 +93,7 @@ impl AppHandler {
         peer: &PeerAddr,
     ) {
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-            responder.abort(py, ResponseEvent::Abort);
+            responder.abort(py, ResponseEvent::Drop);
             let client = match peer {
                 PeerAddr::Tcp(a) => format!("{}:{}", a.ip(), a.port()),
                 PeerAddr::Unix(_) => "a UNIX socket".to_string(),

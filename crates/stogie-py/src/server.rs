@@ -292,6 +292,18 @@ impl NativeServer {
         }
     }
 
+    /// The descriptor of the `index`th bound address's first listener (None once it is
+    /// gone), for Cheroot's `HTTPServer.socket`. It stays owned here.
+    fn listener_fd(&self, index: usize) -> Option<i32> {
+        self.groups
+            .get(index)?
+            .listeners
+            .iter()
+            .flatten()
+            .next()
+            .map(Listener::as_raw_fd)
+    }
+
     /// The descriptors of worker slot `slot`'s own listeners (one per SO_REUSEPORT group),
     /// for socket options set from Python. They stay owned here.
     fn slot_fds(&self, slot: usize) -> Vec<i32> {
