@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+from test_ops_observe import sample, scrape
 
 from conftest import free_port, running, wait_for
 from stogie import wsgi
@@ -293,6 +294,7 @@ def test_behind_haproxy_with_the_proxy_protocol(tmp_path, send):
 def test_a_proxy_protocol_listener_refuses_plain_clients(tmp_path):
     srv = wsgi.Server(("127.0.0.1", 0), whoami)
     srv.proxy_protocol = True
+    srv.metrics_bind = "127.0.0.1:0"
     with running(srv):
         started = time.monotonic()
         with socket.create_connection(srv.bind_addr, timeout=5) as sock:
@@ -323,6 +325,9 @@ def test_a_proxy_protocol_listener_refuses_plain_clients(tmp_path):
             while chunk := sock.recv(4096):
                 answer += chunk
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["REMOTE_ADDR"] == "198.51.100.7"
+        # The two refusals are counted as malformed input.
+        counts = scrape(srv.metrics_bind_addr)
+        assert sample(counts, "stogie_refused_total", reason="parse_error") == 2
 
 
 def test_proxy_protocol_only_from_allowed_peers(tmp_path):

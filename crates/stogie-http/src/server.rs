@@ -10,6 +10,7 @@ use tokio::runtime::Runtime;
 use crate::conn::{self, Open, Shared, Stop};
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
 use crate::listener::Listener;
+use crate::metrics::Refusal;
 use crate::proxy::{parse_proxy_header, ProxyError, ProxyHeader, TrustedPeers};
 use crate::stats::Stats;
 use crate::transport::tls::{self, TlsAcceptor};
@@ -383,7 +384,10 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
                 Some(acceptor) => tls::serve(acceptor, stream, peer, shared, open).await,
                 None => conn::serve(stream, peer, shared, open).await,
             },
-            Err(why) => {
+            Err((refusal, why)) => {
+                if let Some(refusal) = refusal {
+                    shared.stats.metrics().refused(refusal);
+                }
                 shared.log.log(
                     LogLevel::Info,
                     &format!("{}: refused: {why}", peer_text(&peer)),
@@ -408,7 +412,7 @@ async fn read_proxy_header<S: Transport>(
     stream: &mut S,
     peer: &PeerAddr,
     shared: &Shared,
-) -> Result<PeerAddr, String> {
+) -> Result<PeerAddr, (Option<Refusal>, String)> {
     use tokio::io::AsyncReadExt;
     let allowed = shared
         .proxy_protocol
@@ -416,7 +420,10 @@ async fn read_proxy_header<S: Transport>(
         .expect("checked by the caller");
     if let PeerAddr::Tcp(a) = peer {
         if !allowed.trusts(a.ip()) {
-            return Err("not a peer allowed to send the PROXY protocol".into());
+            return Err((
+                Some(Refusal::Parse),
+                "not a peer allowed to send the PROXY protocol".into(),
+            ));
         }
     }
     let timeout = shared.config.get().timeout;
@@ -430,9 +437,14 @@ async fn read_proxy_header<S: Transport>(
             tokio::time::timeout_at(deadline, std::future::poll_fn(move |cx| s.poll_peek(cx, b)))
                 .await;
         let n = match peeked {
-            Err(_) => return Err("no PROXY protocol header in time".into()),
-            Ok(Err(e)) => return Err(format!("reading the PROXY protocol header: {e}")),
-            Ok(Ok(0)) => return Err("closed before a PROXY protocol header".into()),
+            Err(_) => {
+                return Err((
+                    Some(Refusal::Timeout),
+                    "no PROXY protocol header in time".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err((None, format!("reading the PROXY protocol header: {e}"))),
+            Ok(Ok(0)) => return Err((None, "closed before a PROXY protocol header".into())),
             Ok(Ok(n)) => n,
         };
         match parse_proxy_header(&buf[..n]) {
@@ -458,7 +470,7 @@ async fn read_proxy_header<S: Transport>(
                     }
                 };
                 refuse_proxied(stream, &msg, timeout).await;
-                return Err(e.to_string());
+                return Err((Some(Refusal::Parse), e.to_string()));
             }
         }
     };
@@ -467,7 +479,7 @@ async fn read_proxy_header<S: Transport>(
     stream
         .read_exact(&mut taken)
         .await
-        .map_err(|e| format!("reading the PROXY protocol header: {e}"))?;
+        .map_err(|e| (None, format!("reading the PROXY protocol header: {e}")))?;
     Ok(match header {
         ProxyHeader::Proxied { source, .. } => PeerAddr::Tcp(source),
         ProxyHeader::Local => peer.clone(),
