@@ -1213,7 +1213,7 @@ def report(results, servers, workloads):
         parts.append(
             "### The access log's cost at hello (issue 12: at most 10%)\n\n"
             f"stogie {fmt_rps(plain.rps)} req/s, with `--access-log FILE` {fmt_rps(logged.rps)}"
-            f": {cost:+.1%} ({'met' if cost <= 0.10 else 'not met'}). One round each in this"
+            f": {cost:.1%} fewer ({'met' if cost <= 0.10 else 'not met'}). One round each in this"
             " run: compare alternating rounds before trusting a few percent."
         )
 
