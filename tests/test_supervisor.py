@@ -4,6 +4,7 @@
 run it, in a subprocess, with clients sending requests all the while and every response
 counted."""
 
+import contextlib
 import http.client
 import os
 import signal
@@ -439,14 +440,21 @@ def test_max_worker_memory(app_dir):
 # --- hung workers ------------------------------------------------------------------------------
 
 
-def test_a_hung_worker_is_killed_and_replaced_and_what_waited_for_it_is_served(app_dir):
+@contextlib.contextmanager
+def two_workers_with_timeout(app_dir, seconds):
+    """``stogie --workers 2 --worker-timeout SECONDS``, serving: ``(running, connect,
+    workers)``."""
     port = free_port()
     connect = lambda: connect_tcp(port)  # noqa: E731
-    args = ["--workers", "2", "--worker-timeout", "1", "--bind", f"127.0.0.1:{port}"]
+    args = ["--workers", "2", "--worker-timeout", str(seconds), "--bind", f"127.0.0.1:{port}"]
     with serve(app_dir, *args) as running:
         wait_until_serving(running, connect)
         serving(running)
-        first = workers_of(running, 2)
+        yield running, connect, workers_of(running, 2)
+
+
+def test_a_hung_worker_is_killed_and_replaced_and_what_waited_for_it_is_served(app_dir):
+    with two_workers_with_timeout(app_dir, 1) as (running, connect, first):
         hung, other = sorted(first)
         os.kill(hung, signal.SIGSTOP)  # as a deadlocked engine: alive, silent
         stopped_at = time.monotonic()
@@ -469,13 +477,7 @@ def test_a_hung_worker_is_killed_and_replaced_and_what_waited_for_it_is_served(a
 
 def test_workers_stopped_with_their_supervisor_are_not_taken_for_hung(app_dir):
     # Ctrl-Z on a terminal stops the whole group; after fg nobody is hung.
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    args = ["--workers", "2", "--worker-timeout", "1", "--bind", f"127.0.0.1:{port}"]
-    with serve(app_dir, *args) as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        first = workers_of(running, 2)
+    with two_workers_with_timeout(app_dir, 1) as (running, connect, first):
         group = [running.pid, *first]
         for pid in group:
             os.kill(pid, signal.SIGSTOP)
@@ -489,13 +491,7 @@ def test_workers_stopped_with_their_supervisor_are_not_taken_for_hung(app_dir):
 
 
 def test_worker_timeout_zero_never_kills(app_dir):
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    args = ["--workers", "2", "--worker-timeout", "0", "--bind", f"127.0.0.1:{port}"]
-    with serve(app_dir, *args) as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        first = workers_of(running, 2)
+    with two_workers_with_timeout(app_dir, 0) as (running, _, first):
         hung = min(first)
         os.kill(hung, signal.SIGSTOP)
         try:
