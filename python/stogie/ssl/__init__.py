@@ -199,9 +199,7 @@ class Adapter:
             return _ssl_context_settings(context)
         if hasattr(context, "get_verify_mode"):
             return self._pyopenssl_context_settings(context)
-        raise TLSError(
-            f"context: a {type(context).__name__} cannot be read; use an ssl.SSLContext"
-        )
+        raise TLSError(f"context: a {type(context).__name__} cannot be read; use an ssl.SSLContext")
 
     def _cipher_settings(self, ciphers):
         """The cipher names an OpenSSL cipher string selects (OpenSSL itself reads it)."""
@@ -288,8 +286,7 @@ def _ssl_context_settings(context):
     for name, version in (("minimum_version", low), ("maximum_version", high)):
         if version not in _VERSIONS:
             raise TLSError(
-                f"context.{name} is {version.name}: stogie (rustls) speaks TLSv1_2 and "
-                "TLSv1_3 only"
+                f"context.{name} is {version.name}: stogie (rustls) speaks TLSv1_2 and TLSv1_3 only"
             )
     if low > high:
         raise TLSError(
@@ -360,4 +357,3 @@ def reload_logged(server):
         reload(server)
     except Exception as exc:  # noqa: BLE001 - logged; the server goes on with the old pair
         server.error_log(f"TLS reload failed, the old certificate stays: {exc}", level=40)
-
