@@ -1047,7 +1047,7 @@ class HTTPServer:
             raise TypeError("wsgi_app must be a WSGI callable: app(environ, start_response)")
         workers = self._worker_count()
         recycling = self._recycling()
-        self._amount("worker_timeout")
+        worker_timeout = self._amount("worker_timeout")
         supervised = self._supervised()
         addrs = self._bind_addrs()
         if supervised:
@@ -1113,7 +1113,7 @@ class HTTPServer:
                 loader=self._app_loader,
                 recycling=workers_module.Recycling(max_requests, jitter, max_memory, lifetime),
                 notifier=self._notifier,
-                worker_timeout=self._amount("worker_timeout"),
+                worker_timeout=worker_timeout,
             )
             try:
                 supervisor.start()

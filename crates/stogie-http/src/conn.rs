@@ -501,6 +501,15 @@ impl<S: Transport> Conn<S> {
         self.linger().await;
     }
 
+    /// Refuses the request in hand before it reaches the app: counted and answered as
+    /// `err`, then the connection closes.
+    async fn refuse_request(&mut self, err: &HttpError, out: &mut Outgoing, cfg: &ServerConfig) {
+        out.status = err.code();
+        out.sent = err.message().len() as u64;
+        self.count(out.method, out.status);
+        self.refuse(err, out.version, cfg).await;
+    }
+
     /// The clock, read when requests are timed (for the histogram or the access log).
     fn clock(cfg: &ServerConfig) -> Option<Instant> {
         (cfg.time_requests || cfg.access_log.is_some()).then(Instant::now)
@@ -713,32 +722,22 @@ impl<S: Transport> Conn<S> {
             sent: 0,
             logged_headers: Vec::new(),
         };
-        let forwarded = match self.forwarded(&head, cfg) {
-            Ok(f) => f,
-            Err(e) => {
-                let observed = Observed {
-                    started: Self::clock(cfg),
-                    head: cfg.access_log.as_ref().map(|log| for_the_log(&head, log)),
-                    forwarded: None,
-                };
-                out.status = e.code();
-                out.sent = e.message().len() as u64;
-                self.count(out.method, out.status);
-                self.refuse(&e, version, cfg).await;
-                self.record(cfg, &observed, out.status, out.sent, &[]);
-                return false;
-            }
-        };
+        let forwarded = self.forwarded(&head, cfg);
         let observed = Observed {
             started: Self::clock(cfg),
             head: cfg.access_log.as_ref().map(|log| for_the_log(&head, log)),
-            forwarded: if cfg.access_log.is_some() {
-                forwarded.clone()
-            } else {
-                None
+            forwarded: match &forwarded {
+                Ok(f) if cfg.access_log.is_some() => f.clone(),
+                _ => None,
             },
         };
-        let keep = self.answer(head, forwarded, cfg, &mut out).await;
+        let keep = match forwarded {
+            Ok(forwarded) => self.answer(head, forwarded, cfg, &mut out).await,
+            Err(e) => {
+                self.refuse_request(&e, &mut out, cfg).await;
+                false
+            }
+        };
         let logged = std::mem::take(&mut out.logged_headers);
         self.record(cfg, &observed, out.status, out.sent, &logged);
         keep
@@ -756,11 +755,7 @@ impl<S: Transport> Conn<S> {
         let (body, mut pump) = match self.take_body(&head, cfg).await {
             Ok(b) => b,
             Err(e) => {
-                let e = e.as_http();
-                out.status = e.code();
-                out.sent = e.message().len() as u64;
-                self.count(out.method, out.status);
-                self.refuse(&e, version, cfg).await;
+                self.refuse_request(&e.as_http(), out, cfg).await;
                 return false;
             }
         };
