@@ -361,7 +361,10 @@ impl NativeServer {
         if let Some(region) = &self.region {
             // A worker process: count in its own slot of the shared region.
             let index = metrics_slot.unwrap_or(slot);
-            self.stats = Arc::new(Stats::with_metrics(Metrics::new(region.clone(), index)));
+            let stats = Stats::with_metrics(Metrics::new(region.clone(), index));
+            // Cheroot's stats switched on before the start stay on.
+            stats.set_enabled(self.stats.enabled());
+            self.stats = Arc::new(stats);
         }
         let mut listeners = Vec::with_capacity(self.groups.len());
         let inherited: Vec<bool> = self.groups.iter().map(|g| g.inherited).collect();

@@ -238,6 +238,9 @@ pub fn build<'py>(
         crate::tls::update_environ(py, &env, info)?;
     }
     match parts.peer {
+        // A trusted proxy's word on the client is written below instead: the peer's would
+        // only be overwritten (and flip the one-entry address cache every request).
+        PeerAddr::Tcp(_) if parts.forwarded.is_some_and(|f| f.client.is_some()) => {}
         PeerAddr::Tcp(addr) => {
             env.set_item(intern!(py, "REMOTE_ADDR"), cache.addr(py, addr.ip()))?;
             env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, addr.port()))?;
