@@ -521,7 +521,7 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Times a finished request and writes its access log line. A request whose client
-    /// left before any answer is counted as nginx's 499.
+    /// left before any answer (status 0) is logged as nginx's 499.
     fn record(
         &self,
         cfg: &ServerConfig,
@@ -530,12 +530,7 @@ impl<S: Transport> Conn<S> {
         sent: u64,
         response_headers: &[(String, Vec<u8>)],
     ) {
-        let status = if status == 0 {
-            self.count(METHODS.len() - 1, 499);
-            499
-        } else {
-            status
-        };
+        let status = if status == 0 { 499 } else { status };
         let took = observed.started.map(|at| at.elapsed());
         if let Some(took) = took {
             self.shared.stats.metrics().observe(took);
@@ -738,6 +733,10 @@ impl<S: Transport> Conn<S> {
                 false
             }
         };
+        if out.status == 0 {
+            // The client left before any answer: nginx's 499, under the request's method.
+            self.count(out.method, 499);
+        }
         let logged = std::mem::take(&mut out.logged_headers);
         self.record(cfg, &observed, out.status, out.sent, &logged);
         keep
@@ -751,7 +750,6 @@ impl<S: Transport> Conn<S> {
         cfg: &Arc<ServerConfig>,
         out: &mut Outgoing,
     ) -> bool {
-        let version = out.version;
         let (body, mut pump) = match self.take_body(&head, cfg).await {
             Ok(b) => b,
             Err(e) => {
@@ -774,10 +772,7 @@ impl<S: Transport> Conn<S> {
             head_room: HeadRoom::new(),
         };
         if !self.dispatch(request).await {
-            out.status = HttpError::ServiceUnavailable.code();
-            out.sent = HttpError::ServiceUnavailable.message().len() as u64;
-            self.count(out.method, out.status);
-            self.refuse(&HttpError::ServiceUnavailable, version, cfg)
+            self.refuse_request(&HttpError::ServiceUnavailable, out, cfg)
                 .await;
             return false;
         }

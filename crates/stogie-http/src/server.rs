@@ -398,7 +398,8 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
     });
 }
 
-fn peer_text(peer: &PeerAddr) -> String {
+/// The peer as the logs name it.
+pub(crate) fn peer_text(peer: &PeerAddr) -> String {
     match peer {
         PeerAddr::Tcp(a) => a.to_string(),
         PeerAddr::Unix(_) => "a UNIX socket client".to_string(),

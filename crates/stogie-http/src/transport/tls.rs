@@ -656,10 +656,7 @@ pub(crate) async fn serve<S: Transport>(
         Some(e) => format!("failed: {e}"),
         None => format!("timed out after {:?}", cfg.timeout),
     };
-    let who = match &peer {
-        PeerAddr::Tcp(a) => a.to_string(),
-        PeerAddr::Unix(_) => "a UNIX socket client".to_owned(),
-    };
+    let who = crate::server::peer_text(&peer);
     shared
         .log
         .log(LogLevel::Debug, &format!("TLS handshake with {who} {why}"));
