@@ -1119,6 +1119,9 @@ class HTTPServer:
                 supervisor.start()
             except BaseException:
                 object.__setattr__(self, "_native", None)
+                if self.socket is not None:
+                    self.socket.close()
+                    object.__setattr__(self, "socket", None)
                 native.stop(0.0)
                 raise
             object.__setattr__(self, "_supervisor", supervisor)
@@ -1349,7 +1352,8 @@ class HTTPServer:
 
     def reload_tls(self):
         """Read the TLS certificate and key files again: new handshakes use them, open
-        connections keep theirs. With worker processes, each reloads (they get SIGHUP).
+        connections keep theirs. With worker processes this is a reload (as SIGHUP to the
+        supervisor): new workers read the files, and if they cannot, the old ones go on.
 
         Raises:
             stogie.ssl.TLSError: the new files cannot be served; the old pair stays.

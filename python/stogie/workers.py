@@ -26,7 +26,7 @@ timeout), and exits when its connections are gone or after ``shutdown_timeout``.
   takes what waits in its backlog, then drains.
 - **Recycling**: a worker that served ``max_requests`` requests (plus a random
   0..``max_requests_jitter``, so that workers started together are not replaced together),
-  whose memory (RSS) passes ``max_worker_memory`` bytes, or that has run ``worker_lifetime``
+  whose memory (RSS) passes ``max_worker_memory`` MiB, or that has run ``worker_lifetime``
   seconds, is replaced as in a reload, slot by slot: its replacement starts, serves, then it
   drains.
 - A serving worker that sends no heartbeat for ``worker_timeout`` seconds (its engine or its
@@ -476,9 +476,6 @@ class Supervisor:
         for signum in _CONTROL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        if server.ssl_adapter is not None:
-            # SIGHUP: read the TLS certificate and key again (the supervisor passes it on).
-            signal.signal(signal.SIGHUP, _ignore)
         self._wake_r.close()
         self._wake_w.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -657,8 +654,6 @@ class Supervisor:
         }
         for signum in (*_STOP_SIGNALS, *_CONTROL_SIGNALS, signal.SIGCHLD, signal.SIGUSR1):
             previous[signum] = signal.signal(signum, _ignore)
-        if self.server.ssl_adapter is not None:
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _ignore)
         return previous
 
     def _restore_signals(self, previous):
@@ -1146,8 +1141,7 @@ class Supervisor:
             del self.workers[pid]
 
     def signal_workers(self, signum):
-        """Send ``signum`` to every worker (SIGUSR1: reopen the access log; SIGHUP: read the
-        TLS certificate and key again)."""
+        """Send ``signum`` to every worker (SIGUSR1: reopen the access log)."""
         self._send_all(signum)
 
     def _send_all(self, signum):
@@ -1211,12 +1205,3 @@ def _received_all(sock):
         if not data:
             return found
         found.extend(signum for signum in data if signum)
-
-
-def _received(sock, signals, every=False):
-    """Drain the wake-up socket; return the first of ``signals`` found in it, or None
-    (with ``every``: the set of them found)."""
-    found = [signum for signum in _received_all(sock) if signum in signals]
-    if every:
-        return set(found)
-    return found[0] if found else None
