@@ -502,6 +502,40 @@ def test_worker_timeout_zero_never_kills(app_dir):
         assert "no heartbeat" not in running.stderr
 
 
+def test_a_replacement_that_never_serves_is_killed_and_tried_again(app_dir):
+    # A worker that dies is replaced; if the replacement hangs importing the app, it would
+    # hold the slot for good. After START_TIMEOUT (2 s here) it is killed and tried again.
+    (app_dir / "hangapp.py").write_text(
+        textwrap.dedent(
+            """
+            import os, time
+            while os.path.exists(os.path.join(os.path.dirname(__file__), "hang")):
+                time.sleep(0.05)
+            from rapp import application
+            """
+        )
+    )
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    script = (
+        "import sys, stogie.workers as w; w.START_TIMEOUT = 2.0;"
+        " from stogie import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    args = [sys.executable, "-c", script, "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    with process([*args, "hangapp"], app_dir) as running:
+        wait_until_serving(running, connect)
+        first = workers_of(running, 2)
+        (app_dir / "hang").write_text("")
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: "did not serve within 2 s: killing it" in running.stderr, 10), (
+            running.stderr
+        )
+        (app_dir / "hang").unlink()
+        assert wait_for(lambda: len(set(children_of(running.pid)) - first) == 1, 10), running.stderr
+        assert wait_for(lambda: len(pids_answering(connect, 2)) == 2, 10), running.stderr
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 

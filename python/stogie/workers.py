@@ -188,6 +188,13 @@ def _flush_stdio():
             pass
 
 
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _ignore(signum, frame):
     # Needed all the same: set_wakeup_fd() only sees signals that have a Python handler.
     pass
@@ -823,10 +830,7 @@ class Supervisor:
             self._retire(worker)
             return
         worker.state = "retiring"
-        try:
-            os.kill(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(worker.pid)
 
     def _retire(self, worker):
         if worker.state == "retiring":
@@ -849,6 +853,19 @@ class Supervisor:
             # stopped with it. Neither makes them hung.
             for worker in self.workers.values():
                 worker.last_beat = max(worker.last_beat, now)
+        for worker in list(self.workers.values()):
+            # A new worker that hangs before it serves (an import that never returns) would
+            # hold its slot for good. A reload's workers have the reload's own deadline.
+            reloading = self._reload is not None and worker.generation == self._reload[0]
+            if (
+                worker.state == "starting"
+                and not reloading
+                and now - worker.started >= START_TIMEOUT
+            ):
+                worker.state = "failed"  # reaped as a worker that could not start
+                worker.description = f"it did not serve within {START_TIMEOUT:.0f} s"
+                log.error("worker %d %s: killing it", worker.pid, worker.description)
+                _kill(worker.pid)
         if self.worker_timeout:
             for worker in list(self.workers.values()):
                 if worker.state == "serving" and now - worker.last_beat >= self.worker_timeout:
@@ -877,10 +894,7 @@ class Supervisor:
             silent,
         )
         worker.state = "hung"  # reaped as a worker that died: its slot gets another
-        try:
-            os.kill(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(worker.pid)
 
     def _recycle(self, worker, reason):
         if (
