@@ -85,15 +85,13 @@ def test_each_reload_leaves_no_old_worker(app_dir, metrics):
     with start(app_dir, port, metrics) as running:
         wait_until_serving(running, lambda: connect_tcp(port))
         serving(running)
-        for version in ("two", "three"):
+        for reloads, version in enumerate(("two", "three"), 1):
             old = workers_of(running, 2)
             (app_dir / "version.txt").write_text(version)
             running.proc.send_signal(signal.SIGHUP)
-            assert wait_for(
-                lambda v=version: running.stderr.count("reloaded:") >= ("two", "three").index(v)
-                + 1,
-                10,
-            ), running.stderr
+            assert wait_for(lambda n=reloads: running.stderr.count("reloaded:") == n, 10), (
+                running.stderr
+            )
             gone_within(old, DRAIN_DEADLINE)
             new = workers_of(running, 2)
             assert not new & old
@@ -115,9 +113,7 @@ def test_recycled_workers_leave_no_old_worker(app_dir, metrics):
         first = workers_of(running, 2)
         (app_dir / "version.txt").write_text("two")
         with Load(lambda: connect_tcp(port), clients=2, keep_alive=False) as load:
-            assert wait_for(lambda: not (first & set(children_of(running.pid))), 20), (
-                running.stderr
-            )
+            assert wait_for(lambda: not (first & set(children_of(running.pid))), 20), running.stderr
         assert load.errors == [], load.errors[:5]
         gone_within(first, DRAIN_DEADLINE)
         seen = answers(port, 10)
