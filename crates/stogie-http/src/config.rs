@@ -4,8 +4,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::accesslog::AccessLog;
-use crate::proxy::TrustedPeers;
+use crate::ops::accesslog::AccessLog;
+use crate::ops::proxy::TrustedPeers;
 
 /// Settings read by connections. A running server reads them per connection and per
 /// request, so a change made through [`LiveConfig`] takes effect for the next request.

@@ -1,5 +1,6 @@
-//! Errors a request can end with, and the short text answers the client gets for them.
-//! Where Cheroot has words for the case, they are Cheroot's.
+//! Errors a request can end with, the short text answers the client gets for them, and how
+//! the metrics count the engine's own refusals. Where Cheroot has words for the case, they
+//! are Cheroot's.
 
 use std::fmt;
 
@@ -48,8 +49,7 @@ impl HttpError {
     }
 
     /// What kind of refusal this is, for the metrics; `None` for the app's own failures.
-    pub fn refusal(&self) -> Option<crate::metrics::Refusal> {
-        use crate::metrics::Refusal;
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
             HttpError::BadRequest(_)
             | HttpError::MethodNotAllowed
@@ -107,3 +107,63 @@ impl fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+/// Why the engine refused a request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed: a 400 (or 405, 501, 505) from the codec.
+    Parse,
+    /// Over a size limit: 413, 414, 431.
+    Limit,
+    /// Too slow: 408, or a body or response that stopped moving.
+    Timeout,
+    /// No room in the queue for Python: 503.
+    QueueFull,
+}
+
+/// Why a request body could not be read to its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The framing is broken (bad chunk size, missing CRLF, forbidden trailer...).
+    Malformed(&'static str),
+    /// The body is larger than `max_request_body_size`.
+    TooLarge,
+    /// No body bytes arrived for `timeout`.
+    Timeout,
+    /// The client closed the connection before the body's end.
+    Truncated,
+    /// The request ended (the response is done) before the body was read.
+    Abandoned,
+}
+
+impl BodyError {
+    /// The answer a client gets when this error happens before any response was sent.
+    pub fn as_http(&self) -> HttpError {
+        match self {
+            BodyError::Malformed(m) => HttpError::BadRequest(m),
+            BodyError::TooLarge => HttpError::PayloadTooLarge,
+            BodyError::Timeout => HttpError::RequestTimeout,
+            BodyError::Truncated | BodyError::Abandoned => {
+                HttpError::BadRequest("The request body ended before its declared end.")
+            }
+        }
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Malformed(m) => write!(f, "malformed request body: {m}"),
+            BodyError::TooLarge => f.write_str(
+                "request body exceeds the maximum allowed bytes (max_request_body_size)",
+            ),
+            BodyError::Timeout => f.write_str("timed out waiting for the request body"),
+            BodyError::Truncated => {
+                f.write_str("client closed the connection before the body's end")
+            }
+            BodyError::Abandoned => f.write_str("the request body is no longer available"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
 
-use crate::conn::Shared;
+use crate::h1::conn::Shared;
 
 /// How long a connection waits idle in its own task before it parks.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);

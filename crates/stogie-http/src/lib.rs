@@ -1,99 +1,40 @@
-//! stogie-http: the HTTP/1.1 server of stogie, in pure Rust.
+//! stogie-http: the HTTP server of stogie, in pure Rust.
 //!
 //! It owns the sockets, the request codec ([`h1`]), body framing, the response writer,
 //! timeouts and graceful shutdown. Whatever answers requests sits behind the [`Gateway`]
 //! trait, as in Cheroot's `server.Gateway`; the WSGI gateway lives in another crate.
+//!
+//! A request is the same whatever protocol carries it ([`message`], [`exchange`]); only the
+//! framing is per protocol ([`h1`]). The operations side ([`ops`]: access log, metrics,
+//! proxies) is called by the engine and never calls back.
 
 #![warn(missing_docs)]
 
-pub mod accesslog;
 pub mod config;
-mod conn;
 pub mod error;
 pub mod exchange;
 pub mod h1;
 mod idle;
 pub mod listener;
-pub mod metrics;
-mod outbuf;
-mod pipe;
-pub mod proxy;
+mod log;
+pub mod message;
+pub mod ops;
 pub mod server;
 pub mod stats;
 pub mod tls_env;
 pub mod transport;
 
-use std::time::Duration;
-
 pub use config::{LiveConfig, ServerConfig};
-pub use error::HttpError;
+pub use error::{BodyError, HttpError};
+pub use exchange::gateway::Gateway;
+pub use exchange::pipe::{hold_final_wakes, HeldWakes};
 pub use exchange::{
     ClientGone, LocalAddr, PeerAddr, PeerCred, Request, RequestBody, ResponseEvent, ResponseSender,
 };
-pub use h1::body::BodyError;
-pub use h1::head::{Header, RequestHead, Version};
-pub use h1::response::{HeadRoom, ResponseHead};
 pub use listener::{BindAddr, ListenOptions, Listener};
-pub use pipe::{hold_final_wakes, HeldWakes};
+pub use log::{ErrorLog, LogLevel, StderrLog};
+pub use message::{HeadRoom, Header, RequestHead, ResponseHead, Version};
 pub use server::{EngineOptions, HttpServer, MetricsEndpoint};
 pub use stats::{Stats, StatsSnapshot};
 pub use tls_env::TlsInfo;
 pub use transport::tls::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsVersion};
-
-/// Whatever answers requests: takes each request and, sooner or later, sends its response
-/// events through `request.response`.
-pub trait Gateway: Send + Sync + 'static {
-    /// Takes a request. Returns it back when there is no room now (a full queue); the
-    /// connection then retries until [`Gateway::queue_timeout`] and answers 503.
-    // The request comes back by value: the busy path is rare, and boxing would cost an
-    // allocation on every request.
-    #[allow(clippy::result_large_err)]
-    fn dispatch(&self, request: Request) -> Result<(), Request>;
-
-    /// How long a request may wait for room in the gateway's queue.
-    fn queue_timeout(&self) -> Duration {
-        Duration::from_secs(10)
-    }
-
-    /// How loaded the gateway is, for the metrics: requests queued, workers busy, workers.
-    fn load(&self) -> (usize, usize, usize) {
-        (0, 0, 0)
-    }
-}
-
-/// Severity of an engine log message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Detail for debugging.
-    Debug,
-    /// Normal events.
-    Info,
-    /// Something went wrong for one request or connection.
-    Warning,
-    /// Something the operator must look at.
-    Error,
-}
-
-/// Where the engine reports errors (the Python side routes this to `logging`).
-pub trait ErrorLog: Send + Sync + 'static {
-    /// Records one message.
-    fn log(&self, level: LogLevel, msg: &str);
-
-    /// Whether messages at `level` are recorded: one that is not is not even formatted.
-    /// (Per-connection debug messages, such as failed TLS handshakes, can come by the
-    /// thousand from a scanner.)
-    fn enabled(&self, level: LogLevel) -> bool {
-        let _ = level;
-        true
-    }
-}
-
-/// An [`ErrorLog`] that writes to standard error.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StderrLog;
-
-impl ErrorLog for StderrLog {
-    fn log(&self, level: LogLevel, msg: &str) {
-        eprintln!("stogie {level:?}: {msg}");
-    }
-}

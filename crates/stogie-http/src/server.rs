@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::conn::{self, Open, Shared, Stop};
+use crate::config::LiveConfig;
+use crate::error::Refusal;
+use crate::exchange::gateway::Gateway;
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
+use crate::h1::conn::{self, Open, Shared, Stop};
 use crate::listener::Listener;
-use crate::metrics::Refusal;
-use crate::proxy::{parse_proxy_header, ProxyError, ProxyHeader, TrustedPeers};
+use crate::log::{ErrorLog, LogLevel};
+use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader, TrustedPeers};
 use crate::stats::Stats;
 use crate::transport::tls::{self, TlsAcceptor};
 use crate::transport::Transport;
-use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
 
 /// Options fixed for the server's lifetime.
 #[derive(Clone, Debug)]
@@ -115,10 +117,10 @@ impl HttpServer {
             .worker_threads(opts.io_threads.max(1))
             .thread_name("stogie-io")
             .on_thread_park(|| {
-                crate::pipe::IO_ASLEEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::exchange::pipe::IO_ASLEEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             })
             .on_thread_unpark(|| {
-                crate::pipe::IO_ASLEEP.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                crate::exchange::pipe::IO_ASLEEP.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             })
             .enable_io()
             .enable_time()

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Server-wide counters. Relaxed atomics: they are read for reports, never for decisions.
 #[derive(Debug)]

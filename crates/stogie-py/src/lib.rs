@@ -37,7 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     tls::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("ACCESS_LOG_COMBINED", stogie_http::accesslog::COMBINED)?;
+    m.add("ACCESS_LOG_COMBINED", stogie_http::ops::accesslog::COMBINED)?;
     // Threads started from Rust stay out of Python while the interpreter is torn down.
     gil::init();
     m.add_function(wrap_pyfunction!(gil::prepare_exit, m)?)?;

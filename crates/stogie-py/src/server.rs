@@ -8,9 +8,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use stogie_http::accesslog::{AccessFormat, AccessLog, Destination};
-use stogie_http::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
-use stogie_http::proxy::TrustedPeers;
+use stogie_http::ops::accesslog::{AccessFormat, AccessLog, Destination};
+use stogie_http::ops::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
+use stogie_http::ops::proxy::TrustedPeers;
 use stogie_http::{
     BindAddr, EngineOptions, ErrorLog, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
     LogLevel, MetricsEndpoint, ServerConfig, Stats,
@@ -110,7 +110,7 @@ fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
 /// inject headers), so they are refused here, where the setting is made.
 fn header_text(key: &str, v: String) -> PyResult<String> {
     // ASCII: the engine writes the text's bytes as they are.
-    if !v.is_ascii() || stogie_http::h1::response::has_bad_byte(v.as_bytes()) {
+    if !v.is_ascii() || stogie_http::message::has_bad_byte(v.as_bytes()) {
         return Err(PyValueError::new_err(format!(
             "{key} {v:?} cannot go into a header: use printable ASCII text"
         )));

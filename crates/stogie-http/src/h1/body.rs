@@ -1,58 +1,9 @@
 //! Request body decoders: content-length and chunked (with extensions and trailers read,
 //! bounded and dropped). Pure state machines over a byte buffer.
 
-use std::fmt;
-
 use bytes::{Bytes, BytesMut};
 
-use crate::error::HttpError;
-
-/// Why a request body could not be read to its end.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BodyError {
-    /// The framing is broken (bad chunk size, missing CRLF, forbidden trailer...).
-    Malformed(&'static str),
-    /// The body is larger than `max_request_body_size`.
-    TooLarge,
-    /// No body bytes arrived for `timeout`.
-    Timeout,
-    /// The client closed the connection before the body's end.
-    Truncated,
-    /// The request ended (the response is done) before the body was read.
-    Abandoned,
-}
-
-impl BodyError {
-    /// The answer a client gets when this error happens before any response was sent.
-    pub fn as_http(&self) -> HttpError {
-        match self {
-            BodyError::Malformed(m) => HttpError::BadRequest(m),
-            BodyError::TooLarge => HttpError::PayloadTooLarge,
-            BodyError::Timeout => HttpError::RequestTimeout,
-            BodyError::Truncated | BodyError::Abandoned => {
-                HttpError::BadRequest("The request body ended before its declared end.")
-            }
-        }
-    }
-}
-
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::Malformed(m) => write!(f, "malformed request body: {m}"),
-            BodyError::TooLarge => f.write_str(
-                "request body exceeds the maximum allowed bytes (max_request_body_size)",
-            ),
-            BodyError::Timeout => f.write_str("timed out waiting for the request body"),
-            BodyError::Truncated => {
-                f.write_str("client closed the connection before the body's end")
-            }
-            BodyError::Abandoned => f.write_str("the request body is no longer available"),
-        }
-    }
-}
-
-impl std::error::Error for BodyError {}
+use crate::error::BodyError;
 
 /// What a decoder made of the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -320,7 +271,7 @@ fn check_extensions(mut rest: &[u8]) -> Result<(), BodyError> {
         rest = &rest[skip_ws(rest)..];
         let name = rest
             .iter()
-            .take_while(|&&b| super::head::is_token(&[b]))
+            .take_while(|&&b| crate::message::is_token(&[b]))
             .count();
         if name == 0 {
             return Err(BAD);
@@ -352,7 +303,7 @@ fn check_extensions(mut rest: &[u8]) -> Result<(), BodyError> {
             } else {
                 let v = rest
                     .iter()
-                    .take_while(|&&b| super::head::is_token(&[b]))
+                    .take_while(|&&b| crate::message::is_token(&[b]))
                     .count();
                 if v == 0 {
                     return Err(BAD);
@@ -374,7 +325,7 @@ fn check_trailer(line: &[u8]) -> Result<(), BodyError> {
         .position(|&b| b == b':')
         .ok_or(BodyError::Malformed("invalid trailer field"))?;
     let name = &line[..colon];
-    if !super::head::is_token(name) {
+    if !crate::message::is_token(name) {
         return Err(BodyError::Malformed("invalid trailer field name"));
     }
     if line[colon + 1..]

@@ -6,25 +6,7 @@ use std::mem::MaybeUninit;
 
 use crate::config::ServerConfig;
 use crate::error::HttpError;
-
-/// The request's HTTP version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    /// HTTP/1.0
-    Http10,
-    /// HTTP/1.1
-    Http11,
-}
-
-impl Version {
-    /// The protocol as written in a request or status line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        }
-    }
-}
+use crate::message::{is_tchar, is_token, is_valid_host, Header, RequestHead, Version};
 
 /// How the request body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,86 +19,9 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// One request header field, as received (name spelling kept).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// The field name.
-    pub name: Bytes,
-    /// The field value, leading and trailing whitespace removed.
-    pub value: Bytes,
-}
-
-/// A validated request head. Every byte field is a slice of the one buffer the head
-/// arrived in.
-#[derive(Clone, Debug)]
-pub struct RequestHead {
-    /// The method token, case kept.
-    pub method: Bytes,
-    /// The request-target exactly as sent (Cheroot's `REQUEST_URI`).
-    pub target: Bytes,
-    /// The path part of the target, still percent-encoded.
-    pub path: Bytes,
-    /// The query part of the target without the `?`.
-    pub query: Bytes,
-    /// The scheme of an absolute-form target (`http`), if one was sent.
-    pub scheme: Option<Bytes>,
-    /// HTTP/1.0 or HTTP/1.1.
-    pub version: Version,
-    /// Header fields in arrival order (names with `_` dropped unless allowed).
-    pub headers: Vec<Header>,
-    /// How the body is delimited.
-    pub framing: BodyFraming,
-    /// Whether the client allows the connection to stay open after this request.
-    pub keep_alive: bool,
-    /// `Expect: 100-continue` on an HTTP/1.1 request.
-    pub expect_continue: bool,
-}
-
-impl RequestHead {
-    /// The first value of a header, compared case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|h| &h.value)
-    }
-
-    /// A head with nothing in it, for a request refused before its head could be read.
-    pub fn empty() -> RequestHead {
-        RequestHead {
-            method: Bytes::new(),
-            target: Bytes::new(),
-            path: Bytes::new(),
-            query: Bytes::new(),
-            scheme: None,
-            version: Version::Http11,
-            headers: Vec::new(),
-            framing: BodyFraming::None,
-            keep_alive: false,
-            expect_continue: false,
-        }
-    }
-
-    /// Whether the method is HEAD (the response then carries no body).
-    pub fn is_head(&self) -> bool {
-        &self.method[..] == b"HEAD"
-    }
-}
-
 const MAX_HEADERS_HARD: usize = 1024;
 /// Header slots kept on the stack while parsing; larger `max_header_count`s use the heap.
 const STACK_HEADERS: usize = 128;
-
-fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
-        | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
-}
-
-/// Whether `s` is a non-empty RFC 9110 token.
-pub fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
-}
 
 fn bad(msg: &'static str) -> HttpError {
     HttpError::BadRequest(msg)
@@ -593,80 +498,6 @@ fn parse_transfer_encoding(te: &[u8]) -> Result<BodyFraming, HttpError> {
     Ok(BodyFraming::Chunked)
 }
 
-/// `host[:port]` per RFC 3986: a reg-name, an IPv4 address or a bracketed IPv6 literal.
-pub fn is_valid_host(v: &[u8]) -> bool {
-    if v.is_empty() {
-        // RFC 9112 §3.2: an empty Host is allowed when the target has no authority.
-        return true;
-    }
-    let (host, port) = if v.starts_with(b"[") {
-        match v.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let inner = &v[1..end];
-                let is_ipv6 = std::str::from_utf8(inner)
-                    .is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
-                if !is_ipv6 {
-                    return false;
-                }
-                (&v[..end + 1], &v[end + 1..])
-            }
-            None => return false,
-        }
-    } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(c) => (&v[..c], &v[c..]),
-            None => (v, &b""[..]),
-        }
-    };
-    if !port.is_empty() {
-        let digits = &port[1..];
-        if !port.starts_with(b":") || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
-            return false;
-        }
-    }
-    host.starts_with(b"[") || is_reg_name(host)
-}
-
-/// RFC 3986 reg-name (which IPv4 addresses also match): unreserved, sub-delims and
-/// pct-encoded bytes.
-fn is_reg_name(host: &[u8]) -> bool {
-    let mut i = 0;
-    while i < host.len() {
-        let b = host[i];
-        if b == b'%' {
-            let hex = host.get(i + 1..i + 3);
-            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                return false;
-            }
-            i += 3;
-            continue;
-        }
-        let ok = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            );
-        if !ok {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,39 +680,6 @@ mod tests {
         for (raw, code) in cases {
             let e = p(raw).unwrap_err();
             assert_eq!(e.code(), *code, "{}", String::from_utf8_lossy(raw));
-        }
-    }
-
-    #[test]
-    fn hosts() {
-        for ok in [
-            &b""[..],
-            b"h",
-            b"h:80",
-            b"h:",
-            b"1.2.3.4:8080",
-            b"[::1]",
-            b"[2001:db8::7]:443",
-            b"a%41b",
-            b"0.0.0.0=5000",
-        ] {
-            assert!(is_valid_host(ok), "{}", String::from_utf8_lossy(ok));
-        }
-        for bad in [
-            &b"a b"[..],
-            b"a/b",
-            b"u@h",
-            b"h:8x",
-            b"h:123456",
-            b"[::1",
-            b"[g::1]",
-            b"[:::::]",
-            b"[]",
-            b"[::1]x",
-            b"a%4",
-            b"a%zz",
-        ] {
-            assert!(!is_valid_host(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 

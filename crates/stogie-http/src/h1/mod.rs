@@ -1,6 +1,9 @@
-//! The HTTP/1.1 codec: bytes in, values out. Nothing here touches a socket, so all of it can
-//! be unit-tested and fuzzed.
+//! HTTP/1.1: the codec (bytes in, values out: nothing in [`head`], [`body`] or [`response`]
+//! touches a socket, so all of it can be unit-tested and fuzzed) and the connection that
+//! drives it.
 
 pub mod body;
+pub(crate) mod conn;
 pub mod head;
+pub(crate) mod outbuf;
 pub mod response;

@@ -26,12 +26,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::Transport;
-use crate::conn::{self, Open, Shared};
 use crate::error::HttpError;
 use crate::exchange::PeerAddr;
-use crate::h1::head::Version;
+use crate::h1::conn::{self, Open, Shared};
+use crate::log::LogLevel;
+use crate::message::Version;
 use crate::tls_env::{self, ServerVars, TlsInfo};
-use crate::LogLevel;
 
 /// What the client gets when it speaks plain HTTP to the TLS port (Cheroot's words).
 pub const PLAIN_HTTP_ON_TLS_PORT: &str =
@@ -568,15 +568,15 @@ async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared:
     let err = HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT);
     let answer = crate::h1::response::error_response(&err, Version::Http11, &cfg.server_software);
     let metrics = shared.stats.metrics();
-    metrics.request(crate::metrics::METHODS.len() - 1, 400);
-    metrics.refused(crate::metrics::Refusal::Parse);
+    metrics.request(crate::ops::metrics::METHODS.len() - 1, 400);
+    metrics.refused(crate::error::Refusal::Parse);
     let sent = stream.write_all(&answer).await.is_ok();
     if let Some(log) = &cfg.access_log {
         let client = match peer {
             PeerAddr::Tcp(a) => a.ip().to_canonical().to_string(),
             PeerAddr::Unix(_) => "-".to_owned(),
         };
-        log.log(&crate::accesslog::AccessRecord {
+        log.log(&crate::ops::accesslog::AccessRecord {
             client: &client,
             time: at,
             duration: started.elapsed(),

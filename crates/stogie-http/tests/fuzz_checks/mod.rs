@@ -8,10 +8,9 @@
 
 use bytes::{Bytes, BytesMut};
 use stogie_http::h1::body::{ChunkedDecoder, Decoded};
-use stogie_http::h1::head::{self, BodyFraming, RequestHead, Version};
-use stogie_http::h1::response::{
-    chunk_header, encode_head, ResponseContext, ResponseFraming, ResponseHead,
-};
+use stogie_http::h1::head::{self, BodyFraming};
+use stogie_http::h1::response::{chunk_header, encode_head, ResponseContext, ResponseFraming};
+use stogie_http::message::{self, RequestHead, ResponseHead, Version};
 use stogie_http::{BodyError, HttpError, ServerConfig};
 
 // ---------------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ fn outcome(r: Result<Option<RequestHead>, HttpError>, cfg: &ServerConfig) -> Hea
 
 /// What an accepted head must look like, whatever the input was.
 fn check_head_value(h: &RequestHead, cfg: &ServerConfig) {
-    assert!(head::is_token(&h.method), "method {:?}", h.method);
+    assert!(message::is_token(&h.method), "method {:?}", h.method);
     assert!(
         h.target.iter().all(|&b| (0x21..0x7f).contains(&b)),
         "target {:?}",
@@ -97,7 +96,7 @@ fn check_head_value(h: &RequestHead, cfg: &ServerConfig) {
     );
     let mut hosts = 0;
     for f in &h.headers {
-        assert!(head::is_token(&f.name), "header name {:?}", f.name);
+        assert!(message::is_token(&f.name), "header name {:?}", f.name);
         assert!(
             f.value
                 .iter()
@@ -412,7 +411,7 @@ fn plainly_valid(head: &ResponseHead) -> bool {
         && s[2].is_ascii_digit()
         && (s.len() == 3 || (s[3] == b' ' && s[4..].iter().all(|&b| is_field_byte(b))))
         && head.headers().all(|(n, v)| {
-            head::is_token(n)
+            message::is_token(n)
                 && !n.eq_ignore_ascii_case(b"content-length")
                 && v.iter().all(|&b| is_field_byte(b))
         })
@@ -523,7 +522,7 @@ pub fn check_response(head: &ResponseHead, ctx: &ResponseContext<'_>) {
 /// The first byte of the input also picks forwarded-header values to evaluate, which must
 /// never panic and never name a scheme other than http or https.
 pub fn check_proxy_header(data: &[u8]) {
-    use stogie_http::proxy::{forwarded, parse_proxy_header, TrustedPeers};
+    use stogie_http::ops::proxy::{forwarded, parse_proxy_header, TrustedPeers};
 
     match parse_proxy_header(data) {
         Ok(Some((_, n))) => {
@@ -593,7 +592,7 @@ pub fn check_proxy_header(data: &[u8]) {
             };
             assert!(matches!(f.scheme, None | Some("http") | Some("https")));
             if let Some(host) = &f.host {
-                assert!(head::is_valid_host(host) && !host.is_empty());
+                assert!(message::is_valid_host(host) && !host.is_empty());
             }
         }
     }

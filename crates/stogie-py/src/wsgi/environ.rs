@@ -7,7 +7,7 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use stogie_http::proxy::Forwarded;
+use stogie_http::ops::proxy::Forwarded;
 use stogie_http::{PeerAddr, RequestHead, TlsInfo};
 
 /// `HTTP_*` key objects by header name spelling, and the last client address as a string,

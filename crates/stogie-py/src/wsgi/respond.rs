@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError,
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use stogie_http::h1::response::content_length_value;
+use stogie_http::message::content_length_value;
 use stogie_http::{ClientGone, HeadRoom, ResponseEvent, ResponseHead, ResponseSender};
 
 /// Bodies at least this long are lent to the engine without a copy; shorter ones are copied
@@ -301,7 +301,7 @@ pub fn head_from_py(
         fields: mut ranges,
     } = room;
     let status_at = push_latin1(&mut text, status, "response status")?;
-    stogie_http::h1::response::status_code(&text[status_at.clone()]).map_err(|e| {
+    stogie_http::message::status_code(&text[status_at.clone()]).map_err(|e| {
         PyValueError::new_err(format!(
             "WSGI response status {:?}: {e}",
             String::from_utf8_lossy(&text[status_at.clone()])
@@ -310,7 +310,7 @@ pub fn head_from_py(
     let mut push = |item: &Bound<'_, PyAny>| -> PyResult<()> {
         let (name, value) = header_pair(item)?;
         let name = push_latin1(&mut text, &name, "response header key")?;
-        if !stogie_http::h1::head::is_token(&text[name.clone()]) {
+        if !stogie_http::message::is_token(&text[name.clone()]) {
             return Err(PyValueError::new_err(format!(
                 "WSGI response header name {:?} is not a valid token.",
                 String::from_utf8_lossy(&text[name])

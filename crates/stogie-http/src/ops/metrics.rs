@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::Refusal;
+
 /// Methods counted by name; any other is `other`.
 pub const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
@@ -25,19 +27,6 @@ const BUCKET_MICROS: [u64; 12] = [
     1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
     10_000_000,
 ];
-
-/// Why the engine refused a request itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Malformed: a 400 (or 405, 501, 505) from the codec.
-    Parse,
-    /// Over a size limit: 413, 414, 431.
-    Limit,
-    /// Too slow: 408, or a body or response that stopped moving.
-    Timeout,
-    /// No room in the queue for Python: 503.
-    QueueFull,
-}
 
 const REFUSALS: [(Refusal, &str); 4] = [
     (Refusal::Parse, "parse_error"),

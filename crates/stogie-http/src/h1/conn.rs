@@ -18,21 +18,25 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::accesslog::{AccessLog, AccessRecord};
+use crate::config::LiveConfig;
 use crate::config::ServerConfig;
+use crate::error::BodyError;
 use crate::error::HttpError;
+use crate::exchange::gateway::Gateway;
+use crate::exchange::pipe;
 use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
-use crate::h1::body::{BodyDecoder, BodyError, Decoded};
-use crate::h1::head::{self, BodyFraming, RequestHead, Version};
-use crate::h1::response::{self, HeadRoom, ResponseContext, ResponseFraming};
+use crate::h1::body::{BodyDecoder, Decoded};
+use crate::h1::head::{self, BodyFraming};
+use crate::h1::outbuf::OutBuf;
+use crate::h1::response::{self, ResponseContext, ResponseFraming};
 use crate::idle::{Lot, Parkable, PARK_AFTER};
-use crate::metrics::{method_index, METHODS};
-use crate::outbuf::OutBuf;
-use crate::pipe;
-use crate::proxy::{self, Forwarded};
+use crate::log::{ErrorLog, LogLevel};
+use crate::message::{HeadRoom, RequestHead, Version};
+use crate::ops::accesslog::{AccessLog, AccessRecord};
+use crate::ops::metrics::{method_index, METHODS};
+use crate::ops::proxy::{self, Forwarded};
 use crate::stats::Stats;
 use crate::transport::Transport;
-use crate::{ErrorLog, Gateway, LiveConfig, LogLevel};
 
 /// What every connection of one server shares.
 pub(crate) struct Shared {
@@ -46,7 +50,7 @@ pub(crate) struct Shared {
     pub scheme: &'static str,
     pub tls: Option<crate::transport::tls::TlsAcceptor>,
     /// Connections start with a PROXY protocol header from these peers.
-    pub proxy_protocol: Option<crate::proxy::TrustedPeers>,
+    pub proxy_protocol: Option<crate::ops::proxy::TrustedPeers>,
 }
 
 /// The server's stop signal, as connections and accept loops see it.

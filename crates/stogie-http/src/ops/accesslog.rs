@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::h1::head::Header;
-use crate::{ErrorLog, LogLevel};
+use crate::log::{ErrorLog, LogLevel};
+use crate::message::Header;
 
 /// Apache's combined log format, in gunicorn's atoms: gunicorn's default.
 pub const COMBINED: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
@@ -231,7 +231,7 @@ fn atom(name: &str) -> Result<Piece, String> {
     if let Some(header) = name.strip_prefix('{') {
         let bad = || format!("%({name})s: a header atom is %({{name}}i) or %({{name}}o)");
         let (header, kind) = header.rsplit_once('}').ok_or_else(bad)?;
-        if header.is_empty() || !crate::h1::head::is_token(header.as_bytes()) {
+        if header.is_empty() || !crate::message::is_token(header.as_bytes()) {
             return Err(bad());
         }
         let header = header.to_ascii_lowercase();

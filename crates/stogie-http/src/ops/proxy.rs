@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 
 use crate::error::HttpError;
-use crate::h1::head::{is_valid_host, RequestHead};
+use crate::message::{is_valid_host, RequestHead};
 
 /// A set of peers whose proxy information is believed: addresses and CIDR networks, or
 /// everyone (`*`). gunicorn's `--forwarded-allow-ips`.

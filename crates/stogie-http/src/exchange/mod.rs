@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::h1::body::BodyError;
-use crate::h1::head::RequestHead;
-use crate::h1::response::{HeadRoom, ResponseHead};
-use crate::pipe::{PipeSender, SendError};
+use crate::error::BodyError;
+use crate::message::{HeadRoom, RequestHead, ResponseHead};
+use pipe::{PipeSender, SendError};
+
+pub mod gateway;
+pub(crate) mod pipe;
 
 /// Credentials of the process at the other end of a UNIX socket (SO_PEERCRED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub struct Request {
     pub tls: Option<std::sync::Arc<crate::tls_env::TlsInfo>>,
     /// What trusted proxies in front say of the client (its address, the scheme, host and
     /// port it used), when they say anything.
-    pub forwarded: Option<Box<crate::proxy::Forwarded>>,
+    pub forwarded: Option<Box<crate::ops::proxy::Forwarded>>,
     /// The request body.
     pub body: RequestBody,
     /// Where the response goes.
