@@ -4,6 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::h1::head::HeadLimits;
 use crate::ops::accesslog::AccessLog;
 use crate::ops::proxy::TrustedPeers;
 
@@ -48,18 +49,19 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let limits = HeadLimits::default();
         ServerConfig {
             timeout: Duration::from_secs(10),
-            max_request_header_size: 0,
-            max_request_body_size: 0,
-            max_request_line: 8190,
-            max_header_count: 100,
-            max_header_field: 8190,
+            max_request_header_size: limits.max_request_header_size,
+            max_request_body_size: limits.max_request_body_size,
+            max_request_line: limits.max_request_line,
+            max_header_count: limits.max_header_count,
+            max_header_field: limits.max_header_field,
             prefetch_body_limit: 64 * 1024,
             drain_limit: 256 * 1024,
             server_software: concat!("Stogie/", env!("CARGO_PKG_VERSION")).to_string(),
             protocol: "HTTP/1.1".to_string(),
-            allow_underscore_headers: false,
+            allow_underscore_headers: limits.allow_underscore_headers,
             stats_enabled: false,
             access_log: None,
             trusted_proxies: TrustedPeers::parse("127.0.0.1,::1").expect("a valid list"),
@@ -71,14 +73,19 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The largest head the reader will buffer before answering 431.
     pub fn head_limit(&self) -> usize {
-        if self.max_request_header_size > 0 {
-            self.max_request_header_size
-        } else {
-            // request line + every field at its limit, plus the CRLFs
-            self.max_header_count
-                .saturating_mul(self.max_header_field.saturating_add(2))
-                .saturating_add(self.max_request_line)
-                .saturating_add(4)
+        HeadLimits::from(self).head_limit()
+    }
+}
+
+impl From<&ServerConfig> for HeadLimits {
+    fn from(cfg: &ServerConfig) -> HeadLimits {
+        HeadLimits {
+            max_request_line: cfg.max_request_line,
+            max_header_count: cfg.max_header_count,
+            max_header_field: cfg.max_header_field,
+            max_request_header_size: cfg.max_request_header_size,
+            max_request_body_size: cfg.max_request_body_size,
+            allow_underscore_headers: cfg.allow_underscore_headers,
         }
     }
 }

@@ -7,8 +7,6 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::h1::head::BodyFraming;
-
 /// The request's HTTP version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -16,6 +14,8 @@ pub enum Version {
     Http10,
     /// HTTP/1.1
     Http11,
+    /// HTTP/2 (written `HTTP/2.0`, as gunicorn and CGI's `SERVER_PROTOCOL` have it).
+    Http2,
 }
 
 impl Version {
@@ -24,6 +24,7 @@ impl Version {
         match self {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2.0",
         }
     }
 }
@@ -37,8 +38,8 @@ pub struct Header {
     pub value: Bytes,
 }
 
-/// A validated request head. Every byte field is a slice of the one buffer the head
-/// arrived in.
+/// A validated request head, whatever protocol carried it: what the gateway is given. Every
+/// byte field is a slice of the one buffer the head arrived in.
 #[derive(Clone, Debug)]
 pub struct RequestHead {
     /// The method token, case kept.
@@ -51,15 +52,12 @@ pub struct RequestHead {
     pub query: Bytes,
     /// The scheme of an absolute-form target (`http`), if one was sent.
     pub scheme: Option<Bytes>,
-    /// HTTP/1.0 or HTTP/1.1.
+    /// The protocol version.
     pub version: Version,
     /// Header fields in arrival order (names with `_` dropped unless allowed).
     pub headers: Vec<Header>,
-    /// How the body is delimited.
-    pub framing: BodyFraming,
-    /// Whether the client allows the connection to stay open after this request.
-    pub keep_alive: bool,
-    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    /// The client waits for a `100 Continue` before it sends the body (`Expect:
+    /// 100-continue`, on HTTP/1.1 and later).
     pub expect_continue: bool,
 }
 
@@ -82,8 +80,6 @@ impl RequestHead {
             scheme: None,
             version: Version::Http11,
             headers: Vec::new(),
-            framing: BodyFraming::None,
-            keep_alive: false,
             expect_continue: false,
         }
     }

@@ -646,10 +646,9 @@ impl Drop for MetricsEndpoint {
 async fn scrape(mut stream: tokio::net::TcpStream, render: Arc<dyn Fn() -> String + Send + Sync>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = bytes::BytesMut::with_capacity(1024);
-    let cfg = crate::config::ServerConfig::default();
     let head = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match crate::h1::head::parse(&mut buf, &cfg) {
+            match crate::h1::head::parse(&mut buf, crate::h1::head::HeadLimits::default()) {
                 Ok(Some(h)) => return Some(h),
                 Ok(None) if buf.len() < 16 * 1024 => {}
                 _ => return None,

@@ -26,7 +26,7 @@ use crate::exchange::gateway::Gateway;
 use crate::exchange::pipe;
 use crate::exchange::{LocalAddr, PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
 use crate::h1::body::{BodyDecoder, Decoded};
-use crate::h1::head::{self, BodyFraming};
+use crate::h1::head::{self, BodyFraming, ParsedHead};
 use crate::h1::outbuf::OutBuf;
 use crate::h1::response::{self, ResponseContext, ResponseFraming};
 use crate::idle::{Lot, Parkable, PARK_AFTER};
@@ -145,7 +145,7 @@ impl HeadScan {
 }
 
 enum HeadOutcome {
-    Head(RequestHead),
+    Head(ParsedHead),
     Closed,
     /// Refused, with the start of the first line for the access log (when it is kept).
     Refused(HttpError, Option<Bytes>),
@@ -698,7 +698,7 @@ impl<S: Transport> Conn<S> {
 
     /// Runs one request/response exchange; returns whether the connection stays open. What
     /// it came to is counted for the metrics and written to the access log.
-    async fn exchange(&mut self, head: RequestHead, cfg: &Arc<ServerConfig>) -> bool {
+    async fn exchange(&mut self, head: ParsedHead, cfg: &Arc<ServerConfig>) -> bool {
         // As Cheroot, answer in the lower of the request's and the server's protocol; a
         // 1.1 request answered in 1.0 has not asked for 1.0 keep-alive, so it closes.
         let downgrade = head.version == Version::Http11 && cfg.protocol == "HTTP/1.0";
@@ -749,7 +749,7 @@ impl<S: Transport> Conn<S> {
     /// Hands the request to the gateway and sends its response.
     async fn answer(
         &mut self,
-        head: RequestHead,
+        head: ParsedHead,
         forwarded: Option<Box<Forwarded>>,
         cfg: &Arc<ServerConfig>,
         out: &mut Outgoing,
@@ -764,7 +764,7 @@ impl<S: Transport> Conn<S> {
 
         let (resp_tx, mut resp_rx) = pipe::pipe();
         let request = Request {
-            head,
+            head: head.head,
             peer: self.peer.clone(),
             local: self.shared.local.clone(),
             scheme: self.shared.scheme,
@@ -888,7 +888,7 @@ impl<S: Transport> Conn<S> {
     /// Decides how the body reaches the app: read now (small), or streamed.
     async fn take_body(
         &mut self,
-        head: &RequestHead,
+        head: &ParsedHead,
         cfg: &ServerConfig,
     ) -> Result<(RequestBody, Option<Pump>), BodyError> {
         let mut decoder = match head.framing {

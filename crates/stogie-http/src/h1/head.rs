@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use std::mem::MaybeUninit;
+use std::ops::Deref;
 
-use crate::config::ServerConfig;
 use crate::error::HttpError;
 use crate::message::{is_tchar, is_token, is_valid_host, Header, RequestHead, Version};
 
@@ -17,6 +17,71 @@ pub enum BodyFraming {
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+}
+
+/// The limits a request head is read with (what the codec needs of the server's settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Longest request line (414 past it).
+    pub max_request_line: usize,
+    /// Most header fields in one request (431 past it).
+    pub max_header_count: usize,
+    /// Longest single header field line (431 past it).
+    pub max_header_field: usize,
+    /// Largest whole request head in bytes; 0 means only the per-line limits apply.
+    pub max_request_header_size: usize,
+    /// Largest request body in bytes (a larger Content-Length is a 413); 0 means no limit.
+    pub max_request_body_size: u64,
+    /// Whether header names containing `_` are kept (they alias `-` names).
+    pub allow_underscore_headers: bool,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_request_line: 8190,
+            max_header_count: 100,
+            max_header_field: 8190,
+            max_request_header_size: 0,
+            max_request_body_size: 0,
+            allow_underscore_headers: false,
+        }
+    }
+}
+
+impl HeadLimits {
+    /// The largest head the reader will buffer before answering 431.
+    pub fn head_limit(&self) -> usize {
+        if self.max_request_header_size > 0 {
+            self.max_request_header_size
+        } else {
+            // request line + every field at its limit, plus the CRLFs
+            self.max_header_count
+                .saturating_mul(self.max_header_field.saturating_add(2))
+                .saturating_add(self.max_request_line)
+                .saturating_add(4)
+        }
+    }
+}
+
+/// A request head as HTTP/1 delivers it: the protocol-neutral head, and what the connection
+/// needs to read the body and to decide whether it stays open. Reads as the head it holds.
+#[derive(Clone, Debug)]
+pub struct ParsedHead {
+    /// What the gateway is given.
+    pub head: RequestHead,
+    /// How the body is delimited.
+    pub framing: BodyFraming,
+    /// Whether the client allows the connection to stay open after this request.
+    pub keep_alive: bool,
+}
+
+impl Deref for ParsedHead {
+    type Target = RequestHead;
+
+    fn deref(&self) -> &RequestHead {
+        &self.head
+    }
 }
 
 const MAX_HEADERS_HARD: usize = 1024;
@@ -122,7 +187,11 @@ pub fn bad_start(buf: &[u8]) -> Option<HttpError> {
 ///
 /// `Ok(None)` means more bytes are needed; the caller must check the size limits with
 /// [`check_partial`] before reading more.
-pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHead>, HttpError> {
+pub fn parse(
+    buf: &mut BytesMut,
+    limits: impl Into<HeadLimits>,
+) -> Result<Option<ParsedHead>, HttpError> {
+    let cfg = &limits.into();
     if let Some(e) = bad_start(buf) {
         return Err(e);
     }
@@ -200,11 +269,11 @@ pub fn parse(buf: &mut BytesMut, cfg: &ServerConfig) -> Result<Option<RequestHea
 ///
 /// These are the checks a whole head gets, in the same order: every limit only grows more
 /// violated as bytes arrive, so where the reads happen to end never changes the answer.
-pub fn check_partial(buf: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
+pub fn check_partial(buf: &[u8], cfg: &HeadLimits) -> Result<(), HttpError> {
     check_limits(buf, cfg)
 }
 
-fn check_limits(head: &[u8], cfg: &ServerConfig) -> Result<(), HttpError> {
+fn check_limits(head: &[u8], cfg: &HeadLimits) -> Result<(), HttpError> {
     let mut lines = head.split(|&b| b == b'\n');
     let first = lines.next().unwrap_or_default();
     if first.len() > cfg.max_request_line + 1 {
@@ -239,8 +308,8 @@ fn build(
     target: Range,
     version: Version,
     fields: Vec<(Range, Range)>,
-    cfg: &ServerConfig,
-) -> Result<RequestHead, HttpError> {
+    cfg: &HeadLimits,
+) -> Result<ParsedHead, HttpError> {
     let method = head.slice(method);
     let target = head.slice(target);
     if !is_token(&method) {
@@ -365,20 +434,22 @@ fn build(
     }
 
     let keep_alive = match version {
-        Version::Http11 => !connection_close,
         Version::Http10 => connection_keep_alive && !connection_close,
+        Version::Http11 | Version::Http2 => !connection_close,
     };
-    Ok(RequestHead {
-        method,
-        target,
-        path,
-        query,
-        scheme,
-        version,
-        headers,
+    Ok(ParsedHead {
+        head: RequestHead {
+            method,
+            target,
+            path,
+            query,
+            scheme,
+            version,
+            headers,
+            expect_continue,
+        },
         framing,
         keep_alive,
-        expect_continue,
     })
 }
 
@@ -502,7 +573,9 @@ fn parse_transfer_encoding(te: &[u8]) -> Result<BodyFraming, HttpError> {
 mod tests {
     use super::*;
 
-    fn p(raw: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+    use crate::config::ServerConfig;
+
+    fn p(raw: &[u8]) -> Result<Option<ParsedHead>, HttpError> {
         let mut buf = BytesMut::from(raw);
         parse(&mut buf, &ServerConfig::default())
     }

@@ -493,6 +493,7 @@ mod tests {
         crate::h1::head::parse(&mut buf, &ServerConfig::default())
             .unwrap()
             .unwrap()
+            .head
     }
 
     fn ip(s: &str) -> IpAddr {

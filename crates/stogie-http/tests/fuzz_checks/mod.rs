@@ -8,9 +8,9 @@
 
 use bytes::{Bytes, BytesMut};
 use stogie_http::h1::body::{ChunkedDecoder, Decoded};
-use stogie_http::h1::head::{self, BodyFraming};
+use stogie_http::h1::head::{self, BodyFraming, ParsedHead as RequestHead};
 use stogie_http::h1::response::{chunk_header, encode_head, ResponseContext, ResponseFraming};
-use stogie_http::message::{self, RequestHead, ResponseHead, Version};
+use stogie_http::message::{self, ResponseHead, Version};
 use stogie_http::{BodyError, HttpError, ServerConfig};
 
 // ---------------------------------------------------------------------------------------

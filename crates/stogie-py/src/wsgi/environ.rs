@@ -220,6 +220,7 @@ pub fn build<'py>(
     let protocol = match head.version {
         stogie_http::Version::Http10 => intern!(py, "HTTP/1.0"),
         stogie_http::Version::Http11 => intern!(py, "HTTP/1.1"),
+        stogie_http::Version::Http2 => intern!(py, "HTTP/2.0"),
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     if parts.local_port != parts.main_port {
