@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
 
-use crate::h1::conn::Shared;
+use crate::stop::Stop;
 
 /// How long a connection waits idle in its own task before it parks.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
@@ -223,11 +223,10 @@ impl Lot {
 }
 
 /// The task that watches the parked connections of a server until it stops.
-pub(crate) async fn watch(shared: Arc<Shared>) {
-    let lot = &shared.parked;
+pub(crate) async fn watch(lot: &Lot, stop: &Stop) {
     loop {
-        let stopped = shared.stop.notified();
-        if shared.stop.is_set() {
+        let stopped = stop.notified();
+        if stop.is_set() {
             lot.close_all();
             return;
         }

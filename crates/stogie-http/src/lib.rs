@@ -20,7 +20,9 @@ mod log;
 pub mod message;
 pub mod ops;
 pub mod server;
+mod shared;
 pub mod stats;
+mod stop;
 pub mod tls_env;
 pub mod transport;
 

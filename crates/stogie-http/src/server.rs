@@ -11,11 +11,13 @@ use crate::config::LiveConfig;
 use crate::error::Refusal;
 use crate::exchange::gateway::Gateway;
 use crate::exchange::{LocalAddr, PeerAddr, PeerCred};
-use crate::h1::conn::{self, Open, Shared, Stop};
+use crate::h1::conn;
 use crate::listener::Listener;
 use crate::log::{ErrorLog, LogLevel};
 use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader, TrustedPeers};
+use crate::shared::{Open, Shared};
 use crate::stats::Stats;
+use crate::stop::Stop;
 use crate::transport::tls::{self, TlsAcceptor};
 use crate::transport::Transport;
 
@@ -145,7 +147,8 @@ impl HttpServer {
                 tls: opts.tls.clone(),
                 proxy_protocol: opts.proxy_protocol.clone(),
             });
-            runtime.spawn(crate::idle::watch(shared.clone()));
+            let watched = shared.clone();
+            runtime.spawn(async move { crate::idle::watch(&watched.parked, &watched.stop).await });
             match listener.try_clone()? {
                 Listener::Tcp(l) => {
                     let l = tokio::net::TcpListener::from_std(l)?;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::exchange::ResponseEvent;
+use super::event::ResponseEvent;
 
 /// Body bytes that may wait in a pipe before the producer has to wait for the socket.
 /// Enough for a response of 100 chunks of 1 KiB to be produced without stopping; small

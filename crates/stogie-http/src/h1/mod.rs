@@ -4,6 +4,8 @@
 
 pub mod body;
 pub(crate) mod conn;
+mod encoder;
+mod exchange;
 pub mod head;
 pub(crate) mod outbuf;
 pub mod response;

@@ -28,9 +28,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::Transport;
 use crate::error::HttpError;
 use crate::exchange::PeerAddr;
-use crate::h1::conn::{self, Open, Shared};
+use crate::h1::conn;
 use crate::log::LogLevel;
 use crate::message::Version;
+use crate::shared::{Open, Shared};
 use crate::tls_env::{self, ServerVars, TlsInfo};
 
 /// What the client gets when it speaks plain HTTP to the TLS port (Cheroot's words).
