@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::h1::head::HeadLimits;
+use crate::message::HeadLimits;
 use crate::ops::accesslog::AccessLog;
 use crate::ops::proxy::TrustedPeers;
 

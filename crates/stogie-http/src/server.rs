@@ -651,7 +651,7 @@ async fn scrape(mut stream: tokio::net::TcpStream, render: Arc<dyn Fn() -> Strin
     let mut buf = bytes::BytesMut::with_capacity(1024);
     let head = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match crate::h1::head::parse(&mut buf, crate::h1::head::HeadLimits::default()) {
+            match crate::h1::head::parse(&mut buf, crate::message::HeadLimits::default()) {
                 Ok(Some(h)) => return Some(h),
                 Ok(None) if buf.len() < 16 * 1024 => {}
                 _ => return None,

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use super::head::{self, HeadLimits, ParsedHead};
+use super::head::{self, ParsedHead};
 use super::outbuf::OutBuf;
 use super::response;
 use crate::config::ServerConfig;
@@ -20,7 +20,7 @@ use crate::error::HttpError;
 use crate::exchange::record::Record;
 use crate::exchange::PeerAddr;
 use crate::idle::{Parkable, PARK_AFTER};
-use crate::message::Version;
+use crate::message::{HeadLimits, Version};
 use crate::shared::{Open, Shared};
 use crate::transport::Transport;
 

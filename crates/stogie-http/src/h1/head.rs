@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::ops::Deref;
 
 use crate::error::HttpError;
-use crate::message::{is_tchar, is_token, is_valid_host, Header, RequestHead, Version};
+use crate::message::{is_tchar, is_token, is_valid_host, HeadLimits, Header, RequestHead, Version};
 
 /// How the request body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,51 +17,6 @@ pub enum BodyFraming {
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
-}
-
-/// The limits a request head is read with (what the codec needs of the server's settings).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeadLimits {
-    /// Longest request line (414 past it).
-    pub max_request_line: usize,
-    /// Most header fields in one request (431 past it).
-    pub max_header_count: usize,
-    /// Longest single header field line (431 past it).
-    pub max_header_field: usize,
-    /// Largest whole request head in bytes; 0 means only the per-line limits apply.
-    pub max_request_header_size: usize,
-    /// Largest request body in bytes (a larger Content-Length is a 413); 0 means no limit.
-    pub max_request_body_size: u64,
-    /// Whether header names containing `_` are kept (they alias `-` names).
-    pub allow_underscore_headers: bool,
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits {
-            max_request_line: 8190,
-            max_header_count: 100,
-            max_header_field: 8190,
-            max_request_header_size: 0,
-            max_request_body_size: 0,
-            allow_underscore_headers: false,
-        }
-    }
-}
-
-impl HeadLimits {
-    /// The largest head the reader will buffer before answering 431.
-    pub fn head_limit(&self) -> usize {
-        if self.max_request_header_size > 0 {
-            self.max_request_header_size
-        } else {
-            // request line + every field at its limit, plus the CRLFs
-            self.max_header_count
-                .saturating_mul(self.max_header_field.saturating_add(2))
-                .saturating_add(self.max_request_line)
-                .saturating_add(4)
-        }
-    }
 }
 
 /// A request head as HTTP/1 delivers it: the protocol-neutral head, and what the connection
