@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod config;
 pub mod error;
 pub mod exchange;
@@ -36,7 +37,8 @@ pub use exchange::{
 pub use listener::{BindAddr, ListenOptions, Listener};
 pub use log::{ErrorLog, LogLevel, StderrLog};
 pub use message::{HeadRoom, Header, RequestHead, ResponseHead, Version};
-pub use server::{EngineOptions, HttpServer, MetricsEndpoint};
+pub use ops::metrics::MetricsEndpoint;
+pub use server::{EngineOptions, HttpServer};
 pub use stats::{Stats, StatsSnapshot};
 pub use tls_env::TlsInfo;
 pub use transport::tls::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsVersion};

@@ -94,12 +94,8 @@ impl AppHandler {
     ) {
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             responder.abort(py, ResponseEvent::Drop);
-            let client = match peer {
-                PeerAddr::Tcp(a) => format!("{}:{}", a.ip(), a.port()),
-                PeerAddr::Unix(_) => "a UNIX socket".to_string(),
-            };
             let msg =
-                format!("Got a server shutdown request while handling a connection from {client}");
+                format!("Got a server shutdown request while handling a connection from {peer}");
             return self.report(py, &msg, err);
         }
         let body_error = input.and_then(|i| i.borrow().error().cloned());

@@ -4,6 +4,7 @@
 //! the body on its way to the app ([`body`]), and the record the access log and the metrics
 //! read ([`record`]). A protocol's connection drives these; they never call into it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ mod event;
 pub mod gateway;
 pub(crate) mod pipe;
 pub(crate) mod record;
+pub(crate) mod refuse;
 mod response;
 
 pub use body::RequestBody;
@@ -39,6 +41,17 @@ pub enum PeerAddr {
     Tcp(SocketAddr),
     /// A UNIX socket peer, with its credentials when asked for.
     Unix(Option<PeerCred>),
+}
+
+impl fmt::Display for PeerAddr {
+    /// The peer as log messages name it: `192.0.2.1:4711`, `[2001:db8::1]:4711`, or `a
+    /// UNIX socket client`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Tcp(a) => a.fmt(f),
+            PeerAddr::Unix(_) => f.write_str("a UNIX socket client"),
+        }
+    }
 }
 
 /// Where the server listens.

@@ -18,6 +18,7 @@ use super::response;
 use crate::config::ServerConfig;
 use crate::error::HttpError;
 use crate::exchange::record::Record;
+use crate::exchange::refuse;
 use crate::exchange::PeerAddr;
 use crate::idle::{Parkable, PARK_AFTER};
 use crate::message::{HeadLimits, Version};
@@ -28,9 +29,6 @@ use crate::transport::Transport;
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// The first read buffer of a request head.
 const HEAD_CHUNK: usize = 2 * 1024;
-/// What a closing connection reads and throws away so the client sees the answer, not a reset.
-const LINGER_BYTES: usize = 256 * 1024;
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a partial head already passed through the parser, so that a client trickling a long
 /// head byte by byte does not cost a full parse per byte: the parser's answer can only
@@ -250,7 +248,7 @@ impl<S: Transport> Conn<S> {
             return false;
         }
         if !keep || self.shared.stop.is_set() {
-            Box::pin(self.linger()).await;
+            Box::pin(refuse::linger(&mut self.stream)).await;
             return false;
         }
         true
@@ -326,8 +324,9 @@ impl<S: Transport> Conn<S> {
         if let Some(why) = err.refusal() {
             self.shared.stats.metrics().refused(why);
         }
-        self.write_error(err, version, cfg).await;
-        self.linger().await;
+        self.wbuf.clear();
+        let answer = response::error_response(err, version, &cfg.server_software);
+        refuse::refuse(&mut self.stream, &answer, cfg.timeout, &self.shared.stats).await;
     }
 
     /// Writes a short error answer in place of anything queued.
@@ -377,26 +376,9 @@ impl<S: Transport> Conn<S> {
         }
         Ok(())
     }
-
-    /// Closes the way a client can still read what was sent: FIN first, then read and
-    /// drop what the client still sends, for a bounded time and size.
-    async fn linger(&mut self) {
-        let _ = timeout(LINGER_TIME, self.stream.shutdown()).await;
-        // On the heap: inline, it made every request's boxed state 4 KiB larger.
-        let mut scratch = vec![0u8; 4096];
-        let mut total = 0;
-        let _ = timeout(LINGER_TIME, async {
-            while total < LINGER_BYTES {
-                match self.stream.read(&mut scratch).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => total += n,
-                }
-            }
-        })
-        .await;
-    }
 }
 
+/// What the access log shows of a request refused before its head could be read: the
 /// start of its first line (at most 256 bytes), as the request line.
 fn first_line(buf: &[u8]) -> Bytes {
     let end = buf

@@ -167,15 +167,40 @@ pub fn encode_head(
     })
 }
 
+/// The type of the engine's own short text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
 /// A complete short error answer: `text/plain`, Content-Length, and `Connection: close`.
 pub fn error_response(err: &HttpError, version: Version, server: &str) -> Vec<u8> {
-    let msg = err.message();
-    let mut out = Vec::with_capacity(160 + msg.len());
+    closing_response(
+        version,
+        err.status(),
+        TEXT,
+        err.message().as_bytes(),
+        true,
+        server,
+    )
+}
+
+/// A complete answer the engine makes itself, after which the connection closes: `status`
+/// (`"400 Bad Request"`), Content-Type, Content-Length, `Connection: close`, Date and Server
+/// (unless `server` is empty), then `body` unless `send_body` is false (a HEAD request).
+pub fn closing_response(
+    version: Version,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+    send_body: bool,
+    server: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(version.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(err.status().as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    out.extend_from_slice(msg.len().to_string().as_bytes());
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
     with_date(|d| out.extend_from_slice(d));
     if !server.is_empty() {
@@ -183,7 +208,9 @@ pub fn error_response(err: &HttpError, version: Version, server: &str) -> Vec<u8
         out.extend_from_slice(server.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(msg.as_bytes());
+    if send_body {
+        out.extend_from_slice(body);
+    }
     out
 }
 

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{PemObject, SectionKind};
@@ -22,13 +21,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, SupportedCipherSuite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::Transport;
 use crate::error::HttpError;
+use crate::exchange::record::Record;
+use crate::exchange::refuse;
 use crate::exchange::PeerAddr;
 use crate::h1::conn;
+use crate::h1::response;
 use crate::log::LogLevel;
 use crate::message::Version;
 use crate::shared::{Open, Shared};
@@ -561,52 +563,20 @@ async fn handshake<S: Transport>(
 }
 
 /// Cheroot's answer to plain HTTP on the TLS port, then a close that lets the client read
-/// it (FIN first, the rest of its request read and dropped for a moment). Counted as a
-/// refused request, and logged as one (the request itself is not read).
+/// it. Counted as a refused request, and logged as one (the request itself is not read).
 async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared: &Shared) {
     let cfg = shared.config.get();
-    let (started, at) = (std::time::Instant::now(), std::time::SystemTime::now());
     let err = HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT);
-    let answer = crate::h1::response::error_response(&err, Version::Http11, &cfg.server_software);
-    let metrics = shared.stats.metrics();
-    metrics.request(crate::ops::metrics::METHODS.len() - 1, 400);
-    metrics.refused(crate::error::Refusal::Parse);
-    let sent = stream.write_all(&answer).await.is_ok();
-    if let Some(log) = &cfg.access_log {
-        let client = match peer {
-            PeerAddr::Tcp(a) => a.ip().to_canonical().to_string(),
-            PeerAddr::Unix(_) => "-".to_owned(),
-        };
-        log.log(&crate::ops::accesslog::AccessRecord {
-            client: &client,
-            time: at,
-            duration: started.elapsed(),
-            method: b"",
-            target: b"",
-            path: b"",
-            query: b"",
-            protocol: "HTTP/1.1",
-            status: 400,
-            body_bytes: if sent { err.message().len() as u64 } else { 0 },
-            request_headers: &[],
-            response_headers: &[],
-        });
+    let mut record = Record::unread(&cfg, None);
+    record.answer(&shared.stats, err.code());
+    if let Some(why) = err.refusal() {
+        shared.stats.metrics().refused(why);
     }
-    if !sent {
-        return;
+    let answer = response::error_response(&err, Version::Http11, &cfg.server_software);
+    if refuse::refuse(&mut stream, &answer, cfg.timeout, &shared.stats).await {
+        record.sent = err.message().len() as u64;
     }
-    let _ = stream.shutdown().await;
-    let mut scratch = [0u8; 1024];
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let mut total = 0;
-        while total < 64 * 1024 {
-            match stream.read(&mut scratch).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
+    record.finish(&cfg, &shared.stats, peer);
 }
 
 /// Handshakes on an accepted connection within the server's timeout, then serves it.
@@ -657,10 +627,9 @@ pub(crate) async fn serve<S: Transport>(
         Some(e) => format!("failed: {e}"),
         None => format!("timed out after {:?}", cfg.timeout),
     };
-    let who = crate::server::peer_text(&peer);
     shared
         .log
-        .log(LogLevel::Debug, &format!("TLS handshake with {who} {why}"));
+        .log(LogLevel::Debug, &format!("TLS handshake with {peer} {why}"));
 }
 
 /// A connection after its TLS handshake.

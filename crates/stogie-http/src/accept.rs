@@ -1,0 +1,225 @@
+//! One pipeline per accepted socket: the PROXY protocol header (when the listener expects
+//! one), the TLS handshake (when it serves HTTPS), then the protocol and its connection
+//! driver. Each step runs in the connection's own task, bounded by the server's timeout, so
+//! a slow or silent client delays nobody else.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Refusal;
+use crate::exchange::refuse;
+use crate::exchange::{PeerAddr, PeerCred};
+use crate::h1::{conn, response};
+use crate::log::LogLevel;
+use crate::message::Version;
+use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader};
+use crate::shared::{Open, Shared};
+use crate::transport::tls;
+use crate::transport::Transport;
+
+pub(crate) async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let stopped = shared.stop.ending_notified();
+        if shared.stop.is_ending() {
+            return;
+        }
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    spawn_connection(&shared, stream, PeerAddr::Tcp(addr));
+                }
+                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
+            },
+            _ = stopped => return,
+        }
+    }
+}
+
+pub(crate) async fn accept_unix(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    peercreds: bool,
+) {
+    loop {
+        let stopped = shared.stop.ending_notified();
+        if shared.stop.is_ending() {
+            return;
+        }
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let cred = if peercreds {
+                        stream.peer_cred().ok().map(|c| PeerCred { pid: c.pid(), uid: c.uid(), gid: c.gid() })
+                    } else {
+                        None
+                    };
+                    spawn_connection(&shared, stream, PeerAddr::Unix(cred));
+                }
+                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
+            },
+            _ = stopped => return,
+        }
+    }
+}
+
+fn accept_failed(shared: &Shared, err: &io::Error) -> Duration {
+    // Out of descriptors or memory: back off instead of spinning; the listener stays.
+    shared
+        .log
+        .log(LogLevel::Warning, &format!("accept() failed: {err}"));
+    Duration::from_millis(50)
+}
+
+/// Serves an accepted connection on its own task, counted as open until the task ends. A
+/// PROXY protocol header and a TLS handshake happen in that task too.
+fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAddr) {
+    shared.stats.add_accept();
+    shared.stats.open();
+    let open = Open(shared.stats.clone());
+    // Spawned as they are, with no future around them: a connection's task is its memory.
+    if shared.proxy_protocol.is_none() {
+        match &shared.tls {
+            Some(acceptor) => {
+                tokio::spawn(tls::serve(
+                    acceptor.clone(),
+                    stream,
+                    peer,
+                    shared.clone(),
+                    open,
+                ));
+            }
+            None => {
+                tokio::spawn(drive(stream, peer, shared.clone(), open));
+            }
+        }
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        match read_proxy_header(&mut stream, &peer, &shared).await {
+            Ok(peer) => match shared.tls.clone() {
+                // The PROXY header comes before the TLS handshake, in plain text.
+                Some(acceptor) => tls::serve(acceptor, stream, peer, shared, open).await,
+                None => drive(stream, peer, shared, open).await,
+            },
+            Err((refusal, why)) => {
+                if let Some(refusal) = refusal {
+                    shared.stats.metrics().refused(refusal);
+                }
+                shared
+                    .log
+                    .log(LogLevel::Info, &format!("{peer}: refused: {why}"));
+                drop(open);
+            }
+        }
+    });
+}
+
+/// The protocol's connection driver for a stream ready for HTTP (after any PROXY header
+/// and TLS handshake).
+///
+/// HTTP/2 plugs in here: a TLS stream whose ALPN chose `h2`, or, from a trusted peer with
+/// cleartext HTTP/2 turned on, a stream that opens with the HTTP/2 preface (peeked at, as
+/// the PROXY header is), goes to the HTTP/2 driver. Everything else is HTTP/1, as now.
+pub(crate) fn drive<S: Transport>(
+    stream: S,
+    peer: PeerAddr,
+    shared: Arc<Shared>,
+    open: Open,
+) -> impl std::future::Future<Output = ()> + Send {
+    conn::serve(stream, peer, shared, open)
+}
+
+/// Reads the PROXY protocol header that must open a connection, within the server's
+/// timeout, and returns the client it names. The header is peeked at before it is taken,
+/// so not a byte of what follows (HTTP, or a TLS handshake) is consumed here.
+async fn read_proxy_header<S: Transport>(
+    stream: &mut S,
+    peer: &PeerAddr,
+    shared: &Shared,
+) -> Result<PeerAddr, (Option<Refusal>, String)> {
+    use tokio::io::AsyncReadExt;
+    let allowed = shared
+        .proxy_protocol
+        .as_ref()
+        .expect("checked by the caller");
+    if let PeerAddr::Tcp(a) = peer {
+        if !allowed.trusts(a.ip()) {
+            return Err((
+                Some(Refusal::Parse),
+                "not a peer allowed to send the PROXY protocol".into(),
+            ));
+        }
+    }
+    let timeout = shared.config.get().timeout;
+    let mut buf = vec![0u8; 16 + 2048];
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let parsed = loop {
+        // Moved in as `&mut`: a shared borrow would need the stream to be Sync.
+        let (s, b) = (&mut *stream, &mut buf[..]);
+        let peeked =
+            tokio::time::timeout_at(deadline, std::future::poll_fn(move |cx| s.poll_peek(cx, b)))
+                .await;
+        let n = match peeked {
+            Err(_) => {
+                return Err((
+                    Some(Refusal::Timeout),
+                    "no PROXY protocol header in time".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err((None, format!("reading the PROXY protocol header: {e}"))),
+            Ok(Ok(0)) => return Err((None, "closed before a PROXY protocol header".into())),
+            Ok(Ok(n)) => n,
+        };
+        match parse_proxy_header(&buf[..n]) {
+            Ok(Some(found)) => break found,
+            Ok(None) => {
+                if n == seen {
+                    // The same bytes again: the socket stays readable until they are taken,
+                    // so wait a moment for the rest rather than spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = n;
+            }
+            Err(e) => {
+                // Answered, so that whoever set up the proxy (or pointed a client at the
+                // wrong port) reads why, then closed.
+                let msg = match e {
+                    ProxyError::Missing => {
+                        "This port expects a PROXY protocol header from the proxy in front."
+                            .to_string()
+                    }
+                    ProxyError::Malformed(why) => {
+                        format!("Malformed PROXY protocol header: {why}.")
+                    }
+                };
+                // Answered in HTTP/1 (what comes next is not known yet): the answer is
+                // for a person reading what a client got.
+                let answer = response::closing_response(
+                    Version::Http11,
+                    "400 Bad Request",
+                    response::TEXT,
+                    msg.as_bytes(),
+                    true,
+                    &shared.config.get().server_software,
+                );
+                refuse::refuse(stream, &answer, timeout, &shared.stats).await;
+                return Err((Some(Refusal::Parse), e.to_string()));
+            }
+        }
+    };
+    let (header, len) = parsed;
+    let mut taken = vec![0u8; len];
+    stream
+        .read_exact(&mut taken)
+        .await
+        .map_err(|e| (None, format!("reading the PROXY protocol header: {e}")))?;
+    Ok(match header {
+        ProxyHeader::Proxied { source, .. } => PeerAddr::Tcp(source),
+        ProxyHeader::Local => peer.clone(),
+    })
+}
