@@ -7,15 +7,16 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Refusal;
+use crate::addr::{PeerAddr, PeerCred};
+use crate::error::{HttpError, Refusal};
+use crate::exchange::record::Record;
 use crate::exchange::refuse;
-use crate::exchange::{PeerAddr, PeerCred};
 use crate::h1::{conn, response};
 use crate::log::LogLevel;
 use crate::message::Version;
 use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader};
 use crate::shared::{Open, Shared};
-use crate::transport::tls;
+use crate::transport::tls::{self, Handshake, TlsAcceptor, PLAIN_HTTP_ON_TLS_PORT};
 use crate::transport::Transport;
 
 pub(crate) async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
@@ -82,7 +83,7 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
     if shared.proxy_protocol.is_none() {
         match &shared.tls {
             Some(acceptor) => {
-                tokio::spawn(tls::serve(
+                tokio::spawn(over_tls(
                     acceptor.clone(),
                     stream,
                     peer,
@@ -102,7 +103,7 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
         match read_proxy_header(&mut stream, &peer, &shared).await {
             Ok(peer) => match shared.tls.clone() {
                 // The PROXY header comes before the TLS handshake, in plain text.
-                Some(acceptor) => tls::serve(acceptor, stream, peer, shared, open).await,
+                Some(acceptor) => over_tls(acceptor, stream, peer, shared, open).await,
                 None => drive(stream, peer, shared, open).await,
             },
             Err((refusal, why)) => {
@@ -116,6 +117,67 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
             }
         }
     });
+}
+
+/// Handshakes on an accepted connection within the server's timeout, then serves it.
+async fn over_tls<S: Transport>(
+    acceptor: TlsAcceptor,
+    stream: S,
+    peer: PeerAddr,
+    shared: Arc<Shared>,
+    open: Open,
+) {
+    let cfg = shared.config.get();
+    let outcome = {
+        let stopped = shared.stop.notified();
+        if shared.stop.is_set() {
+            return;
+        }
+        // Boxed: the handshake's state (a rustls connection) is large, and only needed
+        // until the handshake ends.
+        let work = Box::pin(async {
+            match tls::handshake(&acceptor, stream).await {
+                Ok(Handshake::PlainHttp(s)) => {
+                    answer_plain_http(s, &peer, &shared).await;
+                    Ok(Handshake::Closed)
+                }
+                other => other,
+            }
+        });
+        tokio::select! {
+            r = tokio::time::timeout(cfg.timeout, work) => r,
+            _ = stopped => return,
+        }
+    };
+    let failure = match outcome {
+        Ok(Ok(Handshake::Done(tls))) => {
+            shared.stats.metrics().tls_handshake(true);
+            return drive(tls, peer, shared, open).await;
+        }
+        // The client left before a byte, or spoke plain HTTP (answered): no handshake.
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => Some(e),
+        Err(_) => None,
+    };
+    shared.stats.metrics().tls_handshake(false);
+    acceptor.log_failure(failure.as_ref(), cfg.timeout, &peer, &*shared.log);
+}
+
+/// Cheroot's answer to plain HTTP on the TLS port, then a close that lets the client read
+/// it. Counted as a refused request, and logged as one (the request itself is not read).
+async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared: &Shared) {
+    let cfg = shared.config.get();
+    let err = HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT);
+    let mut record = Record::unread(&cfg, None);
+    record.answer(&shared.stats, err.code());
+    if let Some(why) = err.refusal() {
+        shared.stats.metrics().refused(why);
+    }
+    let answer = response::error_response(&err, Version::Http11, &cfg.server_software);
+    if refuse::refuse(&mut stream, &answer, cfg.timeout, &shared.stats).await {
+        record.sent = err.message().len() as u64;
+    }
+    record.finish(&cfg, &shared.stats, peer);
 }
 
 /// The protocol's connection driver for a stream ready for HTTP (after any PROXY header

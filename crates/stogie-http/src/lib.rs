@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+pub mod addr;
 pub mod config;
 pub mod error;
 pub mod exchange;
@@ -27,13 +28,12 @@ mod stop;
 pub mod tls_env;
 pub mod transport;
 
+pub use addr::{LocalAddr, PeerAddr, PeerCred};
 pub use config::{LiveConfig, ServerConfig};
 pub use error::{BodyError, HttpError};
 pub use exchange::gateway::Gateway;
 pub use exchange::pipe::{hold_final_wakes, HeldWakes};
-pub use exchange::{
-    ClientGone, LocalAddr, PeerAddr, PeerCred, Request, RequestBody, ResponseEvent, ResponseSender,
-};
+pub use exchange::{ClientGone, Request, RequestBody, ResponseEvent, ResponseSender};
 pub use listener::{BindAddr, ListenOptions, Listener};
 pub use log::{ErrorLog, LogLevel, StderrLog};
 pub use message::{HeadRoom, Header, RequestHead, ResponseHead, Version};

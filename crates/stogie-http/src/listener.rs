@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::exchange::LocalAddr;
+use crate::addr::LocalAddr;
 
 /// What to listen on.
 #[derive(Clone, Debug, PartialEq, Eq)]

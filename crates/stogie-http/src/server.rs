@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 use crate::accept::{accept_tcp, accept_unix};
+use crate::addr::LocalAddr;
 use crate::config::LiveConfig;
 use crate::exchange::gateway::Gateway;
-use crate::exchange::LocalAddr;
 use crate::listener::Listener;
 use crate::log::ErrorLog;
 use crate::ops::proxy::TrustedPeers;

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::addr::LocalAddr;
 use crate::config::LiveConfig;
 use crate::exchange::gateway::Gateway;
-use crate::exchange::LocalAddr;
 use crate::idle::Lot;
 use crate::log::ErrorLog;
 use crate::ops::proxy::TrustedPeers;

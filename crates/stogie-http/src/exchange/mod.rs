@@ -4,15 +4,13 @@
 //! the body on its way to the app ([`body`]), and the record the access log and the metrics
 //! read ([`record`]). A protocol's connection drives these; they never call into it.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
+use crate::addr::{LocalAddr, PeerAddr};
 use crate::message::{HeadRoom, RequestHead};
 
 pub(crate) mod body;
 pub(crate) mod dispatch;
 mod event;
+pub(crate) mod forwarded;
 pub mod gateway;
 pub(crate) mod pipe;
 pub(crate) mod record;
@@ -22,48 +20,6 @@ mod response;
 pub use body::RequestBody;
 pub use event::ResponseEvent;
 pub use response::{ClientGone, ResponseSender};
-
-/// Credentials of the process at the other end of a UNIX socket (SO_PEERCRED).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerCred {
-    /// Process id, when the kernel tells it.
-    pub pid: Option<i32>,
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-
-/// Who the client is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerAddr {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A UNIX socket peer, with its credentials when asked for.
-    Unix(Option<PeerCred>),
-}
-
-impl fmt::Display for PeerAddr {
-    /// The peer as log messages name it: `192.0.2.1:4711`, `[2001:db8::1]:4711`, or `a
-    /// UNIX socket client`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerAddr::Tcp(a) => a.fmt(f),
-            PeerAddr::Unix(_) => f.write_str("a UNIX socket client"),
-        }
-    }
-}
-
-/// Where the server listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LocalAddr {
-    /// A TCP address (the port resolved when 0 was asked).
-    Tcp(SocketAddr),
-    /// A UNIX socket path.
-    Unix(PathBuf),
-    /// A Linux abstract socket name (without the leading NUL).
-    Abstract(Vec<u8>),
-}
 
 /// One request handed to a [`crate::Gateway`].
 #[derive(Debug)]

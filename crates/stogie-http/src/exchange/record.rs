@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::PeerAddr;
+use crate::addr::PeerAddr;
 use crate::config::ServerConfig;
 use crate::message::{RequestHead, ResponseHead};
 use crate::ops::accesslog::{AccessLog, AccessRecord};

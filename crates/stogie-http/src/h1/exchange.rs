@@ -21,12 +21,12 @@ use crate::config::ServerConfig;
 use crate::error::{BodyError, HttpError};
 use crate::exchange::body::{self, BodyFeed, Demand, Room};
 use crate::exchange::dispatch::dispatch;
+use crate::exchange::forwarded::{forwarded, Vouched};
 use crate::exchange::pipe;
 use crate::exchange::record::Record;
-use crate::exchange::{PeerAddr, Request, RequestBody, ResponseEvent, ResponseSender};
+use crate::exchange::{Request, RequestBody, ResponseEvent, ResponseSender};
 use crate::log::LogLevel;
 use crate::message::{HeadRoom, Version};
-use crate::ops::proxy::{self, Forwarded};
 use crate::stats::Stats;
 use crate::transport::Transport;
 
@@ -74,7 +74,7 @@ impl<S: Transport> Conn<S> {
         } else {
             head.version
         };
-        let forwarded = self.forwarded(&head, cfg);
+        let forwarded = forwarded(&head, &self.peer, cfg);
         let record = Record::begin(
             cfg,
             &head,
@@ -101,21 +101,6 @@ impl<S: Transport> Conn<S> {
         keep
     }
 
-    /// What the trusted proxies in front say of the client, if they say anything; an error
-    /// when what they say contradicts itself.
-    fn forwarded(
-        &self,
-        head: &ParsedHead,
-        cfg: &ServerConfig,
-    ) -> Result<Option<Box<Forwarded>>, HttpError> {
-        let peer = match &self.peer {
-            PeerAddr::Tcp(a) => Some(a.ip()),
-            PeerAddr::Unix(_) => None,
-        };
-        let f = proxy::forwarded(head, peer, &cfg.trusted_proxies)?;
-        Ok((!f.is_empty()).then(|| Box::new(f)))
-    }
-
     /// Refuses the request in hand before it reaches the app: counted and answered as
     /// `err`, then the connection closes.
     async fn refuse_request(&mut self, err: &HttpError, out: &mut Outgoing, cfg: &ServerConfig) {
@@ -128,7 +113,7 @@ impl<S: Transport> Conn<S> {
     async fn answer(
         &mut self,
         head: ParsedHead,
-        forwarded: Option<Box<Forwarded>>,
+        forwarded: Vouched,
         cfg: &Arc<ServerConfig>,
         out: &mut Outgoing,
     ) -> bool {

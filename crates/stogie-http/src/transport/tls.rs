@@ -1,9 +1,9 @@
 //! TLS over the plain transports, with rustls (the ring provider).
 //!
-//! A connection's handshake runs in the connection's own task, bounded by the server's
-//! `timeout`, so a silent or slow client delays nobody else. Before it, one byte is peeked:
-//! a TLS record starts with 0x16, and a plain HTTP request on the TLS port gets Cheroot's
-//! 400 answer at once. The certificate and key come through a resolver that can be swapped
+//! A byte stream, and nothing of HTTP: the accept pipeline (`accept.rs`) runs a connection's
+//! handshake in the connection's own task, bounded by the server's `timeout`. Before it, one
+//! byte is peeked: a TLS record starts with 0x16, and a plain HTTP request on the TLS port is
+//! handed back, for the pipeline to answer (Cheroot's 400) at once. The certificate and key come through a resolver that can be swapped
 //! while the server runs ([`TlsAcceptor::reload`]): new handshakes use the new pair, open
 //! connections go on with theirs.
 
@@ -14,6 +14,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{PemObject, SectionKind};
@@ -25,15 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::Transport;
-use crate::error::HttpError;
-use crate::exchange::record::Record;
-use crate::exchange::refuse;
-use crate::exchange::PeerAddr;
-use crate::h1::conn;
-use crate::h1::response;
-use crate::log::LogLevel;
-use crate::message::Version;
-use crate::shared::{Open, Shared};
+use crate::addr::PeerAddr;
+use crate::log::{ErrorLog, LogLevel};
 use crate::tls_env::{self, ServerVars, TlsInfo};
 
 /// What the client gets when it speaks plain HTTP to the TLS port (Cheroot's words).
@@ -522,7 +516,9 @@ impl TlsAcceptor {
     }
 }
 
-enum Handshake<S> {
+/// What came of a connection's start on the TLS port.
+pub(crate) enum Handshake<S> {
+    /// The handshake is done: the stream, ready for HTTP.
     Done(TlsStream<S>),
     /// The client left before sending anything.
     Closed,
@@ -530,7 +526,9 @@ enum Handshake<S> {
     PlainHttp(S),
 }
 
-async fn handshake<S: Transport>(
+/// Peeks at the connection's first byte, then handshakes. Plain HTTP is handed back, for
+/// the caller to answer in HTTP.
+pub(crate) async fn handshake<S: Transport>(
     acceptor: &TlsAcceptor,
     mut stream: S,
 ) -> io::Result<Handshake<S>> {
@@ -562,74 +560,25 @@ async fn handshake<S: Transport>(
     }))
 }
 
-/// Cheroot's answer to plain HTTP on the TLS port, then a close that lets the client read
-/// it. Counted as a refused request, and logged as one (the request itself is not read).
-async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared: &Shared) {
-    let cfg = shared.config.get();
-    let err = HttpError::BadRequest(PLAIN_HTTP_ON_TLS_PORT);
-    let mut record = Record::unread(&cfg, None);
-    record.answer(&shared.stats, err.code());
-    if let Some(why) = err.refusal() {
-        shared.stats.metrics().refused(why);
-    }
-    let answer = response::error_response(&err, Version::Http11, &cfg.server_software);
-    if refuse::refuse(&mut stream, &answer, cfg.timeout, &shared.stats).await {
-        record.sent = err.message().len() as u64;
-    }
-    record.finish(&cfg, &shared.stats, peer);
-}
-
-/// Handshakes on an accepted connection within the server's timeout, then serves it.
-pub(crate) async fn serve<S: Transport>(
-    acceptor: TlsAcceptor,
-    stream: S,
-    peer: PeerAddr,
-    shared: Arc<Shared>,
-    open: Open,
-) {
-    let cfg = shared.config.get();
-    let outcome = {
-        let stopped = shared.stop.notified();
-        if shared.stop.is_set() {
+impl TlsAcceptor {
+    /// Logs a handshake that failed (`failure`), or timed out after `timeout` (`None`).
+    pub(crate) fn log_failure(
+        &self,
+        failure: Option<&io::Error>,
+        timeout: Duration,
+        peer: &PeerAddr,
+        log: &dyn ErrorLog,
+    ) {
+        // Per connection, and scanners make many: at debug level, formatted only if kept.
+        if !log.enabled(LogLevel::Debug) {
             return;
         }
-        // Boxed: the handshake's state (a rustls connection) is large, and only needed
-        // until the handshake ends.
-        let work = Box::pin(async {
-            match handshake(&acceptor, stream).await {
-                Ok(Handshake::PlainHttp(s)) => {
-                    answer_plain_http(s, &peer, &shared).await;
-                    Ok(Handshake::Closed)
-                }
-                other => other,
-            }
-        });
-        tokio::select! {
-            r = tokio::time::timeout(cfg.timeout, work) => r,
-            _ = stopped => return,
-        }
-    };
-    let failure = match outcome {
-        Ok(Ok(Handshake::Done(tls))) => {
-            shared.stats.metrics().tls_handshake(true);
-            return conn::serve(tls, peer, shared, open).await;
-        }
-        // The client left before a byte, or spoke plain HTTP (answered): no handshake.
-        Ok(Ok(_)) => return,
-        Ok(Err(e)) => Some(e),
-        Err(_) => None,
-    };
-    shared.stats.metrics().tls_handshake(false);
-    if !shared.log.enabled(LogLevel::Debug) {
-        return;
+        let why = match failure {
+            Some(e) => format!("failed: {e}"),
+            None => format!("timed out after {timeout:?}"),
+        };
+        log.log(LogLevel::Debug, &format!("TLS handshake with {peer} {why}"));
     }
-    let why = match failure {
-        Some(e) => format!("failed: {e}"),
-        None => format!("timed out after {:?}", cfg.timeout),
-    };
-    shared
-        .log
-        .log(LogLevel::Debug, &format!("TLS handshake with {peer} {why}"));
 }
 
 /// A connection after its TLS handshake.
