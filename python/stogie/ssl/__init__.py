@@ -184,11 +184,16 @@ class Adapter:
     def _prepare(self):
         """Called when a server starts with this adapter, before anything is read."""
 
+    # A refused client certificate is logged once per reason per client address in this
+    # many seconds (the ones in between are counted in the next line); tests shorten it.
+    _refusal_log_interval = 60.0
+
     def _tls_settings(self):
         """Everything ``NativeServer.set_tls`` takes, but the interface name."""
         self._prepare()
         settings = self._tls_identity()
         settings.update(self._context_settings())
+        settings["refusal_log_interval"] = self._refusal_log_interval
         return settings
 
     def _context_settings(self):
