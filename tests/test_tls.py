@@ -399,8 +399,10 @@ def test_wrong_or_missing_password(pki, tmp_path):
     key = load_key(pki.server.private_key_pem.bytes())
     encrypted = tmp_path / "enc.key"
     encrypted.write_bytes(key_bytes(key, "pkcs8", PASSWORD.encode()))
-    # As in Cheroot: the builtin adapter fails at construction, with OpenSSL's error.
-    with pytest.raises(ssl.SSLError, match=r"^\[SSL\] PEM"):
+    # As in Cheroot: the builtin adapter fails at construction, with an ssl.SSLError that
+    # starts with OpenSSL's words (Cheroot's tests match them), then says what they mean.
+    wrong = f"private key file {encrypted}: the private key cannot be decrypted with the password"
+    with pytest.raises(ssl.SSLError, match=rf"^\[SSL\] PEM lib .*: {wrong} given$"):
         BuiltinSSLAdapter(pki.cert_file, str(encrypted), private_key_password="wrong")
     # No password and no terminal to ask on.
     with pytest.raises(TLSError, match="encrypted and no password was given"):
@@ -408,7 +410,7 @@ def test_wrong_or_missing_password(pki, tmp_path):
     # The pyOpenSSL adapter fails at start.
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     srv.ssl_adapter = pyOpenSSLAdapter(pki.cert_file, str(encrypted), private_key_password="no")
-    with pytest.raises(Exception, match="bad decrypt|cannot be decrypted|PEM"):
+    with pytest.raises(Exception, match=rf"^{wrong} given: .*'bad decrypt'"):
         srv.prepare()
     assert not srv.ready
 
@@ -432,16 +434,21 @@ def test_key_types_and_formats(tmp_path, tls_serve, kind, fmt):
 
 
 def test_certificate_errors_name_the_file(pki, tmp_path):
-    # Cheroot's own errors at construction: a missing file, a key that does not match.
-    with pytest.raises(FileNotFoundError):
-        BuiltinSSLAdapter(str(tmp_path / "missing.pem"), pki.key_file)
+    # Cheroot's exception types at construction (a missing file, a key that does not
+    # match), with messages that name the file at fault.
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(FileNotFoundError, match=f"^certificate file {missing}: no such file$"):
+        BuiltinSSLAdapter(missing, pki.key_file)
     other = pki.ca.issue_cert("other.example")
     _, other_key = pki.write(other, "other")
-    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH|key values mismatch"):
+    mismatch = (
+        f"^private key file {other_key}: the private key does not match the certificate in "
+        f"certificate file {pki.cert_file}$"
+    )
+    with pytest.raises(ssl.SSLError, match=mismatch) as raised:
         BuiltinSSLAdapter(pki.cert_file, other_key)
+    assert raised.value.reason == "KEY_VALUES_MISMATCH"
     # An expired certificate: refused at start, naming the file.
-    import datetime
-
     cert, key = self_signed(
         tmp_path, "ec", "old", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     )
@@ -461,6 +468,47 @@ def test_certificate_errors_name_the_file(pki, tmp_path):
 
 
 # --- what a user is told about certificates and keys ----------------------------------
+
+
+def test_start_up_messages_name_the_file_and_say_what_is_wrong(pki, tmp_path):
+    """The API's messages for the usual mistakes, with both adapters (each raising the
+    exception type of the library it stands for)."""
+    missing = str(tmp_path / "missing.pem")
+    messages = [
+        # The key file given does not exist: it is the one named, not the certificate.
+        ((pki.cert_file, missing), FileNotFoundError, f"private key file {missing}: no such file"),
+        # A certificate file without a key, and no key file.
+        (
+            (pki.cert_file, None),
+            ssl.SSLError,
+            f"certificate file {pki.cert_file}: no private key in it, and no private key file "
+            "given",
+        ),
+        # The two files swapped.
+        (
+            (pki.key_file, pki.cert_file),
+            ssl.SSLError,
+            f"certificate file {pki.key_file}: a private key, not a certificate",
+        ),
+    ]
+    for (cert, key), error, message in messages:
+        with pytest.raises(error) as raised:
+            BuiltinSSLAdapter(cert, key)
+        assert str(raised.value).startswith(message), raised.value
+        assert "PEM lib" not in str(raised.value)
+        srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+        srv.ssl_adapter = pyOpenSSLAdapter(cert, key)
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - pyOpenSSL's SSL.Error too
+            srv.prepare()
+        assert str(raised.value).startswith(message), raised.value
+        assert not srv.ready
+    # A key that does not match, through pyOpenSSL: the engine's check names both files.
+    other = pki.ca.issue_cert("other.example")
+    _, other_key = pki.write(other, "other")
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = pyOpenSSLAdapter(pki.cert_file, other_key)
+    with pytest.raises(TLSError, match="does not match the certificate in certificate file"):
+        srv.prepare()
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")

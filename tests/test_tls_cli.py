@@ -244,7 +244,10 @@ def _wait(predicate, timeout=5.0):
     "args, message",
     [
         (["--ssl-private-key", "k.pem"], "--ssl-private-key needs --ssl-certificate"),
-        (["--ssl-certificate", "missing.pem"], "bad TLS settings"),
+        (
+            ["--ssl-certificate", "missing.pem"],
+            "bad TLS settings: --ssl-certificate missing.pem: no such file",
+        ),
         (
             ["--ssl-certificate", "{cert}", "--ssl-client-verify", "required"],
             "--ssl-client-verify required needs --ssl-client-ca",
@@ -253,14 +256,46 @@ def _wait(predicate, timeout=5.0):
             ["--ssl-certificate", "{cert}", "--ssl-private-key", "{key}", "--ssl-ciphers", "NOPE"],
             "bad TLS settings",
         ),
+        # The file at fault is the one named, and what is wrong with it is said.
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "missing.pem"],
+            "bad TLS settings: --ssl-private-key missing.pem: no such file",
+        ),
+        (
+            ["--ssl-certificate", "{cert}"],
+            "bad TLS settings: --ssl-certificate {cert}: no private key in it, and no "
+            "--ssl-private-key given",
+        ),
+        (
+            ["--ssl-certificate", "{key}", "--ssl-private-key", "{cert}"],
+            "bad TLS settings: --ssl-certificate {key}: a private key, not a certificate",
+        ),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "{other_key}"],
+            "bad TLS settings: private key file {other_key}: the private key does not match "
+            "the certificate in certificate file {cert}",
+        ),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "{encrypted_key}"],
+            "bad TLS settings: --ssl-private-key {encrypted_key}: the private key is encrypted: "
+            "give its password with --ssl-private-key-password-file",
+        ),
     ],
 )
 def test_bad_tls_options_are_one_line_errors(tmp_path, pki, args, message):
-    args = [a.format(cert=pki.cert_file, key=pki.key_file) for a in args]
+    _, other_key = pki.write(pki.ca.issue_cert("other.example"), "other")
+    encrypted_key = tmp_path / "enc.key"
+    encrypted_key.write_bytes(
+        key_bytes(load_key(pki.server.private_key_pem.bytes()), "pkcs8", PASSWORD.encode())
+    )
+    files = dict(cert=pki.cert_file, key=pki.key_file, other_key=other_key)
+    files["encrypted_key"] = str(encrypted_key)
+    args = [a.format(**files) for a in args]
     code, _, err = run_to_exit(["--bind", f"127.0.0.1:{free_port()}", *args], tmp_path)
     assert code == 2
-    assert message in err
+    assert message.format(**files) in err
     assert "Traceback" not in err
+    assert "PEM lib" not in err
 
 
 @needs_openssl

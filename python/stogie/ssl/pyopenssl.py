@@ -12,6 +12,7 @@ import warnings
 from warnings import warn as _warn
 
 from . import Adapter
+from ._files import check_pair, explain
 
 try:
     from OpenSSL import SSL
@@ -89,13 +90,27 @@ class pyOpenSSLAdapter(Adapter):
     def get_context(self):
         """Return an ``SSL.Context`` from self attributes (an ``ssl.SSLContext`` without
         pyOpenSSL)."""
+        # The files are looked at first: OpenSSL's errors do not say which one is wrong.
+        encrypted = check_pair(
+            self.certificate, self.private_key, error=ssl.SSLError if SSL is None else SSL.Error
+        )
         if SSL is None:
             c = ssl.create_default_context(
                 purpose=ssl.Purpose.CLIENT_AUTH, cafile=self.certificate_chain
             )
-            c.load_cert_chain(
-                self.certificate, self.private_key, password=self.private_key_password
-            )
+            try:
+                c.load_cert_chain(
+                    self.certificate, self.private_key, password=self.private_key_password
+                )
+            except ssl.SSLError as exc:
+                raise explain(
+                    exc,
+                    self.certificate,
+                    self.private_key,
+                    encrypted=encrypted,
+                    cert_what="certificate file",
+                    key_what="private key file",
+                ) from None
             if self.ciphers:
                 c.set_ciphers(self.ciphers)
             return c
@@ -104,7 +119,16 @@ class pyOpenSSLAdapter(Adapter):
             # pyOpenSSL 25 deprecates it; Cheroot's adapter uses it, so this one does.
             warnings.simplefilter("ignore", DeprecationWarning)
             c.set_passwd_cb(self._password_callback, self.private_key_password)
-        c.use_privatekey_file(self.private_key)
+        try:
+            c.use_privatekey_file(self.private_key or self.certificate)
+        except SSL.Error as exc:
+            # OpenSSL's words kept: code written for Cheroot (its own tests) looks for them.
+            if not encrypted:
+                raise
+            raise SSL.Error(
+                f"private key file {self.private_key or self.certificate}: the private key "
+                f"cannot be decrypted with the password given: {exc}"
+            ) from None
         if self.certificate_chain:
             c.load_verify_locations(self.certificate_chain)
         c.use_certificate_file(self.certificate)
