@@ -5,13 +5,16 @@ As in Cheroot, the constructor makes ``context``, an :class:`ssl.SSLContext` for
 and key into it, so a wrong password, a missing file or a key that does not match fails
 there with the same exception types (their messages name the file at fault and say what is
 wrong). What is set on ``context`` afterwards (``verify_mode``, CAs,
-``minimum_version``/``maximum_version``, ciphers) is honoured when the server starts; a
-context assigned whole (CherryPy's ``server.ssl_context``) too.
+``minimum_version``/``maximum_version``, ciphers, a certificate and key loaded with
+``load_cert_chain()``: the context remembers them) is honoured when the server starts; a
+context assigned whole (CherryPy's ``server.ssl_context``) too, but for a certificate
+loaded into it, which cannot be read back: the adapter's files are served.
 """
 
 import ssl
 
 from . import Adapter
+from ._contexts import server_context
 from ._files import check_pair, explain
 
 
@@ -50,10 +53,9 @@ class BuiltinSSLAdapter(Adapter):
             ciphers,
             private_key_password=private_key_password,
         )
-        self.context = ssl.create_default_context(
-            purpose=ssl.Purpose.CLIENT_AUTH,
-            cafile=certificate_chain,
-        )
+        # ssl.create_default_context(Purpose.CLIENT_AUTH, cafile=...), as one that
+        # remembers a certificate loaded into it later, to serve that one.
+        self.context = server_context(cafile=certificate_chain)
         password = private_key_password
         key_file = private_key or certificate
         # The files are looked at first: OpenSSL's errors do not say which one is wrong.
@@ -63,7 +65,8 @@ class BuiltinSSLAdapter(Adapter):
             # the engine and for reloads.
             password = self._key_password(None, f"private key file {key_file}")
         try:
-            self.context.load_cert_chain(certificate, private_key, password=password)
+            # Not noted as loaded into the context: the adapter's attributes say it.
+            ssl.SSLContext.load_cert_chain(self.context, certificate, private_key, password)
         except ssl.SSLError as exc:
             raise explain(
                 exc,
