@@ -7,6 +7,7 @@ optional and absent. And what cannot be honoured: refused by name at start."""
 
 import contextlib
 import json
+import logging
 import ssl
 import threading
 import time
@@ -320,6 +321,29 @@ def test_a_context_made_elsewhere_is_honoured_where_it_can_be_read(pki, tls_serv
     adapter.context = ours
     srv = tls_serve(adapter=adapter)
     assert https_get(srv.bind_addr, pki.client_context())[2]["peer"] == der(other)
+
+
+def test_a_refused_context_in_a_thread_is_logged_and_raised(pki, caplog, monkeypatch):
+    """safe_start() in a thread with a setting that cannot be served: the thread ends with
+    the TLSError, and it is logged on stogie.error, so a ``while not server.ready`` loop
+    is not left waiting with nothing said."""
+    adapter = pyOpenSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context = adapter.get_context()
+    adapter.context.set_verify(SSL.VERIFY_PEER)  # and no CAs
+    srv = wsgi.Server(("127.0.0.1", 0), environ_app)
+    srv.ssl_adapter = adapter
+    ended = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_value))
+    thread = threading.Thread(target=srv.safe_start)
+    thread.start()
+    thread.join(10)
+    assert not srv.ready
+    (exc,) = ended
+    assert isinstance(exc, TLSError)
+    (record,) = [r for r in caplog.records if "does not start" in r.getMessage()]
+    assert record.name == "stogie.error" and record.levelno == logging.ERROR
+    assert record.getMessage() == (f"HTTPS cannot be served, the server does not start: {exc}")
+    assert "there are no CA certificates" in str(exc)
 
 
 @pytest.fixture

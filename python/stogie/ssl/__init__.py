@@ -13,6 +13,7 @@ import getpass
 import re
 import ssl as _ssl
 import sys
+import threading
 
 from .._native import TLS_LIBRARY, TLSError
 
@@ -319,9 +320,16 @@ def _engine_adapter(adapter):
 def configure(server, native):
     """Hand the server's ``ssl_adapter`` to the engine (from ``HTTPServer.prepare()``)."""
     adapter = _engine_adapter(server.ssl_adapter)
-    settings = adapter._tls_settings()
-    settings["interface"] = f"{server.version} Python/{sys.version}"
-    native.set_tls(**settings)
+    try:
+        settings = adapter._tls_settings()
+        settings["interface"] = f"{server.version} Python/{sys.version}"
+        native.set_tls(**settings)
+    except Exception as exc:
+        if threading.current_thread() is not threading.main_thread():
+            # safe_start() in a thread: the exception ends that thread, where nobody may
+            # see it, while its starter waits for `ready`. Said where errors are logged.
+            server.error_log(f"HTTPS cannot be served, the server does not start: {exc}", 40)
+        raise
     # A failed handshake is a debug message (a refused client certificate a warning):
     # dropped in the engine, without taking the GIL, unless stogie.error would show it
     # (or error_log is the application's own).
