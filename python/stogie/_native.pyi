@@ -17,6 +17,7 @@ __all__ = [
     "TLSError",
     "TLS_LIBRARY",
     "PLAIN_HTTP_ON_TLS_PORT",
+    "MAKE_V3_CERTIFICATE",
     "__version__",
     "ACCESS_LOG_COMBINED",
     "prepare_exit",
@@ -25,6 +26,7 @@ __all__ = [
 __version__: Final[str]
 ACCESS_LOG_COMBINED: Final[str]
 PLAIN_HTTP_ON_TLS_PORT: Final[str]
+MAKE_V3_CERTIFICATE: Final[str]
 TLS_LIBRARY: Final[str]
 
 _Address: TypeAlias = tuple[str, int] | str
@@ -158,6 +160,7 @@ class NativeServer:
         session_tickets: bool = True,
         prefer_server_ciphers: bool = False,
         interface: str = ...,
+        refusal_log_interval: float = 60.0,
     ) -> None: ...
     def reload_tls(
         self,
