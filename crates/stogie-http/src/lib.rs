@@ -4,9 +4,11 @@
 //! timeouts and graceful shutdown. Whatever answers requests sits behind the [`Gateway`]
 //! trait, as in Cheroot's `server.Gateway`; the WSGI gateway lives in another crate.
 //!
-//! A request is the same whatever protocol carries it ([`message`], [`exchange`]); only the
-//! framing is per protocol ([`h1`]). The operations side ([`ops`]: access log, metrics,
-//! proxies) is called by the engine and never calls back.
+//! Every accepted socket goes through one pipeline (a PROXY protocol header, a TLS
+//! handshake, then the protocol's connection driver). A request is the same whatever
+//! protocol carries it ([`message`], [`exchange`]); only the framing is per protocol
+//! ([`h1`]). The operations side ([`ops`]: access log, metrics, proxies) is called by the
+//! engine and never calls back.
 
 #![warn(missing_docs)]
 

@@ -1,8 +1,8 @@
 //! A request from its head to the gateway and back, whatever protocol carries it: what
 //! crosses the `Gateway` seam (a request going in, response events coming back; both sides
-//! usable from plain threads or async code), the hand-over with its back-off ([`dispatch`]),
-//! the body on its way to the app ([`body`]), and the record the access log and the metrics
-//! read ([`record`]). A protocol's connection drives these; they never call into it.
+//! usable from plain threads or async code), the hand-over with its back-off (`dispatch.rs`),
+//! the body on its way to the app (`body.rs`), and the record the access log and the metrics
+//! read (`record.rs`). A protocol's connection drives these; they never call into it.
 
 use crate::addr::{LocalAddr, PeerAddr};
 use crate::message::{HeadRoom, RequestHead};

@@ -34,6 +34,7 @@ pub(crate) struct Record {
 impl Record {
     /// The record of a request whose head was read; `forwarded`: what the trusted proxies
     /// in front say of the client.
+    #[inline]
     pub fn begin(cfg: &ServerConfig, head: &RequestHead, forwarded: Option<&Forwarded>) -> Record {
         let log = cfg.access_log.as_deref();
         Record {
@@ -50,6 +51,7 @@ impl Record {
     /// The record of a request refused before its head could be read: the start of its
     /// first line (`line`, when the access log wants it) stands as its target, and its
     /// method is counted as `other`.
+    #[inline]
     pub fn unread(cfg: &ServerConfig, line: Option<Bytes>) -> Record {
         Record {
             started: clock(cfg),
@@ -66,12 +68,14 @@ impl Record {
     }
 
     /// Counts the request as answered with `status`, before the answer goes out.
+    #[inline]
     pub fn answer(&mut self, stats: &Stats, status: u16) {
         self.status = status;
         stats.metrics().request(self.method, status);
     }
 
     /// Keeps the fields of the response head that the access log shows.
+    #[inline]
     pub fn response_head(&mut self, cfg: &ServerConfig, head: &ResponseHead) {
         let Some(log) = &cfg.access_log else { return };
         for name in log.wanted_response_headers() {

@@ -1,6 +1,6 @@
 //! One HTTP/1 connection: wait for a request (parking when idle long), read its head, run
-//! the exchange ([`super::exchange`]), then keep alive or close the way a client can still
-//! read the answer (linger). With the listener, the only place that touches a socket.
+//! the exchange (`h1/exchange.rs`), then keep alive or close the way a client can still read
+//! the answer (linger).
 
 use std::io::IoSlice;
 use std::pin::Pin;

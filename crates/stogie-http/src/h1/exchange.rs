@@ -20,7 +20,7 @@ use super::response::{self, ResponseContext, ResponseFraming};
 use crate::config::ServerConfig;
 use crate::error::{BodyError, HttpError};
 use crate::exchange::body::{self, BodyFeed, Demand, Room};
-use crate::exchange::dispatch::dispatch;
+use crate::exchange::dispatch::{dispatch, wait_for_room};
 use crate::exchange::forwarded::{forwarded, Vouched};
 use crate::exchange::pipe;
 use crate::exchange::record::Record;
@@ -138,7 +138,11 @@ impl<S: Transport> Conn<S> {
             response: ResponseSender::new(resp_tx),
             head_room: HeadRoom::new(),
         };
-        if !dispatch(&*self.shared.gateway, request).await {
+        let handed = match dispatch(&*self.shared.gateway, request) {
+            Ok(()) => true,
+            Err(back) => wait_for_room(&*self.shared.gateway, back).await,
+        };
+        if !handed {
             self.refuse_request(&HttpError::ServiceUnavailable, out, cfg)
                 .await;
             return false;

@@ -142,11 +142,16 @@ pub fn bad_start(buf: &[u8]) -> Option<HttpError> {
 ///
 /// `Ok(None)` means more bytes are needed; the caller must check the size limits with
 /// [`check_partial`] before reading more.
+#[inline]
 pub fn parse(
     buf: &mut BytesMut,
     limits: impl Into<HeadLimits>,
 ) -> Result<Option<ParsedHead>, HttpError> {
-    let cfg = &limits.into();
+    parse_with(buf, &limits.into())
+}
+
+// Not generic, so that `build` is inlined into it (its head is then built in place).
+fn parse_with(buf: &mut BytesMut, cfg: &HeadLimits) -> Result<Option<ParsedHead>, HttpError> {
     if let Some(e) = bad_start(buf) {
         return Err(e);
     }
