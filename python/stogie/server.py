@@ -29,6 +29,8 @@ import threading
 import time
 import weakref
 
+from . import ssl
+from . import workers as workers_module
 from ._gateway import IS_UID_GID_RESOLVABLE, Gateway, HTTPConnection, HTTPRequest
 from ._native import ACCESS_LOG_COMBINED, NativeServer  # noqa: F401 - importable from here
 from ._settings import Settings, _address_list, _metrics_address, _Pool, _Stats
@@ -326,8 +328,6 @@ class HTTPServer(Settings):
         supervised = self._supervised()
         addrs = self._bind_addrs()
         if supervised:
-            from . import workers as workers_module
-
             workers_module.check_can_fork(workers)
 
         native = NativeServer(
@@ -338,9 +338,11 @@ class HTTPServer(Settings):
             self._on_engine_log,
         )
         if self.ssl_adapter is not None:
-            from . import ssl
-
             ssl.configure(self, native)
+            # A failed handshake is a debug message: dropped in the engine, without taking the
+            # GIL, unless stogie.error would show it (or error_log is the application's own).
+            if type(self).error_log is HTTPServer.error_log:
+                native.set_log_level(min(_error_logger.getEffectiveLevel(), 40))
         socket_files = []
         bound_addrs = []
         for index, addr in enumerate(addrs):
@@ -633,8 +635,6 @@ class HTTPServer(Settings):
         Raises:
             stogie.ssl.TLSError: the new files cannot be served; the old pair stays.
         """
-        from . import ssl
-
         ssl.reload(self)
 
     def bind(self, family, type, proto=0):

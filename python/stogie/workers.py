@@ -68,6 +68,8 @@ import sys
 import threading
 import time
 
+from . import ssl
+
 log = logging.getLogger("stogie.workers")
 
 # The first replacement of a dead worker waits this long; each further one in the same slot
@@ -752,8 +754,6 @@ class Supervisor:
         if self.server.ssl_adapter is not None:
             # The new workers serve the certificate and key as the files are now (renewed,
             # say); files that cannot be read leave the old workers serving the old pair.
-            from . import ssl
-
             try:
                 ssl.configure(self.server, self.server._native)
             except Exception as exc:  # noqa: BLE001 - logged; the old workers go on
