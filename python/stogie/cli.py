@@ -40,6 +40,8 @@ import re
 import sys
 import urllib.parse
 
+from . import __version__, config, reloader, systemd, workers, wsgi
+from . import server as server_module
 from ._cli import PROG, CLIError, _say
 from ._cli.app import DEFAULT_ATTRS, DEMO_APP, _is_gateway_class, load_app
 from ._cli.bind import DEFAULT_BIND, _describe_bind, format_bind, parse_bind
@@ -51,6 +53,7 @@ from ._cli.options import (
     build_parser,
 )
 from ._cli.run import REPEAT_SIGNAL_WINDOW, _remove_pid, _write_pid, serve_until_signalled
+from ._settings import _metrics_address
 from .ssl import TLSError
 from .ssl import _cli as tls_cli
 
@@ -180,8 +183,6 @@ class Application:
 
     def server(self, parsed_args):
         """Return a ``stogie.wsgi.Server`` for Cheroot-style parsed arguments."""
-        from stogie import wsgi
-
         return wsgi.Server(**self.server_args(parsed_args))
 
 
@@ -194,8 +195,6 @@ class GatewayYo:
 
     def server(self, parsed_args):
         """Return a ``stogie.server.HTTPServer`` for Cheroot-style parsed arguments."""
-        from stogie import server as server_module
-
         server_args = dict(vars(self))
         server_args["bind_addr"] = parsed_args.bind_addr
         if parsed_args.max is not None:
@@ -221,8 +220,6 @@ def make_server(opts, bind_addr, app):
         name: getattr(opts, name) for name in SERVER_OPTIONS if getattr(opts, name) is not None
     }
     if _is_gateway_class(app):
-        from stogie import server as server_module
-
         server = server_module.HTTPServer(
             bind_addr,
             gateway=app,
@@ -236,8 +233,6 @@ def make_server(opts, bind_addr, app):
             if name in settings:
                 setattr(server, name, settings[name])
         return server
-
-    from stogie import wsgi
 
     return wsgi.Server(bind_addr, app, **settings)
 
@@ -294,8 +289,6 @@ def _read_log_config(path):
 
 def _binds(opts):
     """The addresses to serve: each --bind, else the sockets systemd passed, else the default."""
-    from stogie import systemd
-
     activated = [fd for fd, _ in systemd.listen_fds()]
     if not opts.bind:
         return activated or [parse_bind(DEFAULT_BIND)]
@@ -351,8 +344,6 @@ def _start(opts, notifier=None):
             if value is not None:
                 setattr(server, name, value)
         if server.metrics_bind is not None:
-            from stogie.server import _metrics_address
-
             _metrics_address(server.metrics_bind)
         for name in RECYCLING_OPTIONS:
             if getattr(opts, name):
@@ -367,8 +358,6 @@ def _start(opts, notifier=None):
     if supervised:
         server._app_loader = functools.partial(load_app, spec)
     server._notifier = notifier
-
-    from stogie import workers
 
     try:
         server.prepare()
@@ -399,8 +388,6 @@ def _start(opts, notifier=None):
 
 def startup_line(server, description, addresses, workers):
     """The line logged once the server serves: version, addresses, processes, threads, TLS."""
-    from stogie import __version__
-
     threads = server.requests.min
     maximum = server.requests.max
     if maximum is not None and maximum > threads:
@@ -427,8 +414,6 @@ def main(args=None):
     Returns:
         int: the exit status (0 after a graceful stop, 2 on a start-up error).
     """
-    from stogie import config
-
     try:
         settings = config.load(build_parser, args)
     except config.ConfigError as exc:
@@ -438,8 +423,6 @@ def main(args=None):
     if opts.print_config:
         sys.stdout.write(settings.render())
         return 0
-    from stogie import reloader, systemd
-
     if opts.reload_dir and not opts.reload:
         _say("--reload-dir needs --reload")
         return 2

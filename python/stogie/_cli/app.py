@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 
+from .. import server as server_module
 from . import CLIError
 
 DEMO_APP = "stogie.demo:app"
@@ -106,6 +107,4 @@ def _getattr_path(obj, dotted):
 def _is_gateway_class(obj):
     if not isinstance(obj, type):
         return False
-    from stogie import server as server_module
-
     return issubclass(obj, server_module.Gateway)

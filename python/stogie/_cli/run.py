@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from .. import workers
 from ..ssl import _cli as tls_cli
 from . import CLIError, _say, log
 from .bind import _describe_bind
@@ -171,7 +172,7 @@ def serve_until_signalled(server, notifier=None):
             # or an app holding the GIL, stops the pings.
             native = server._native
             age = native.heartbeat_age() if native is not None else None
-            notifier.tick(age is not None and age < _workers().STALE_AFTER)
+            notifier.tick(age is not None and age < workers.STALE_AFTER)
 
         every = notifier.interval()
     try:
@@ -218,12 +219,6 @@ def _log_startup(server):
     line = getattr(server, "_startup_line", None)
     if line:
         log.info("%s", line)
-
-
-def _workers():
-    from stogie import workers
-
-    return workers
 
 
 def _status_line(server):
