@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import stogie
-from conftest import connect_tcp, connect_unix, free_port, wait_until_serving
+from conftest import connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -241,6 +241,38 @@ def test_bind_abstract_socket(app_dir):
         connect = lambda: connect_unix("\0" + name)  # noqa: E731
         wait_until_serving(running, connect)
         assert get(connect)[::2] == (200, b"application says hi")
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["bare-name", "path"])
+def test_bind_without_a_port_is_a_unix_socket_and_the_startup_line_says_so(app_dir, relative):
+    # Cheroot's rule: an address without a port is a UNIX socket path. `--bind localhost`
+    # serves a socket file named "localhost", which the start-up line must point out.
+    path = app_dir / "localhost"
+    bind = "localhost" if relative else str(path)
+    with stogie_process(["--bind", bind, "cliapp"], app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_unix(path)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[::2] == (200, b"application says hi")
+        assert wait_for(lambda: "serving cliapp" in running.stderr), running.stderr
+    line = next(line for line in running.stderr.splitlines() if "serving cliapp" in line)
+    hint = "(a UNIX socket; give HOST:PORT for TCP)"
+    if relative:
+        assert "on unix:localhost (a UNIX socket; give HOST:PORT for TCP)" in line, line
+    else:
+        assert hint not in line, line
+
+
+@pytest.mark.parametrize(
+    ("bind", "suggestion"),
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+        ("https://0.0.0.0:8443/", "0.0.0.0:8443"),
+        ("unix:/run/app.sock", "/run/app.sock"),
+    ],
+)
+def test_error_bind_with_a_scheme_says_to_drop_it(app_dir, bind, suggestion):
+    result = run_to_exit(["--bind", bind, "cliapp"], app_dir, cwd=app_dir)
+    assert_one_line_error(*result, "drop the scheme", f"as in --bind {suggestion}")
 
 
 def test_options_reach_the_server(app_dir):

@@ -44,7 +44,7 @@ from . import __version__, config, reloader, systemd, workers, wsgi
 from . import server as server_module
 from ._cli import PROG, CLIError, _say
 from ._cli.app import DEFAULT_ATTRS, DEMO_APP, _is_gateway_class, load_app
-from ._cli.bind import DEFAULT_BIND, _describe_bind, format_bind, parse_bind
+from ._cli.bind import DEFAULT_BIND, _describe_bind, describe_served, format_bind, parse_bind
 from ._cli.options import (
     LOG_LEVELS,
     RECYCLING_OPTIONS,
@@ -395,7 +395,7 @@ def startup_line(server, description, addresses, workers):
     processes = (
         f"{workers} workers, {threads} threads each" if workers > 1 else f"{threads} threads"
     )
-    where = ", ".join(format_bind(a) for a in addresses)
+    where = ", ".join(describe_served(a) for a in addresses)
     if getattr(server, "ssl_adapter", None) is not None:
         where = where.replace("http://", "https://")
     return (

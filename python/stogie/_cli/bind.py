@@ -10,6 +10,9 @@ DEFAULT_BIND = "127.0.0.1:8080"
 # getaddrinfo() with a vaguer message.
 _HOST_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _PORT_RE = re.compile(r"[0-9]+\Z")
+# A URL's scheme (copied from a browser's address bar) or gunicorn's "unix:" in front of the
+# address: without this check the whole text would name a UNIX socket file.
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|unix:")
 
 
 def parse_bind(s):
@@ -20,7 +23,9 @@ def parse_bind(s):
     - ``[IPV6]:PORT`` -> ``(ipv6, port)``, e.g. ``[::1]:8080`` -> ``('::1', 8080)``.
     - ``@NAME`` -> ``'\\0NAME'``, a Linux abstract UNIX socket.
     - ``fd://N`` -> ``N``, an inherited listening socket (socket activation).
-    - anything containing ``/``, or without a colon -> that UNIX socket path.
+    - anything containing ``/``, or without a colon -> that UNIX socket path (so
+      ``localhost`` is a socket file, as in Cheroot: :func:`describe_served` says so).
+    - ``http://...`` and ``unix:...`` are refused with what to type instead.
 
     PORT is 0 to 65535; 0 asks the system for a free port.
 
@@ -40,6 +45,13 @@ def parse_bind(s):
         if not _PORT_RE.match(number):
             raise ValueError(f"{s!r}: expected fd:// and a descriptor number, e.g. fd://3")
         return int(number)
+
+    scheme = _SCHEME_RE.match(s)
+    if scheme:
+        rest = s[scheme.end() :]
+        if scheme.group(0) != "unix:":
+            rest = rest.rstrip("/")
+        raise ValueError(f"{s!r}: drop the scheme {scheme.group(0)!r}, as in --bind {rest}")
 
     # Checked first: "@name" must not be read as "user@host".
     if s.startswith("@"):
@@ -108,6 +120,15 @@ def format_bind(bind_addr):
     if bind_addr.startswith("\0"):
         return f"unix:@{bind_addr[1:]}"
     return f"unix:{bind_addr}"
+
+
+def describe_served(bind_addr):
+    """:func:`format_bind`, saying it of a UNIX socket named as a host could be (``--bind
+    localhost`` serves a socket file, by Cheroot's rule for an address without a port)."""
+    text = format_bind(bind_addr)
+    if isinstance(bind_addr, str) and _HOST_RE.match(bind_addr):
+        text += " (a UNIX socket; give HOST:PORT for TCP)"
+    return text
 
 
 def _describe_bind(bind_addr):
