@@ -385,6 +385,25 @@ def test_error_bad_option_value(app_dir):
     assert_one_line_error(*result, "many")
 
 
+def test_error_mistyped_option_is_named_with_the_closest_one(app_dir):
+    result = run_to_exit(["--bnd", "127.0.0.1:8000", "cliapp"], app_dir, cwd=app_dir)
+    assert_one_line_error(*result, "unknown option --bnd; did you mean --bind?")
+    assert "cliapp" not in result[2]
+
+
+def test_gunicorns_short_options_b_and_w_but_not_t(app_dir):
+    # -t is gunicorn's --timeout (a worker's), which is not Cheroot's --timeout (a client's).
+    assert_one_line_error(*run_to_exit(["-t", "30", "cliapp"], app_dir), "unknown option -t")
+    port = free_port()
+    args = ["-b", f"127.0.0.1:{port}", "-w", "2", "cliapp"]
+    with stogie_process(args, app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_tcp(port)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[::2] == (200, b"application says hi")
+        assert wait_for(lambda: "serving cliapp" in running.stderr), running.stderr
+    assert f"on http://127.0.0.1:{port} (2 workers, 10 threads each" in running.stderr
+
+
 def test_error_unknown_host(app_dir):
     result = run_to_exit(["--bind", "no-such-host.invalid:8080", "cliapp"], app_dir, cwd=app_dir)
     assert_one_line_error(*result, "no-such-host.invalid")

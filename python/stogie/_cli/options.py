@@ -2,6 +2,7 @@
 ``--config`` file read too (:mod:`stogie.config`), and how options map to server settings."""
 
 import argparse
+import difflib
 
 from ..ssl import _cli as tls_cli
 from . import PROG
@@ -14,6 +15,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # argparse prints the whole usage block first; one line is enough.
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):
+        # argparse lumps a mistyped option with the words after it ("unrecognized arguments:
+        # --bnd app:app"): name the option, and the one probably meant.
+        values, extras = self.parse_known_args(args, namespace)
+        for arg in extras:
+            if arg.startswith("-") and arg != "-":
+                self.error(self._unknown_option(arg.partition("=")[0]))
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return values
+
+    def _unknown_option(self, name):
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else "")
 
 
 class _VersionAction(argparse.Action):
@@ -88,6 +105,7 @@ def build_parser():
         help="WSGI application callable or stogie.server.Gateway subclass",
     )
     parser.add_argument(
+        "-b",
         "--bind",
         metavar="ADDRESS",
         action="append",
@@ -119,6 +137,7 @@ def build_parser():
         help="maximum number of worker threads, -1 for no limit (default: -1)",
     )
     parser.add_argument(
+        "-w",
         "--workers",
         metavar="INT",
         type=_int_at_least(1),
