@@ -382,7 +382,7 @@ def test_max_requests_replaces_workers_under_load_without_losing_a_request(app_d
         with Load(connect, clients=4) as load:
             assert wait_for(lambda: len(load.pids()) >= 6, 20), (load.pids(), running.stderr)
         assert load.errors == [], (load.errors[:5], running.stderr)
-        assert "served 3" in running.stderr and "replaced by" in running.stderr
+        assert "reached its limit of 3" in running.stderr and "replaced by" in running.stderr
         assert wait_for(lambda: len(children_of(running.pid)) == 2, 8)
         # Each worker goes on serving until its replacement serves: a few more than its limit.
         counts = {}

@@ -476,3 +476,75 @@ def test_wsgi_gateway_subclass_runs_in_python(serve):
         assert body == b"w;added;/a b;x=1;a=1; b=2;3;%d;abc" % port
         sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         assert reader.read_response()[2].startswith(b"w;added;/;")
+
+
+def _environ_dump_gateway(base):
+    """The gateway Cheroot's users write to show a request: its environ as JSON (without the
+    two file objects), with the keys' value types."""
+    import json
+
+    class Dump(base):
+        def respond(self):
+            env = self.get_environ()
+            env.pop("wsgi.errors")
+            env.pop("wsgi.input")
+            body = json.dumps(
+                {"environ": env, "types": {k: type(v).__name__ for k, v in env.items()}}
+            ).encode()
+            self.start_response(
+                "200 OK",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            self.write(body)
+
+    return Dump
+
+
+def test_native_gateway_environ_has_cheroots_keys_and_types():
+    """Gateway_10.get_environ() holds exactly what Cheroot's does, so that a custom gateway that
+    dumps it as JSON works (wsgi.file_wrapper, a class, is the app's alone); the same gateway
+    is served by Cheroot itself to compare."""
+    import json
+
+    cheroot_server = pytest.importorskip("cheroot.server")
+    cheroot_wsgi = pytest.importorskip("cheroot.wsgi")
+
+    def fetch(server_class, base):
+        srv = server_class(("127.0.0.1", 0), gateway=_environ_dump_gateway(base), minthreads=2)
+        with running(srv):
+            with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+                reader = ResponseReader(sock)
+                sock.sendall(
+                    b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 2\r\n\r\nab"
+                )
+                status, _, body, complete = reader.read_response()
+        assert status == b"HTTP/1.1 200 OK" and complete
+        return json.loads(body)
+
+    ours = fetch(stogie_server.HTTPServer, wsgi.Gateway_10)
+    theirs = fetch(cheroot_server.HTTPServer, cheroot_wsgi.Gateway_10)
+    assert "wsgi.file_wrapper" not in ours["environ"]
+    assert ours["types"] == theirs["types"]
+    for key in ("PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "CONTENT_TYPE", "HTTP_X_A"):
+        assert ours["environ"][key] == theirs["environ"][key]
+
+
+def test_wsgi_gateway_subclass_still_gives_the_app_the_file_wrapper(serve):
+    """A Gateway_10 subclass runs the app in Python: the app still gets wsgi.file_wrapper,
+    and a file it wraps is sent."""
+
+    class Extra(wsgi.Gateway_10):
+        def get_environ(self):
+            env = super().get_environ()
+            assert "wsgi.file_wrapper" not in env
+            return env
+
+    def app(environ, start_response):
+        import io
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"wrapped file"), 4)
+
+    server = serve(app, attrs={"gateway": Extra})
+    assert http_get(server.bind_addr, "/") == (200, b"wrapped file")

@@ -459,15 +459,16 @@ class HTTPServer(Settings):
             )
         return supervisor
 
-    def _start_engine(self, remove_socket_file=True, slot=0, metrics_slot=None):
+    def _start_engine(self, remove_socket_file=True, slot=0, metrics_slot=None, count=False):
         """Start the engine and the pool on the socket bound by prepare().
 
         ``slot`` is a worker process's number: with a TCP address, each worker has its own
         listening socket in one SO_REUSEPORT group (even spread of connections).
         ``metrics_slot`` is its own place in the metrics shared with the supervisor.
+        ``count``: count the requests served from the first one on (a worker's recycling).
         """
         native = self._native
-        native.configure(stats_enabled=bool(self.stats.get("Enabled")))
+        native.configure(stats_enabled=bool(self.stats.get("Enabled")) or count)
         # Before the engine takes its first connection: every request is logged.
         self._push_access_log()
         pool = self.requests

@@ -107,6 +107,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 _BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, *_CONTROL_SIGNALS}
 _PR_SET_PDEATHSIG = 1
+# What the engine writes to a worker's wake-up socket when it served OVER_LIMIT times its
+# request limit (no signal has this number).
+_OVER = 255
+OVER_LIMIT = 2
 _MESSAGE_SIZE = 65536
 
 
@@ -218,20 +222,26 @@ _SKF_AD_RANDOM = 56
 _SKF_AD_OFF = -0x1000
 
 
-def _steer(fds, count):
+def _steer(fds, count, skipped=()):
     """Send new connections of the SO_REUSEPORT groups of ``fds`` to their first ``count``
-    sockets only, at random (a classic BPF program: ``A = random; A %= count; return A``).
+    sockets only, at random, but for those numbered in ``skipped`` (a classic BPF program:
+    ``A = random; A %= count - len(skipped);`` then for each skipped number in increasing
+    order ``if A >= number: A += 1;`` and ``return A``).
 
     The kernel numbers a group's sockets in the order they started listening, and closing
     the last one renumbers nothing: slots are added and removed at the end.
 
     Returns whether the filter is in place.
     """
+    skipped = sorted(n for n in set(skipped) if n < count)
     code = [
         (0x20, 0, 0, (_SKF_AD_OFF + _SKF_AD_RANDOM) & 0xFFFFFFFF),  # ld rand
-        (0x94, 0, 0, count),  # mod #count
-        (0x16, 0, 0, 0),  # ret a
+        (0x94, 0, 0, count - len(skipped)),  # mod #(count - skipped)
     ]
+    for number in skipped:
+        code.append((0x35, 0, 1, number))  # jge #number: next, else skip one
+        code.append((0x04, 0, 0, 1))  # add #1
+    code.append((0x16, 0, 0, 0))  # ret a
     program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in code))
     fprog = struct.pack("HL", len(code), ctypes.addressof(program))
     for fd in fds:
@@ -283,6 +293,8 @@ class _Worker:
         self.recycle_reason = None
         self.closed = False  # its end of the control pair is closed: it is exiting
         self.metrics_slot = 0
+        self.drain_deadline = None  # told to drain: killed if still alive then (monotonic)
+        self.served = None  # the requests it answered in all, as it said when it stopped
 
 
 class Supervisor:
@@ -336,6 +348,11 @@ class Supervisor:
         self._reload_again = False
         self._removing = None  # (slot, since, empty_since) of a slot being removed
         self._steered = None  # how many slots the socket filter serves, if one is set
+        # Slots whose worker reached its limit, out of the filter's rotation until their
+        # replacement serves, and {pid: (since, empty_since)} of those workers while what
+        # waits in their backlog is taken.
+        self._resting = set()
+        self._settling = {}
         self._commands = collections.deque()
         self._early_signals = []  # received while the workers started
         self._lock = threading.Lock()
@@ -501,15 +518,24 @@ class Supervisor:
                 _send(ctl, "failed " + " ".join(reason.split()))
                 return EXIT_LOAD_FAILED
             server._use_app(app)
-        server._start_engine(remove_socket_file=False, slot=slot, metrics_slot=metrics_slot)
+        limit = self.recycling.request_limit()
+        # The pool counts the requests it served only while counting is on; nobody reads
+        # this worker's own stats, so it costs nothing else.
+        server._start_engine(
+            remove_socket_file=False, slot=slot, metrics_slot=metrics_slot, count=bool(limit)
+        )
         native = server._native
+        recycle = f"recycle reached its limit of {limit} requests"
+        if limit:
+            # Told the supervisor the moment the count reaches the limit, by the engine: a
+            # heartbeat later, a busy worker had answered hundreds more. It serves on until
+            # its replacement does, but not past twice its limit (a replacement slow to
+            # start on a busy machine): it then stops taking connections, which wait in the
+            # socket's backlog for the replacement.
+            native.announce_at_requests(limit, ctl.fileno(), recycle.encode())
+            native.announce_at_requests(OVER_LIMIT * limit, wake_w.fileno(), bytes([_OVER]))
         _send(ctl, "ready " + (description or ""))
         log.debug("worker %d serving", pid)
-        limit = self.recycling.request_limit()
-        if limit:
-            # The pool counts the requests it served only while counting is on; nobody
-            # reads this worker's own stats, so it costs nothing else.
-            native.configure(stats_enabled=True)
         asked = False
         drain = False
         app_stopped = False
@@ -520,6 +546,12 @@ class Supervisor:
                 server.reopen_access_log()
             if set(received) & set(_STOP_SIGNALS):
                 log.debug("worker %d stopping", pid)
+                break
+            if _OVER in received or (
+                limit and native.counters().get("served", 0) >= OVER_LIMIT * limit
+            ):
+                _send(ctl, f"retiring it answered {OVER_LIMIT} times its limit of {limit}")
+                drain = True
                 break
             if ctl in readable:
                 message = _recv(ctl)
@@ -542,14 +574,24 @@ class Supervisor:
             if age is not None and age < STALE_AFTER:
                 _send(ctl, "beat")
             if limit and not asked and native.counters().get("served", 0) >= limit:
+                # The engine told the supervisor; in case its message was lost (a full
+                # socket), once more.
                 asked = True
-                _send(ctl, f"recycle served {limit} requests")
+                _send(ctl, recycle)
+        # Whatever holds the stop up, this process is gone by the time its supervisor
+        # would kill it: a worker left behind would serve old code, or outlive a
+        # supervisor that died.
+        _exit_by(float(server.shutdown_timeout or 0) + STOP_MARGIN)
         server._stop_engine(drain=drain)
         if app_stopped:
             last = server._last_native
             deadline = time.monotonic() + float(server.shutdown_timeout) + 0.5
             while last.counters().get("connections", 0) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        if limit:
+            # The true total, for the supervisor's log (the limit was passed by what
+            # came while the replacement started).
+            _send(ctl, f"served {server._last_native.counters().get('served', 0)}")
         return 0
 
     # --- supervising ------------------------------------------------------------------------
@@ -618,7 +660,7 @@ class Supervisor:
             timeout = 0.5 if in_main else 0.2
             if self._pending:
                 timeout = max(0.0, min(timeout, self._pending[0][0] - time.monotonic()))
-            if self._removing is not None:
+            if self._removing is not None or self._settling:
                 timeout = min(timeout, 0.05)
             if self.notifier is not None:
                 timeout = min(timeout, self.notifier.interval())
@@ -732,10 +774,20 @@ class Supervisor:
             worker.description = rest
         elif kind == "recycle":
             self._recycle(worker, rest)
+        elif kind == "served" and rest.isdigit():
+            worker.served = int(rest)
+        elif kind == "retiring" and worker.state == "serving":
+            # It drains without being told (its replacement was slow): its slot is the
+            # replacement's, or another's if the replacement fails.
+            log.warning("worker %d %s before its replacement served: it stops", worker.pid, rest)
+            self._settling.pop(worker.pid, None)
+            self._mark_retiring(worker)
 
     def _on_serving(self, worker):
+        self._resting.discard(worker.slot)
         if self._steered is not None and worker.slot in self.slots:
-            # An added slot gets connections once its worker serves.
+            # An added slot, or one that rested while its worker was replaced, gets
+            # connections once its worker serves.
             self._steer(len(self.slots))
         if worker.replaces is not None:
             old = self.workers.get(worker.replaces)
@@ -791,6 +843,8 @@ class Supervisor:
                 self._end_reload(f"the new workers did not serve within {START_TIMEOUT:.0f} s")
         if self._removing is not None:
             self._progress_removal()
+        if self._settling:
+            self._progress_settling()
 
     def _end_reload(self, failure):
         generation, _ = self._reload
@@ -835,12 +889,20 @@ class Supervisor:
     def _retire(self, worker):
         if worker.state == "retiring":
             return
-        worker.state = "retiring"
+        self._mark_retiring(worker)
         if not _send(worker.ctl, "retire"):
             try:
                 os.kill(worker.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def _mark_retiring(self, worker):
+        worker.state = "retiring"
+        # The worker exits on its own well before this; the supervisor enforces it all the
+        # same, so that no bug of the worker's can leave old code serving.
+        worker.drain_deadline = (
+            time.monotonic() + float(self.server.shutdown_timeout or 0) + STOP_MARGIN
+        )
 
     # --- recycling ------------------------------------------------------------------------------
 
@@ -865,6 +927,18 @@ class Supervisor:
                 worker.state = "failed"  # reaped as a worker that could not start
                 worker.description = f"it did not serve within {START_TIMEOUT:.0f} s"
                 log.error("worker %d %s: killing it", worker.pid, worker.description)
+                _kill(worker.pid)
+        for worker in list(self.workers.values()):
+            if worker.drain_deadline is not None and now >= worker.drain_deadline:
+                log.warning(
+                    "worker %d (slot %d, generation %d) still running %.1f s after it was told"
+                    " to drain: killing it",
+                    worker.pid,
+                    worker.slot,
+                    worker.generation,
+                    float(self.server.shutdown_timeout or 0) + STOP_MARGIN,
+                )
+                worker.drain_deadline = None
                 _kill(worker.pid)
         if self.worker_timeout:
             for worker in list(self.workers.values()):
@@ -912,11 +986,72 @@ class Supervisor:
         except OSError as exc:
             log.error("cannot start a worker: %s", exc)
             worker.retry_after = time.monotonic() + RECYCLE_RETRY
+            return
+        self._rest(worker)
+
+    def _rest(self, worker):
+        """Let a worker being replaced stop serving now rather than once its replacement
+        serves (which would let it answer what comes while the replacement imports the app:
+        ``max_requests`` would mean much more), when other workers can take its clients: its
+        TCP slot leaves the socket filter's rotation (connections of shared sockets go to
+        the others anyway), it takes what already waits in its backlog, then drains."""
+        others = [
+            w
+            for w in self.workers.values()
+            if w.state == "serving"
+            and w.slot != worker.slot
+            and w.slot in self.slots
+            and w.slot not in self._resting
+            and w.pid not in self._settling
+            and w.replacement is None  # past its own limit: it must not take all the load
+        ]
+        if not others or self._removing is not None:
+            # Nobody under its limit to take the clients: the workers still settling go on
+            # serving with this one until their replacements serve.
+            if self._settling:
+                for pid in self._settling:
+                    if pid in self.workers:
+                        self._resting.discard(self.workers[pid].slot)
+                self._settling.clear()
+                self._steer(len(self.slots))
+            return
+        if self.server._native.slot_fds(worker.slot):
+            self._resting.add(worker.slot)
+            if not self._steer(len(self.slots)):
+                self._resting.discard(worker.slot)
+                return
+        self._settling[worker.pid] = (time.monotonic(), None)
+
+    def _progress_settling(self):
+        now = time.monotonic()
+        for pid, (since, empty_since) in list(self._settling.items()):
+            worker = self.workers.get(pid)
+            if worker is None or worker.state != "serving":
+                del self._settling[pid]
+                continue
+            if _backlog(self.server._native.slot_fds(worker.slot)):
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            if (empty_since is not None and now - empty_since >= SLOT_SETTLE) or (
+                now - since >= SLOT_DRAIN_LIMIT
+            ):
+                del self._settling[pid]
+                self._retire(worker)
+            else:
+                self._settling[pid] = (since, empty_since)
 
     def _replacement_failed(self, replacement, reason):
         old = self.workers.get(replacement.replaces) if replacement.replaces else None
-        if old is None:
+        if old is None or old.state == "retiring":
+            # It rested and drains: its slot needs a worker all the same.
+            log.error("the replacement of a worker failed: %s; starting another", reason)
+            if replacement.slot in self.slots and not self._slot_covered(replacement.slot):
+                self._schedule(replacement.slot)
             return
+        if self._settling.pop(old.pid, None) is not None or old.slot in self._resting:
+            self._resting.discard(old.slot)
+            self._steer(len(self.slots))
         old.replacement = None
         old.retry_after = time.monotonic() + RECYCLE_RETRY
         log.error(
@@ -960,6 +1095,7 @@ class Supervisor:
             log.warning("SIGTTOU: a worker is being removed already")
             return
         slot = self.slots.pop()
+        self._resting.discard(slot)
         log.info("SIGTTOU: removing a worker (%d left)", len(self.slots))
         self._pending = [(due, s) for due, s in self._pending if s != slot]
         fds = self.server._native.slot_fds(slot)
@@ -995,7 +1131,7 @@ class Supervisor:
         fds = self.server._native.slot_fds(self.slots[0])
         if not fds:
             return False
-        if _steer(fds, count):
+        if _steer(fds, count, self._resting):
             self._steered = count
             return True
         return False
@@ -1030,7 +1166,10 @@ class Supervisor:
                 native.retire_worker(worker.metrics_slot, replaced=not stopping)
                 native.set_workers_running(len(self.workers))
             if stopping or worker.state == "retiring":
-                log.debug("worker %d %s", pid, how)
+                if worker.served is not None:
+                    log.info("worker %d %s after answering %d requests", pid, how, worker.served)
+                else:
+                    log.debug("worker %d %s", pid, how)
                 continue
             if worker.state in ("starting", "failed"):
                 reason = worker.description if worker.state == "failed" else None
@@ -1200,6 +1339,13 @@ def _recv(sock, block=True):
     return data.decode("utf-8", "replace")
 
 
+def _exit_by(seconds):
+    """Have the kernel end this process ``seconds`` from now (SIGALRM, default action),
+    whatever its threads are doing then."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.1))
+
+
 def _wait_readable(socks, timeout):
     try:
         readable, _, _ = select.select(socks, [], [], max(timeout, 0))
@@ -1209,7 +1355,8 @@ def _wait_readable(socks, timeout):
 
 
 def _received_all(sock):
-    """Drain the wake-up socket; return the signal numbers found in it, in order."""
+    """Drain the wake-up socket; return the signal numbers (and ``_OVER``) found in it, in
+    order."""
     found = []
     while True:
         try:

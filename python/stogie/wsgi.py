@@ -193,6 +193,9 @@ class Gateway(server.Gateway):
             a NON-EMPTY string, or upon the application's first
             invocation of the write() callable.
         """
+        # PEP 3333's optional file wrapper, for the app only (get_environ() keeps Cheroot's
+        # keys).
+        self.env.setdefault("wsgi.file_wrapper", FileWrapper)
         response = self.req.server.wsgi_app(self.env, self.start_response)
         try:
             for chunk in filter(None, response):
@@ -254,13 +257,18 @@ class Gateway_10(Gateway):
     def get_environ(self):
         """Return a new environ dict targeting the given wsgi.version."""
         req = self.req
+        req_conn = req.conn
+        # Cheroot's keys and value types, so that code written for its gateways (which
+        # dumps this as JSON, say) works unchanged: no ``wsgi.file_wrapper`` (a class) here.
+        # respond() adds it for the app.
         env = dict(req.server._environ_template())
+        del env["wsgi.file_wrapper"]
         env.update(
             {
                 "PATH_INFO": req.path.decode("ISO-8859-1"),
                 "QUERY_STRING": req.qs.decode("ISO-8859-1"),
-                "REMOTE_ADDR": req.conn.remote_addr or "",
-                "REMOTE_PORT": str(req.conn.remote_port or ""),
+                "REMOTE_ADDR": req_conn.remote_addr or "",
+                "REMOTE_PORT": str(req_conn.remote_port or ""),
                 "REQUEST_METHOD": req.method.decode("ISO-8859-1"),
                 "REQUEST_URI": req.uri.decode("ISO-8859-1"),
                 "SERVER_PROTOCOL": req.request_protocol.decode("ISO-8859-1"),
@@ -269,8 +277,17 @@ class Gateway_10(Gateway):
                 "wsgi.version": self.version,
             }
         )
-        if req.conn.ssl_env:
-            env.update(req.conn.ssl_env)
+        if isinstance(req.server.bind_addr, str):
+            # A UNIX socket: the peer's credentials where they can be had, as Cheroot.
+            try:
+                env["X_REMOTE_PID"] = str(req_conn.peer_pid)
+                env["X_REMOTE_UID"] = str(req_conn.peer_uid)
+                env["X_REMOTE_GID"] = str(req_conn.peer_gid)
+                env["X_REMOTE_USER"] = str(req_conn.peer_user)
+                env["X_REMOTE_GROUP"] = str(req_conn.peer_group)
+                env["REMOTE_USER"] = env["X_REMOTE_USER"]
+            except (RuntimeError, NotImplementedError, KeyError):
+                pass  # disabled, or the kernel gave none, or an id without a name
         for k, v in req.inheaders.items():
             name = k.decode("ISO-8859-1").upper().replace("-", "_")
             env["HTTP_" + name] = v.decode("ISO-8859-1")
@@ -280,6 +297,8 @@ class Gateway_10(Gateway):
         cl = env.pop("HTTP_CONTENT_LENGTH", None)
         if cl is not None:
             env["CONTENT_LENGTH"] = cl
+        if req_conn.ssl_env:
+            env.update(req_conn.ssl_env)
         return env
 
 

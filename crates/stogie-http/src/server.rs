@@ -561,6 +561,10 @@ pub struct MetricsEndpoint {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     local: std::net::SocketAddr,
+    /// The listening socket, for a forked copy of this value to close (see [`Drop`]).
+    fd: std::os::fd::RawFd,
+    /// The process that started the thread: only it can stop and join it.
+    owner: u32,
 }
 
 impl MetricsEndpoint {
@@ -571,6 +575,7 @@ impl MetricsEndpoint {
     ) -> io::Result<MetricsEndpoint> {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -599,6 +604,8 @@ impl MetricsEndpoint {
             stop: Some(stop),
             thread: Some(thread),
             local,
+            fd,
+            owner: std::process::id(),
         })
     }
 
@@ -609,7 +616,21 @@ impl MetricsEndpoint {
 }
 
 impl Drop for MetricsEndpoint {
+    /// Stops the endpoint's thread and waits for it. In a process forked from the one that
+    /// started it (a worker forked by its supervisor), that thread does not exist: joining
+    /// it would wait forever. There the copy only closes its listening socket, so that the
+    /// port is not held by the workers after the supervisor is gone.
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            // SAFETY: the descriptor was inherited by fork and nothing in this process
+            // uses it (the runtime that polled it did not cross the fork).
+            unsafe { libc::close(self.fd) };
+            // Dropping the handle would detach a thread of another process, and dropping the
+            // sender would wake a runtime of another process (through a shared eventfd).
+            std::mem::forget(self.thread.take());
+            std::mem::forget(self.stop.take());
+            return;
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -134,6 +134,10 @@ struct Inner<H: Handler> {
     held: Arc<HeldWakes>,
     work_ns: AtomicU64,
     served: AtomicU64,
+    /// The next count of `served` to announce (0: none), and every announcement waiting:
+    /// (count, descriptor, message), in the order of their counts.
+    next_announcement: AtomicU64,
+    announcements: Mutex<Vec<Announcement>>,
     /// The server's counters: work is counted only while they are enabled.
     stats: Arc<Stats>,
 }
@@ -166,6 +170,30 @@ pub struct PoolStats {
     pub work_seconds: f64,
 }
 
+/// A message to write to a descriptor once `count` requests were served.
+struct Announcement {
+    count: u64,
+    fd: std::os::fd::RawFd,
+    message: Vec<u8>,
+}
+
+impl<H: Handler> Inner<H> {
+    /// Sends the announcements due at `served` requests.
+    fn announce(&self, served: u64) {
+        let mut waiting = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        let due = waiting.partition_point(|a| a.count <= served);
+        for a in waiting.drain(..due) {
+            // A full socket loses the message: the owner's own periodic check of the count
+            // is the fallback.
+            // SAFETY: a live buffer, to a descriptor its owner keeps open for as long as the
+            // pool runs (announce_at's contract).
+            unsafe { libc::write(a.fd, a.message.as_ptr().cast(), a.message.len()) };
+        }
+        let next = waiting.first().map_or(0, |a| a.count);
+        self.next_announcement.store(next, Relaxed);
+    }
+}
+
 impl<H: Handler> Pool<H> {
     /// A pool with `limits.min` threads started.
     pub fn start(handler: H, limits: PoolLimits, stats: Arc<Stats>) -> Pool<H> {
@@ -188,6 +216,8 @@ impl<H: Handler> Pool<H> {
                 held: Arc::default(),
                 work_ns: AtomicU64::new(0),
                 served: AtomicU64::new(0),
+                next_announcement: AtomicU64::new(0),
+                announcements: Mutex::new(Vec::new()),
                 stats,
             }),
         };
@@ -371,7 +401,10 @@ impl<H: Handler> Pool<H> {
                     self.inner
                         .work_ns
                         .fetch_add(took.as_nanos() as u64, Relaxed);
-                    self.inner.served.fetch_add(1, Relaxed);
+                    let served = self.inner.served.fetch_add(1, Relaxed) + 1;
+                    if served == self.inner.next_announcement.load(Relaxed) {
+                        self.inner.announce(served);
+                    }
                 }
                 // The next request likely takes about as long as this one did.
                 let hold = (HOLD_APP_MIN..=HOLD_APP_MAX).contains(&took);
@@ -432,6 +465,32 @@ impl<H: Handler> Pool<H> {
             served: self.inner.served.load(Relaxed),
             work_seconds: self.inner.work_ns.load(Relaxed) as f64 / 1e9,
         }
+    }
+
+    /// Writes `message` to `fd` (in one write) the moment the requests served (counted while
+    /// the stats are enabled) reach `limit`: a worker process asks its supervisor for its
+    /// replacement then, from the thread that served the last request, rather than at its
+    /// main thread's next heartbeat (which has to wait for the GIL, too). `fd` must stay
+    /// open while the pool runs.
+    pub fn announce_at(&self, limit: u64, fd: std::os::fd::RawFd, message: Vec<u8>) {
+        {
+            let mut waiting = self
+                .inner
+                .announcements
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let at = waiting.partition_point(|a| a.count <= limit);
+            waiting.insert(
+                at,
+                Announcement {
+                    count: limit.max(1),
+                    fd,
+                    message,
+                },
+            );
+        }
+        // Any announcement already due goes now, and the next count is set.
+        self.inner.announce(self.inner.served.load(Relaxed));
     }
 
     /// Resets the work counters.

@@ -18,7 +18,7 @@ use stogie_http::{
 
 use crate::gil;
 use crate::handler::{AppHandler, Mode};
-use crate::pool::{Pool, PoolLimits};
+use crate::pool::{Pool, PoolLimits, PoolStats};
 use crate::wsgi::environ;
 
 /// Sends engine messages to a Python callable `log(message, levelno)`.
@@ -143,6 +143,8 @@ pub struct NativeServer {
     metrics_endpoint: Option<MetricsEndpoint>,
     /// Supervisor counts for its `/metrics` (worker restarts, workers running).
     supervisor_counts: Arc<std::sync::Mutex<SupervisorCounts>>,
+    /// The requests the pool served in all, once it stopped (a worker's true total).
+    served_when_stopped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[pymethods]
@@ -177,6 +179,7 @@ impl NativeServer {
             region: None,
             metrics_endpoint: None,
             supervisor_counts: Arc::default(),
+            served_when_stopped: Arc::default(),
         })
     }
 
@@ -281,8 +284,11 @@ impl NativeServer {
     }
 
     /// Keeps only what worker slot `slot` serves (in a worker process, before anything else:
-    /// the other slots' sockets belong to other workers).
+    /// the other slots' sockets belong to other workers, and the `/metrics` listener to the
+    /// supervisor, whose thread serving it was not copied by fork).
     fn keep_slot(&mut self, slot: usize) {
+        // Its drop in a forked process closes the socket without joining the thread.
+        self.metrics_endpoint = None;
         for group in self.groups.iter_mut().filter(|g| g.grouped) {
             for (i, l) in group.listeners.iter_mut().enumerate() {
                 if i != slot {
@@ -453,6 +459,7 @@ impl NativeServer {
         self.groups.clear();
         let grace = secs(grace);
         let in_request = pool.as_ref().is_some_and(|p| p.is_current_worker());
+        let served_when_stopped = self.served_when_stopped.clone();
         let finish = move |mut engine: Option<HttpServer>| {
             let started = std::time::Instant::now();
             let clean = engine
@@ -471,6 +478,7 @@ impl NativeServer {
                         .saturating_sub(started.elapsed())
                         .max(Duration::from_millis(100)),
                 );
+                served_when_stopped.store(p.stats().served, std::sync::atomic::Ordering::Relaxed);
             }
             clean
         };
@@ -781,7 +789,16 @@ impl NativeServer {
         d.set_item("bytes_written", s.bytes_written)?;
         d.set_item("socket_errors", s.socket_errors)?;
         d.set_item("connections", s.active_connections)?;
-        let p = self.pool.as_ref().map(|p| p.stats()).unwrap_or_default();
+        let p = self
+            .pool
+            .as_ref()
+            .map(|p| p.stats())
+            .unwrap_or_else(|| PoolStats {
+                served: self
+                    .served_when_stopped
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                ..PoolStats::default()
+            });
         d.set_item("queued", p.queued)?;
         d.set_item("threads", p.threads)?;
         d.set_item("idle", p.idle)?;
@@ -790,9 +807,24 @@ impl NativeServer {
         Ok(d)
     }
 
+    /// Writes `message` to the socket `fd` (kept open while the engine runs) the moment the
+    /// requests served reach `limit` (counted while the stats are enabled): a worker
+    /// process's recycling limit, told to its supervisor when it is reached. Needs a running
+    /// engine.
+    fn announce_at_requests(&self, limit: u64, fd: i32, message: Vec<u8>) -> PyResult<()> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the engine is not running"))?;
+        pool.announce_at(limit, fd, message);
+        Ok(())
+    }
+
     /// Sets the counters back to zero.
     fn clear_counters(&self) {
         self.stats.clear();
+        self.served_when_stopped
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         if let Some(p) = &self.pool {
             p.clear_stats();
         }

@@ -43,7 +43,9 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from stogie import __version__
 
-        parser.exit(0, f"{PROG} {__version__}\n")
+        # On standard output, as argparse's own version action and other tools print it.
+        print(f"{PROG} {__version__}")
+        parser.exit(0)
 
 
 def _int_at_least(minimum):
