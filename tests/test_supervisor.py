@@ -518,7 +518,7 @@ def test_a_replacement_that_never_serves_is_killed_and_tried_again(app_dir):
     port = free_port()
     connect = lambda: connect_tcp(port)  # noqa: E731
     script = (
-        "import sys, stogie.workers as w; w.START_TIMEOUT = 2.0;"
+        "import sys, stogie._workers.replacing as w; w.START_TIMEOUT = 2.0;"
         " from stogie import cli; sys.exit(cli.main(sys.argv[1:]))"
     )
     args = [sys.executable, "-c", script, "--workers", "2", "--bind", f"127.0.0.1:{port}"]
