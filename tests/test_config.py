@@ -161,6 +161,26 @@ def test_bad_environment_value_is_one_line_and_status_2(app_dir, env, words):
 
 
 @pytest.mark.parametrize(
+    ("name", "closest"),
+    [("STOGIE_WORKER", "STOGIE_WORKERS"), ("STOGIE_MAX_REQUEST", "STOGIE_MAX_REQUESTS")],
+)
+def test_unknown_environment_variable_is_one_line_and_status_2(app_dir, name, closest):
+    code, out, err = run(["capp", "--print-config"], app_dir, {name: "3"})
+    assert code == 2, out
+    assert len(err.splitlines()) == 1, err
+    assert f"stogie: unknown setting in the environment: {name}; did you mean {closest}?" in err
+
+
+def test_variables_of_stogies_own_scripts_are_no_settings_and_no_errors(app_dir):
+    # scripts/test, scripts/cheroot-suite and the tests set these; the servers they start
+    # inherit them.
+    names = ["PY", "PYTHON", "WHEEL", "CONFORMANCE_CORPUS", "TEST_MARKER"]
+    env = {f"STOGIE_{name}": "x" for name in names}
+    values, _ = printed(["capp"], app_dir, {"STOGIE_CONFIG": "", **env})
+    assert values["app"] == "capp"
+
+
+@pytest.mark.parametrize(
     ("text", "words"),
     [
         ("wokers = 2\n", ["unknown setting 'wokers'"]),
