@@ -143,6 +143,26 @@ def test_print_config_reads_back_as_the_same_settings(app_dir):
     assert first["bind"] == ["[::1]:8123"] and first["app"] == "capp:application"
 
 
+def test_print_config_gives_the_value_in_effect_of_each_option_with_a_default(app_dir):
+    values, text = printed(["capp"], app_dir)
+    assert "threads = 10  # default" in text
+    assert (values["threads"], values["max_threads"], values["workers"]) == (10, -1, 1)
+    assert (values["timeout"], values["shutdown_timeout"], values["worker_timeout"]) == (10, 5, 30)
+    assert (values["request_queue_size"], values["accepted_queue_size"]) == (5, -1)
+    assert values["max_requests"] == 0 and values["proxy_protocol"] is False
+    assert values["forwarded_allow_ips"] == "127.0.0.1,::1"
+    # A default that depends on where the server runs is said, not written as a setting.
+    assert "bind" not in values
+    assert "# bind: not set (the sockets systemd passes, else 127.0.0.1:8080)" in text
+    # What it prints serves the same, read back as a file.
+    (app_dir / "printed.toml").write_text(text)
+    assert printed(["--config", "printed.toml"], app_dir)[0] == values
+    port = free_port()
+    with serving(["--config", "printed.toml", "--bind", f"127.0.0.1:{port}"], app_dir) as running:
+        wait_until_serving(running, lambda: connect_tcp(port))
+        assert wait_for(lambda: "(10 threads, TLS off)" in running.stderr), running.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [

@@ -51,6 +51,7 @@ from ._cli.options import (
     SERVER_ATTRIBUTES,
     SERVER_OPTIONS,
     build_parser,
+    defaults_in_effect,
 )
 from ._cli.run import REPEAT_SIGNAL_WINDOW, _remove_pid, _write_pid, serve_until_signalled
 from ._settings import _metrics_address
@@ -421,7 +422,7 @@ def main(args=None):
         return 2
     opts = settings.values
     if opts.print_config:
-        sys.stdout.write(settings.render())
+        sys.stdout.write(settings.render(*defaults_in_effect()))
         return 0
     if opts.reload_dir and not opts.reload:
         _say("--reload-dir needs --reload")

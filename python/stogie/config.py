@@ -163,14 +163,24 @@ class Config:
         self.values = values
         self.sources = sources
 
-    def render(self):
-        """The settings as TOML, as ``--config`` reads them, each with its source."""
+    def render(self, defaults=None, notes=None):
+        """The settings as TOML, as ``--config`` reads them, each with its source.
+
+        ``defaults``: the value in effect of options left unset (``{dest: value}``), written
+        as settings. ``notes``: what the default of an option is where writing it would
+        change something (it depends on where the server runs), written as a comment.
+        """
+        defaults = defaults or {}
+        notes = notes or {}
         lines = ["# stogie settings: command line > environment > file > defaults"]
         for dest, setting in settings(self.parser).items():
             value = getattr(self.values, dest)
             source = self.sources[dest]
             if value is None:
-                lines.append(f"# {setting.key}: not set")
+                value = defaults.get(dest)
+            if value is None:
+                note = f" ({notes[dest]})" if dest in notes else ""
+                lines.append(f"# {setting.key}: not set{note}")
                 continue
             lines.append(f"{setting.key} = {_toml_value(value)}  # {source}")
         return "\n".join(lines) + "\n"

@@ -3,9 +3,12 @@
 
 import argparse
 import difflib
+import inspect
 
+from .. import server, wsgi
 from ..ssl import _cli as tls_cli
 from . import PROG
+from .app import DEMO_APP
 from .bind import DEFAULT_BIND
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -349,3 +352,26 @@ SERVER_OPTIONS = (
 
 # The recycling options, as HTTPServer attributes; any of them runs worker processes.
 RECYCLING_OPTIONS = ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_lifetime")
+
+
+def defaults_in_effect():
+    """What the options left unset mean, for ``--print-config``: ``(defaults, notes)``.
+
+    ``defaults``: the server's own (read from ``wsgi.Server`` and ``HTTPServer`` here, so
+    that what is printed cannot drift from what serves), which mean the same written in a
+    file. ``notes``: defaults that a file must not pin (the sockets systemd passes, this
+    version's name, TLS settings that need a certificate).
+    """
+    parameters = inspect.signature(wsgi.Server).parameters
+    defaults = {"app": DEMO_APP}
+    for dest in (*SERVER_OPTIONS, *RECYCLING_OPTIONS):
+        defaults[dest] = parameters[dest].default
+    for dest in SERVER_ATTRIBUTES:
+        defaults[dest] = getattr(server.HTTPServer, dest)
+    notes = {
+        "bind": f"the sockets systemd passes, else {DEFAULT_BIND}",
+        "server_name": f"the server's version, {server.HTTPServer.version}",
+        "ssl_client_verify": "required with ssl_client_ca, else none",
+        "ssl_minimum_version": "TLSv1.2",
+    }
+    return defaults, notes
