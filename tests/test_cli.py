@@ -372,6 +372,33 @@ def test_error_port_in_use(app_dir):
     assert_one_line_error(*result, str(port))
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_metrics_address_in_use_names_only_the_metrics_address(app_dir, workers):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = "127.0.0.1:%d" % taken.getsockname()[1]
+        args = ["--bind", f"127.0.0.1:{port}", "--workers", workers, "--metrics", metrics]
+        code, _, err = run_to_exit([*args, "cliapp"], app_dir, cwd=app_dir)
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last == f"stogie: cannot listen for metrics on {metrics}: Address already in use", err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_access_log_that_cannot_be_opened_names_only_the_access_log(app_dir, workers):
+    log = app_dir / "no" / "such" / "access.log"
+    args = ["--bind", f"127.0.0.1:{free_port()}", "--workers", workers, "--access-log", str(log)]
+    code, _, err = run_to_exit([*args, "cliapp"], app_dir, cwd=app_dir)
+    assert code == 2, err
+    assert err.splitlines()[-1] == (
+        f"stogie: cannot open the access log {log}: No such file or directory"
+    ), err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "bind", ["127.0.0.1:http", "127.0.0.1:99999", "::1:8080", "[::1]8080", "8080", "bad host:80"]
 )

@@ -453,6 +453,17 @@ class Settings:
             log = (os.fspath(log), fmt)
         self._native.configure(access_log=log)
 
+    def _check_access_log(self):
+        """Open the access log file once, in the process that forks the workers: a path that
+        cannot be written then fails prepare(), not each worker as it starts."""
+        log = self.access_log
+        if isinstance(log, (str, os.PathLike)) and os.fspath(log) not in ("", "-"):
+            try:
+                open(log, "a").close()
+            except OSError as exc:
+                msg = f"cannot open the access log {os.fspath(log)}: {exc.strerror or exc}"
+                raise OSError(exc.errno, msg) from None
+
     def _configure(self, **settings):
         if self._native is not None:
             self._native.configure(**settings)

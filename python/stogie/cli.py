@@ -368,8 +368,11 @@ def _start(opts, notifier=None):
         cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         # Rust's io::Error text ends in " (os error 98)": the errno adds nothing.
         reason = re.sub(r" \(os error \d+\)$", "", cause.strerror or str(cause))
-        where = getattr(exc, "bind_addr", binds[0])
-        raise CLIError(f"cannot listen on {_describe_bind(where)}: {reason}") from None
+        if not hasattr(exc, "bind_addr"):
+            # Not an address of the app's (the metrics listener, the access log): its own
+            # words name what failed.
+            raise CLIError(reason) from None
+        raise CLIError(f"cannot listen on {_describe_bind(exc.bind_addr)}: {reason}") from None
     except workers.WorkerStartError as exc:
         raise CLIError(str(exc)) from None
     except RuntimeError as exc:

@@ -329,6 +329,7 @@ class HTTPServer(Settings):
         addrs = self._bind_addrs()
         if supervised:
             workers_module.check_can_fork(workers)
+            self._check_access_log()
 
         native = NativeServer(
             self._dispatch_target(),
