@@ -331,6 +331,53 @@ def test_version_and_help(tmp_path):
         assert option in out, option
 
 
+TEXT_APPS = """
+def text(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return "Hello, World!"
+
+
+class Listing:
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["Hello, World!"]
+
+
+listing = Listing()
+
+
+def nothing(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("textapp:text", "the WSGI application textapp.text returned a str;"),
+        (
+            "textapp:listing",
+            "the WSGI application (an instance of textapp.Listing) returned a list holding a str;",
+        ),
+        ("textapp:nothing", "the WSGI application textapp.nothing returned None;"),
+    ],
+)
+def test_an_app_that_returns_no_bytes_is_named_with_what_it_returned(app_dir, spec, said):
+    # A 500 as ever, and one line that names the app and what it gave: a traceback would
+    # point into stogie only (the app raised nothing).
+    (app_dir / "textapp.py").write_text(TEXT_APPS)
+    port = free_port()
+    with stogie_process(["--bind", f"127.0.0.1:{port}", spec], app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_tcp(port)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[0] == 500
+        assert wait_for(lambda: said in running.stderr), running.stderr
+    line = next(line for line in running.stderr.splitlines() if said in line)
+    assert "ERROR stogie.error: " in line
+    assert line.endswith("; it must return an iterable of bytes"), line
+    assert "Traceback" not in running.stderr
+
+
 # --- start-up errors: one line on stderr, exit status 2 ---------------------------------------
 
 

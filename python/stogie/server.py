@@ -288,12 +288,18 @@ class HTTPServer(Settings):
     _last_native = None
 
     def _on_app_error(self, msg, exc):
-        """Log an application failure with its traceback, through error_log.
+        """Log an application failure with its traceback (``exc``; None: none to show),
+        through error_log.
 
         ``KeyboardInterrupt`` and ``SystemExit`` raised by the app are a request to stop
         the server, as in Cheroot: they become its ``interrupt``, which stops it and makes
         ``serve()`` (and ``safe_start()``) raise them.
         """
+        if exc is None:
+            # The app raised nothing (it returned what is not a WSGI body): the message says
+            # all, and a traceback would point into stogie only.
+            self.error_log(msg, level=logging.ERROR)
+            return
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self.error_log(f"{msg} ({exc!s})", level=logging.DEBUG)
             self.error_log(f"Setting the server interrupt flag to {exc!r}", level=logging.DEBUG)
