@@ -55,6 +55,7 @@ from ._cli.options import (
 )
 from ._cli.run import REPEAT_SIGNAL_WINDOW, _remove_pid, _write_pid, serve_until_signalled
 from ._settings import _metrics_address
+from ._text import quantity
 from .ssl import TLSError
 from .ssl import _cli as tls_cli
 
@@ -395,10 +396,10 @@ def startup_line(server, description, addresses, workers):
     threads = server.requests.min
     maximum = server.requests.max
     if maximum is not None and maximum > threads:
-        threads = f"{threads} to {maximum}"
-    processes = (
-        f"{workers} workers, {threads} threads each" if workers > 1 else f"{threads} threads"
-    )
+        threads = f"{threads} to {maximum} threads"
+    else:
+        threads = quantity(threads, "thread")
+    processes = f"{quantity(workers, 'worker')}, {threads} each" if workers > 1 else threads
     where = ", ".join(describe_served(a) for a in addresses)
     if getattr(server, "ssl_adapter", None) is not None:
         where = where.replace("http://", "https://")

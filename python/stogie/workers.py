@@ -63,6 +63,7 @@ import stat
 import threading
 import time
 
+from ._text import quantity
 from ._workers import (
     _CONTROL_SIGNALS,
     _STOP_SIGNALS,
@@ -344,7 +345,11 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
                 if signum in _STOP_SIGNALS:
                     self.signal = signal.Signals(signum).name
                     self._signal_time = time.monotonic()
-                    log.info("%s received: stopping %d workers", self.signal, len(self.workers))
+                    log.info(
+                        "%s received: stopping %s",
+                        self.signal,
+                        quantity(len(self.workers), "worker"),
+                    )
                     return
                 self._run_command(
                     {signal.SIGHUP: "reload", signal.SIGTTIN: "add", signal.SIGTTOU: "remove"}[
@@ -439,9 +444,10 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.warning(
-                    "%d workers still running %.1f s after SIGTERM: killing them",
-                    len(self.workers),
+                    "%s still running %.1f s after SIGTERM: killing %s",
+                    quantity(len(self.workers), "worker"),
                     grace,
+                    "it" if len(self.workers) == 1 else "them",
                 )
                 break
             received = [
@@ -453,9 +459,9 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
             ):
                 self.cut_short = signal.Signals(received[0]).name
                 log.warning(
-                    "%s received again: killing %d workers without waiting for running requests",
+                    "%s received again: killing %s without waiting for running requests",
                     self.cut_short,
-                    len(self.workers),
+                    quantity(len(self.workers), "worker"),
                 )
                 break
         self._send_all(signal.SIGKILL)

@@ -10,6 +10,7 @@ import threading
 import time
 
 from .. import workers
+from .._text import quantity
 from ..ssl import _cli as tls_cli
 from . import CLIError, _say, log
 from .bind import _describe_bind
@@ -227,7 +228,7 @@ def _status_line(server):
     supervisor = server._supervisor
     if supervisor is None:
         return f"serving on {where}"
-    return f"serving on {where} with {len(supervisor.slots)} workers"
+    return f"serving on {where} with {quantity(len(supervisor.slots), 'worker')}"
 
 
 def _supervise(server, notifier=None):

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+from .._text import quantity
 from . import (
     _BLOCKED,
     MAX_RESTART_DELAY,
@@ -176,7 +177,12 @@ class Bookkeeping:
                 native.set_workers_running(len(self.workers))
             if stopping or worker.state == "retiring":
                 if worker.served is not None:
-                    log.info("worker %d %s after answering %d requests", pid, how, worker.served)
+                    log.info(
+                        "worker %d %s after answering %s",
+                        pid,
+                        how,
+                        quantity(worker.served, "request"),
+                    )
                 else:
                     log.debug("worker %d %s", pid, how)
                 continue

@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 
+from .._text import quantity
 from . import (
     _CONTROL_SIGNALS,
     _OVER,
@@ -92,7 +93,7 @@ class WorkerSide:
             remove_socket_file=False, slot=slot, metrics_slot=metrics_slot, count=bool(limit)
         )
         native = server._native
-        recycle = f"recycle reached its limit of {limit} requests"
+        recycle = f"recycle reached its limit of {quantity(limit, 'request')}"
         if limit:
             # Told the supervisor the moment the count reaches the limit, by the engine: a
             # heartbeat later, a busy worker had answered hundreds more. It serves on until

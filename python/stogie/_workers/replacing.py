@@ -6,6 +6,7 @@ import signal
 import time
 
 from .. import ssl
+from .._text import quantity
 from . import (
     RECYCLE_RETRY,
     SLOT_DRAIN_LIMIT,
@@ -39,7 +40,7 @@ class Replacing:
                 return
         generation = self.generation + 1
         self._reload = (generation, time.monotonic() + START_TIMEOUT)
-        log.info("reloading: starting %d workers", len(self.slots))
+        log.info("reloading: starting %s", quantity(len(self.slots), "worker"))
         if self.notifier is not None:
             self.notifier.reloading()
         for slot in self.slots:
@@ -87,13 +88,13 @@ class Replacing:
                 if not self._slot_covered(slot):
                     self._schedule(slot)
             log.info(
-                "reloaded: %d workers serving %s; %d old ones draining",
-                len(new),
+                "reloaded: %s serving %s; %s draining",
+                quantity(len(new), "worker"),
                 new[0].description or "the app",
-                len(old),
+                quantity(len(old), "old one"),
             )
             if self.notifier is not None:
-                self.notifier.ready(f"reloaded: {len(new)} workers serving")
+                self.notifier.ready(f"reloaded: {quantity(len(new), 'worker')} serving")
         else:
             for worker in new:
                 self._abandon(worker)
