@@ -432,12 +432,18 @@ def main(args=None):
         _say("--reload-dir needs --reload")
         return 2
     if opts.reload and not reloader.is_child():
+        # The pid file names this process, which outlives each server it starts: the one to
+        # signal, and SIGINT or SIGTERM to it stops them both.
+        pid_file = None
         try:
             _configure_logging(opts.log_level, opts.log_config, False)
+            pid_file = _write_pid(opts.pid)
             return reloader.run(sys.argv[1:] if args is None else list(args), opts)
         except (reloader.ReloadError, CLIError) as exc:
             _say(str(exc))
             return 2
+        finally:
+            _remove_pid(pid_file)
 
     pid_file = None
     notifier = systemd.Notifier()
@@ -445,7 +451,8 @@ def main(args=None):
         _configure_logging(
             opts.log_level, opts.log_config, settings.sources["log_level"] != "default"
         )
-        pid_file = _write_pid(opts.pid)
+        if not reloader.is_child():  # else the reloader's pid is in the file
+            pid_file = _write_pid(opts.pid)
         server = _start(opts, notifier if notifier.enabled else None)
     except CLIError as exc:
         _remove_pid(pid_file)
