@@ -276,6 +276,8 @@ def test_startup_line_says_version_address_processes_threads_and_tls(app_dir):
     args = ["--bind", f"127.0.0.1:{port}", "--threads", "4", "--max-threads", "8", "capp"]
     with serving(args, app_dir) as running:
         wait_until_serving(running, lambda: connect_tcp(port))
+        # The line comes once the signals are taken, a moment after the socket serves.
+        wait_for(lambda: "serving" in running.stderr)
         line = next(x for x in running.stderr.splitlines() if "serving" in x)
         assert f"stogie {stogie.__version__} serving capp:application" in line
         assert f"on http://127.0.0.1:{port} (4 to 8 threads, TLS off)" in line
