@@ -19,12 +19,15 @@ import re
 
 from docutils import nodes
 from docutils.statemachine import StringList
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIFFERENCES = os.path.join(ROOT, "tests", "cheroot", "differences.txt")
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+
+logger = logging.getLogger(__name__)
 
 
 def _inline(text):
@@ -363,7 +366,21 @@ class BenchChartDirective(SphinxDirective):
         return [image]
 
 
+def check_markdown(app, docname, source):
+    """A Markdown line that starts with ``%`` is a MyST comment: a wrapped line beginning
+    with an access-log atom (``%(h)s``) would vanish from the page."""
+    if not str(app.env.doc2path(docname)).endswith(".md"):
+        return
+    for number, line in enumerate(source[0].splitlines(), 1):
+        if re.match(r"%[({]", line):
+            logger.warning(
+                "line starts with %, which MyST reads as a comment: rewrap it",
+                location=(docname, number),
+            )
+
+
 def setup(app):
+    app.connect("source-read", check_markdown)
     app.add_directive("stogie-options", OptionsDirective)
     app.add_directive("stogie-cheroot-differences", CherootDifferencesDirective)
     app.add_directive("stogie-bench-list", BenchListDirective)
