@@ -524,6 +524,9 @@ def test_a_replacement_that_never_serves_is_killed_and_tried_again(app_dir):
     args = [sys.executable, "-c", script, "--workers", "2", "--bind", f"127.0.0.1:{port}"]
     with process([*args, "hangapp"], app_dir) as running:
         wait_until_serving(running, connect)
+        # The socket takes connections before the workers serve: wait until they do, or the
+        # file below makes the first ones hang too.
+        assert wait_for(lambda: "serving hangapp" in running.stderr, 10), running.stderr
         first = workers_of(running, 2)
         (app_dir / "hang").write_text("")
         victim = min(first)

@@ -3,12 +3,14 @@ clients (ssl, http.client, requests), the environ, client certificates, keys and
 passwords, reload, and the wrong protocol on the port."""
 
 import contextlib
+import datetime
 import json
 import logging
 import os
 import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -17,18 +19,22 @@ import pytest
 import requests
 import trustme
 from tlskit import (
+    OPENSSL,
     PASSWORD,
     Pki,
+    cert_version,
     environ_app,
     https_get,
     key_bytes,
     load_key,
+    openssl_cert,
     self_signed,
     tls_connect,
 )
 
 from conftest import hello_app, running
 from stogie import server, wsgi
+from stogie._native import MAKE_V3_CERTIFICATE
 from stogie.ssl import TLSError
 from stogie.ssl.builtin import BuiltinSSLAdapter
 from stogie.ssl.pyopenssl import pyOpenSSLAdapter
@@ -393,8 +399,10 @@ def test_wrong_or_missing_password(pki, tmp_path):
     key = load_key(pki.server.private_key_pem.bytes())
     encrypted = tmp_path / "enc.key"
     encrypted.write_bytes(key_bytes(key, "pkcs8", PASSWORD.encode()))
-    # As in Cheroot: the builtin adapter fails at construction, with OpenSSL's error.
-    with pytest.raises(ssl.SSLError, match=r"^\[SSL\] PEM"):
+    # As in Cheroot: the builtin adapter fails at construction, with an ssl.SSLError that
+    # starts with OpenSSL's words (Cheroot's tests match them), then says what they mean.
+    wrong = f"private key file {encrypted}: the private key cannot be decrypted with the password"
+    with pytest.raises(ssl.SSLError, match=rf"^\[SSL\] PEM lib .*: {wrong} given$"):
         BuiltinSSLAdapter(pki.cert_file, str(encrypted), private_key_password="wrong")
     # No password and no terminal to ask on.
     with pytest.raises(TLSError, match="encrypted and no password was given"):
@@ -402,7 +410,7 @@ def test_wrong_or_missing_password(pki, tmp_path):
     # The pyOpenSSL adapter fails at start.
     srv = wsgi.Server(("127.0.0.1", 0), hello_app)
     srv.ssl_adapter = pyOpenSSLAdapter(pki.cert_file, str(encrypted), private_key_password="no")
-    with pytest.raises(Exception, match="bad decrypt|cannot be decrypted|PEM"):
+    with pytest.raises(Exception, match=rf"^{wrong} given: .*'bad decrypt'"):
         srv.prepare()
     assert not srv.ready
 
@@ -426,16 +434,21 @@ def test_key_types_and_formats(tmp_path, tls_serve, kind, fmt):
 
 
 def test_certificate_errors_name_the_file(pki, tmp_path):
-    # Cheroot's own errors at construction: a missing file, a key that does not match.
-    with pytest.raises(FileNotFoundError):
-        BuiltinSSLAdapter(str(tmp_path / "missing.pem"), pki.key_file)
+    # Cheroot's exception types at construction (a missing file, a key that does not
+    # match), with messages that name the file at fault.
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(FileNotFoundError, match=f"^certificate file {missing}: no such file$"):
+        BuiltinSSLAdapter(missing, pki.key_file)
     other = pki.ca.issue_cert("other.example")
     _, other_key = pki.write(other, "other")
-    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH|key values mismatch"):
+    mismatch = (
+        f"^private key file {other_key}: the private key does not match the certificate in "
+        f"certificate file {pki.cert_file}$"
+    )
+    with pytest.raises(ssl.SSLError, match=mismatch) as raised:
         BuiltinSSLAdapter(pki.cert_file, other_key)
+    assert raised.value.reason == "KEY_VALUES_MISMATCH"
     # An expired certificate: refused at start, naming the file.
-    import datetime
-
     cert, key = self_signed(
         tmp_path, "ec", "old", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     )
@@ -452,6 +465,193 @@ def test_certificate_errors_name_the_file(pki, tmp_path):
     srv.ssl_adapter = adapter
     with pytest.raises(TLSError, match="gone.pem: cannot be read: No such file"):
         srv.prepare()
+
+
+# --- what a user is told about certificates and keys ----------------------------------
+
+
+def test_start_up_messages_name_the_file_and_say_what_is_wrong(pki, tmp_path):
+    """The API's messages for the usual mistakes, with both adapters (each raising the
+    exception type of the library it stands for)."""
+    missing = str(tmp_path / "missing.pem")
+    messages = [
+        # The key file given does not exist: it is the one named, not the certificate.
+        ((pki.cert_file, missing), FileNotFoundError, f"private key file {missing}: no such file"),
+        # A certificate file without a key, and no key file.
+        (
+            (pki.cert_file, None),
+            ssl.SSLError,
+            f"certificate file {pki.cert_file}: no private key in it, and no private key file "
+            "given",
+        ),
+        # The two files swapped.
+        (
+            (pki.key_file, pki.cert_file),
+            ssl.SSLError,
+            f"certificate file {pki.key_file}: a private key, not a certificate",
+        ),
+    ]
+    for (cert, key), error, message in messages:
+        with pytest.raises(error) as raised:
+            BuiltinSSLAdapter(cert, key)
+        assert str(raised.value).startswith(message), raised.value
+        assert "PEM lib" not in str(raised.value)
+        srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+        srv.ssl_adapter = pyOpenSSLAdapter(cert, key)
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - pyOpenSSL's SSL.Error too
+            srv.prepare()
+        assert str(raised.value).startswith(message), raised.value
+        assert not srv.ready
+    # A key that does not match, through pyOpenSSL: the engine's check names both files.
+    other = pki.ca.issue_cert("other.example")
+    _, other_key = pki.write(other, "other")
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = pyOpenSSLAdapter(pki.cert_file, other_key)
+    with pytest.raises(TLSError, match="does not match the certificate in certificate file"):
+        srv.prepare()
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+@pytest.mark.parametrize("adapter_class", [BuiltinSSLAdapter, pyOpenSSLAdapter])
+def test_a_version_1_server_certificate_is_refused_saying_how_to_make_a_v3_one(
+    tmp_path, adapter_class
+):
+    # The tutorial path: `openssl x509 -req` without extensions makes version 1, which
+    # OpenSSL (and so Cheroot) serves and rustls does not.
+    cert, key = openssl_cert(tmp_path, "localhost")
+    assert cert_version(cert) == 1
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app)
+    srv.ssl_adapter = adapter_class(cert, key)
+    with pytest.raises(TLSError) as raised:
+        srv.prepare()
+    message = str(raised.value)
+    assert message.startswith(f"certificate file {cert}: the certificate is X.509 version 1 "), (
+        message
+    )
+    assert "serves version 3 certificates only" in message
+    assert "openssl req -x509 -newkey ec" in message
+    assert not srv.ready
+
+
+def test_readmes_openssl_command_makes_a_certificate_stogie_serves(tmp_path, tls_serve):
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed")
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    (command,) = re.findall(r"^(openssl req -x509 .*)$", readme, re.M)
+    assert command == MAKE_V3_CERTIFICATE  # the one the v1 refusal suggests
+    subprocess.run(command.split(), cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    cert = str(tmp_path / "cert.pem")
+    assert cert_version(cert) == 3
+    srv = tls_serve(hello_app, adapter=BuiltinSSLAdapter(cert, str(tmp_path / "key.pem")))
+    ctx = ssl.create_default_context(cafile=cert)
+    assert https_get(srv.bind_addr, ctx)[:2] == (200, b"Hello, World!")
+
+
+def refusal_warnings(caplog, count, timeout=5.0):
+    """The engine's warnings about refused client certificates, once there are ``count``."""
+
+    def lines():
+        return [
+            r
+            for r in caplog.records
+            if r.name == "stogie.error" and r.levelno == logging.WARNING and "refused" in r.msg
+        ]
+
+    deadline = time.monotonic() + timeout
+    while len(lines()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # nothing more should come
+    return [r.getMessage() for r in lines()]
+
+
+def refused(srv, context):
+    """True when the server refuses the handshake (TLS 1.3: on the first read)."""
+    try:
+        status = https_get(srv.bind_addr, context)[0]
+    except (ssl.SSLError, ConnectionError):
+        return True
+    pytest.fail(f"served ({status})")
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+def test_refused_client_certificates_are_warnings_that_say_why(pki, tls_serve, tmp_path, caplog):
+    """At the default level (no logging set up beyond WARNING), each reason a person can act
+    on, for certificates made with the openssl binary as tutorials make them."""
+    assert logging.getLogger("stogie.error").getEffectiveLevel() == logging.WARNING
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context.verify_mode = ssl.CERT_REQUIRED
+    pki.ca.configure_trust(adapter.context)
+    srv = tls_serve(hello_app, adapter=adapter)
+
+    def client(cert, key):
+        ctx = pki.client_context()
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
+    v1 = client(*openssl_cert(tmp_path, "v1-client", pki.ca))
+    server_only = client(
+        *openssl_cert(tmp_path, "server-only", pki.ca, ["extendedKeyUsage=serverAuth"])
+    )
+    past = datetime.datetime(2020, 1, 1)
+    expired = pki.ca.issue_cert(
+        "old.example", not_before=past - datetime.timedelta(days=30), not_after=past
+    )
+    stranger = trustme.CA().issue_cert("mallory.example")
+    cases = [
+        (v1, "it is X.509 version 1; stogie accepts version 3 certificates only"),
+        (
+            pki.client_context(stranger, "stranger"),
+            "it is not signed by a CA the server trusts for client certificates (unknown issuer)",
+        ),
+        (pki.client_context(expired, "expired"), "it expired on Jan  1 00:00:00 2020 GMT"),
+        (server_only, "it is not valid for client authentication"),
+    ]
+    for i, (ctx, why) in enumerate(cases):
+        assert refused(srv, ctx)
+        lines = refusal_warnings(caplog, i + 1)
+        assert len(lines) == i + 1, lines
+        assert re.fullmatch(
+            rf"client certificate from 127\.0\.0\.1:\d+ refused: {re.escape(why)}.*", lines[i]
+        ), lines[i]
+    assert refused(srv, pki.client_context())
+    lines = refusal_warnings(caplog, len(cases) + 1)
+    assert re.fullmatch(
+        r"client 127\.0\.0\.1:\d+ refused: it sent no certificate, and one is required",
+        lines[-1],
+    ), lines[-1]
+    # A good one is served, and nothing is logged for it.
+    alice = pki.ca.issue_cert("alice@example.com", common_name="alice")
+    assert https_get(srv.bind_addr, pki.client_context(alice))[0] == 200
+    assert len(refusal_warnings(caplog, len(cases) + 2, timeout=0.3)) == len(cases) + 1
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+def test_refusal_warnings_are_rate_limited_per_reason_and_address(pki, tls_serve, tmp_path, caplog):
+    adapter = BuiltinSSLAdapter(pki.cert_file, pki.key_file)
+    adapter.context.verify_mode = ssl.CERT_REQUIRED
+    pki.ca.configure_trust(adapter.context)
+    interval = 3.0
+    adapter._refusal_log_interval = interval  # a minute by default
+    srv = tls_serve(hello_app, adapter=adapter)
+    v1 = pki.client_context()
+    v1.load_cert_chain(*openssl_cert(tmp_path, "v1-client", pki.ca))
+    started = time.monotonic()
+    for _ in range(20):
+        assert refused(srv, v1)
+    assert time.monotonic() - started < interval, "too slow to see one interval"
+    lines = refusal_warnings(caplog, 1)
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("it is X.509 version 1; stogie accepts version 3 certificates only")
+    # Another reason from the same address is a line of its own.
+    assert refused(srv, pki.client_context())
+    assert len(refusal_warnings(caplog, 2)) == 2
+    time.sleep(max(0.0, started + interval + 0.2 - time.monotonic()))
+    assert refused(srv, v1)
+    lines = refusal_warnings(caplog, 3)
+    assert len(lines) == 3, lines
+    assert lines[2].endswith(
+        "version 3 certificates only (and 19 more like it since the last such line)"
+    ), lines[2]
 
 
 # --- reload ---------------------------------------------------------------------------

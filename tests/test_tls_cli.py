@@ -3,6 +3,7 @@ clients (curl, openssl s_client, Python's ssl), SIGHUP reloading the certificate
 process and in every worker."""
 
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -13,9 +14,10 @@ import time
 import pytest
 import trustme
 from test_cli import run_to_exit, stogie_process
-from tlskit import PASSWORD, Pki, key_bytes, load_key, tls_connect
+from tlskit import PASSWORD, Pki, cert_version, key_bytes, load_key, openssl_cert, tls_connect
 
 from conftest import connect_tcp, free_port, wait_until_serving
+from stogie._native import MAKE_V3_CERTIFICATE
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -242,7 +244,10 @@ def _wait(predicate, timeout=5.0):
     "args, message",
     [
         (["--ssl-private-key", "k.pem"], "--ssl-private-key needs --ssl-certificate"),
-        (["--ssl-certificate", "missing.pem"], "bad TLS settings"),
+        (
+            ["--ssl-certificate", "missing.pem"],
+            "bad TLS settings: --ssl-certificate missing.pem: no such file",
+        ),
         (
             ["--ssl-certificate", "{cert}", "--ssl-client-verify", "required"],
             "--ssl-client-verify required needs --ssl-client-ca",
@@ -251,11 +256,76 @@ def _wait(predicate, timeout=5.0):
             ["--ssl-certificate", "{cert}", "--ssl-private-key", "{key}", "--ssl-ciphers", "NOPE"],
             "bad TLS settings",
         ),
+        # The file at fault is the one named, and what is wrong with it is said.
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "missing.pem"],
+            "bad TLS settings: --ssl-private-key missing.pem: no such file",
+        ),
+        (
+            ["--ssl-certificate", "{cert}"],
+            "bad TLS settings: --ssl-certificate {cert}: no private key in it, and no "
+            "--ssl-private-key given",
+        ),
+        (
+            ["--ssl-certificate", "{key}", "--ssl-private-key", "{cert}"],
+            "bad TLS settings: --ssl-certificate {key}: a private key, not a certificate",
+        ),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "{other_key}"],
+            "bad TLS settings: private key file {other_key}: the private key does not match "
+            "the certificate in certificate file {cert}",
+        ),
+        (
+            ["--ssl-certificate", "{cert}", "--ssl-private-key", "{encrypted_key}"],
+            "bad TLS settings: --ssl-private-key {encrypted_key}: the private key is encrypted: "
+            "give its password with --ssl-private-key-password-file",
+        ),
     ],
 )
 def test_bad_tls_options_are_one_line_errors(tmp_path, pki, args, message):
-    args = [a.format(cert=pki.cert_file, key=pki.key_file) for a in args]
+    _, other_key = pki.write(pki.ca.issue_cert("other.example"), "other")
+    encrypted_key = tmp_path / "enc.key"
+    encrypted_key.write_bytes(
+        key_bytes(load_key(pki.server.private_key_pem.bytes()), "pkcs8", PASSWORD.encode())
+    )
+    files = dict(cert=pki.cert_file, key=pki.key_file, other_key=other_key)
+    files["encrypted_key"] = str(encrypted_key)
+    args = [a.format(**files) for a in args]
     code, _, err = run_to_exit(["--bind", f"127.0.0.1:{free_port()}", *args], tmp_path)
     assert code == 2
-    assert message in err
+    assert message.format(**files) in err
     assert "Traceback" not in err
+    assert "PEM lib" not in err
+
+
+@needs_openssl
+def test_a_version_1_certificate_is_refused_saying_how_to_make_a_v3_one(tmp_path):
+    cert, key = openssl_cert(tmp_path, "localhost")  # `openssl x509 -req`, no extensions
+    assert cert_version(cert) == 1
+    args = ["--ssl-certificate", cert, "--ssl-private-key", key]
+    code, _, err = run_to_exit(["--bind", f"127.0.0.1:{free_port()}", *args], tmp_path)
+    assert code == 2
+    assert f"bad TLS settings: certificate file {cert}: the certificate is X.509 version 1 " in err
+    assert (
+        f"serves version 3 certificates only. A self-signed one for testing: {MAKE_V3_CERTIFICATE}"
+        in err
+    )
+    assert "Traceback" not in err
+
+
+@needs_curl
+@needs_openssl
+def test_a_refused_client_certificate_is_a_warning_in_the_log(tmp_path, pki, tls_process):
+    running, port = tls_process("--ssl-client-ca", pki.ca_file)
+    cert, key = openssl_cert(tmp_path, "carol", pki.ca)  # version 1, as the tutorials make
+    for _ in range(5):
+        assert curl(port, pki, "--cert", cert, "--key", key)[0] != 0
+    assert curl(port, pki)[0] != 0
+    v1 = (
+        r"client certificate from 127\.0\.0\.1:\d+ refused: it is X\.509 version 1; "
+        r"stogie accepts version 3 certificates only"
+    )
+    none = r"client 127\.0\.0\.1:\d+ refused: it sent no certificate, and one is required"
+    assert _wait(lambda: re.search(none, running.stderr)), running.stderr
+    # Five refusals for one reason from one address in a minute: one line.
+    assert len(re.findall(f"WARNING stogie.error: {v1}\n", running.stderr)) == 1, running.stderr

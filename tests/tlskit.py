@@ -4,8 +4,10 @@ format the server reads, and TLS client contexts."""
 import datetime
 import http.client
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 
 import trustme
 from cryptography import x509
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 PASSWORD = "криївка"
+OPENSSL = shutil.which("openssl")
 
 
 class Pki:
@@ -135,3 +138,37 @@ def tls_connect(addr, context, server_hostname="localhost", timeout=5):
     except BaseException:
         raw.close()
         raise
+
+
+def openssl_cert(tmp_path, name, ca=None, extensions=None):
+    """A certificate for CN=``name`` made as the common tutorial does, with the ``openssl``
+    binary: a request, then ``openssl x509 -req``, signed by ``ca`` (a trustme CA) or
+    self-signed. Without ``extensions`` (lines of an -extfile) that makes an X.509
+    version 1 certificate. Returns (cert path, key path)."""
+    cert, key, csr = (str(tmp_path / f"{name}.{ext}") for ext in ("pem", "key", "csr"))
+
+    def openssl(*args):
+        subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=30)
+
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    openssl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+    sign = ["x509", "-req", "-in", csr, "-days", "30", "-out", cert]
+    if ca is None:
+        sign += ["-signkey", key]
+    else:
+        ca_cert, ca_key = tmp_path / f"{name}-ca.pem", tmp_path / f"{name}-ca.key"
+        ca.cert_pem.write_to_path(str(ca_cert))
+        ca.private_key_pem.write_to_path(str(ca_key))
+        sign += ["-CA", str(ca_cert), "-CAkey", str(ca_key), "-set_serial", "1"]
+    if extensions:
+        ext = tmp_path / f"{name}.ext"
+        ext.write_text("\n".join(extensions) + "\n")
+        sign += ["-extfile", str(ext)]
+    openssl(*sign)
+    return cert, key
+
+
+def cert_version(path):
+    """The X.509 version of the first certificate in a PEM file (1 or 3)."""
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read()).version.value + 1

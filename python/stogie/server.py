@@ -346,8 +346,9 @@ class HTTPServer(Settings):
         )
         if self.ssl_adapter is not None:
             ssl.configure(self, native)
-            # A failed handshake is a debug message: dropped in the engine, without taking the
-            # GIL, unless stogie.error would show it (or error_log is the application's own).
+            # A failed handshake is a debug message (a refused client certificate a warning):
+            # dropped in the engine, without taking the GIL, unless stogie.error would show it
+            # (or error_log is the application's own).
             if type(self).error_log is HTTPServer.error_log:
                 native.set_log_level(min(_error_logger.getEffectiveLevel(), 40))
         socket_files = []

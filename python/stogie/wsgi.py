@@ -1,4 +1,4 @@
-"""This class holds stogie's WSGI server implementation (Cheroot's ``cheroot.wsgi``).
+"""This module holds stogie's WSGI server implementation (Cheroot's ``cheroot.wsgi``).
 
 Simplest example on how to use this server::
 

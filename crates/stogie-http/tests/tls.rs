@@ -17,9 +17,9 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use stogie_http::{
-    BindAddr, ClientAuth, EngineOptions, Gateway, HttpServer, Identity, ListenOptions, Listener,
-    LiveConfig, LocalAddr, Request, ResponseEvent, ResponseHead, Stats, StderrLog, TlsAcceptor,
-    TlsConfig, TlsVersion,
+    BindAddr, ClientAuth, EngineOptions, ErrorLog, Gateway, HttpServer, Identity, ListenOptions,
+    Listener, LiveConfig, LocalAddr, LogLevel, Request, ResponseEvent, ResponseHead, Stats,
+    StderrLog, TlsAcceptor, TlsConfig, TlsVersion,
 };
 
 /// A CA and what it issued, as PEM.
@@ -172,6 +172,52 @@ fn start_tls_on(bind: &BindAddr, cfg: TlsConfig, timeout: u64, gw: impl Gateway)
         LiveConfig::new(config_with_timeout(timeout)),
         Arc::new(gw),
         Arc::new(StderrLog),
+        Arc::new(Stats::default()),
+        EngineOptions {
+            tls: Some(TlsAcceptor::new(cfg).expect("a valid TLS configuration")),
+            ..EngineOptions::default()
+        },
+    )
+    .expect("start the server");
+    TestServer { server }
+}
+
+/// The engine's log lines, kept.
+#[derive(Default)]
+struct Lines(Mutex<Vec<(LogLevel, String)>>);
+
+impl ErrorLog for Lines {
+    fn log(&self, level: LogLevel, msg: &str) {
+        self.0.lock().unwrap().push((level, msg.to_owned()));
+    }
+
+    fn enabled(&self, level: LogLevel) -> bool {
+        level >= LogLevel::Warning
+    }
+}
+
+impl Lines {
+    fn warnings(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(l, _)| *l == LogLevel::Warning)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
+
+fn start_tls_logged(cfg: TlsConfig, log: Arc<Lines>) -> TestServer {
+    let listener = Listener::bind(
+        &BindAddr::Tcp("127.0.0.1".into(), 0),
+        ListenOptions::default(),
+    )
+    .expect("bind");
+    let server = HttpServer::start(
+        listener,
+        LiveConfig::new(config_with_timeout(5)),
+        Arc::new(environ_gateway()),
+        log,
         Arc::new(Stats::default()),
         EngineOptions {
             tls: Some(TlsAcceptor::new(cfg).expect("a valid TLS configuration")),
@@ -570,6 +616,137 @@ fn client_certificates_required() {
     }
 }
 
+/// A handshake with `client` (TLS 1.3, so that the refusal comes after the client's
+/// Finished: read until it does). True when the server refused it.
+fn refused(server: &TestServer, pki: &Pki, client: Option<&Leaf>) -> bool {
+    let cfg = client_config(pki, &[TlsVersion::Tls13], client);
+    let server_name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(cfg, server_name).unwrap();
+    let mut sock = tcp(server.addr());
+    for _ in 0..20 {
+        match conn.complete_io(&mut sock) {
+            Err(_) => return true,
+            Ok(_) if !conn.is_handshaking() => {
+                let _ = conn.writer().write_all(GET.as_bytes());
+                let _ = conn.complete_io(&mut sock);
+                let mut buf = [0u8; 64];
+                return conn.complete_io(&mut sock).is_err()
+                    || matches!(conn.reader().read(&mut buf), Err(_) | Ok(0));
+            }
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
+fn wait_for_warnings(log: &Lines, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log.warnings().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log.warnings()
+}
+
+#[test]
+fn refused_client_certificates_are_warnings_that_say_why() {
+    let pki = Pki::new("Client CA");
+    let leaf = pki.issue(&["localhost"], "localhost");
+    let mut cfg = TlsConfig::new(leaf.identity());
+    cfg.client_auth = ClientAuth::Required(vec![pki.ca_der()]);
+    let log = Arc::new(Lines::default());
+    let server = start_tls_logged(cfg, log.clone());
+    let stranger = Pki::new("Other CA").issue(&["x"], "mallory");
+    let expired = pki.issue_with(&["x"], "old", |p| {
+        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    });
+    let future = pki.issue_with(&["x"], "future", |p| {
+        p.not_before = rcgen::date_time_ymd(2999, 1, 1);
+        p.not_after = rcgen::date_time_ymd(3000, 1, 1);
+    });
+    let server_only = pki.issue_with(&["x"], "server-only", |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    let cases: [(Option<&Leaf>, &str); 5] = [
+        (
+            Some(&stranger),
+            "it is not signed by a CA the server trusts for client certificates (unknown issuer)",
+        ),
+        (Some(&expired), "it expired on Jan  1 00:00:00 2001 GMT"),
+        (
+            Some(&future),
+            "it is not valid before Jan  1 00:00:00 2999 GMT",
+        ),
+        (
+            Some(&server_only),
+            "it is not valid for client authentication",
+        ),
+        (None, "it sent no certificate, and one is required"),
+    ];
+    for (i, (client, why)) in cases.iter().enumerate() {
+        assert!(refused(&server, &pki, *client), "case {i} was served");
+        let warnings = wait_for_warnings(&log, i + 1);
+        assert_eq!(warnings.len(), i + 1, "{warnings:?}");
+        let line = &warnings[i];
+        let who = if client.is_some() {
+            "client certificate from 127.0.0.1:"
+        } else {
+            "client 127.0.0.1:"
+        };
+        assert!(line.starts_with(who), "{line}");
+        assert!(line.contains(&format!(" refused: {why}")), "{line}");
+    }
+    // A good certificate is still served, and logs nothing.
+    let alice = pki.issue(&["alice"], "alice");
+    let mut c = connect(
+        &server,
+        &client_config(&pki, &[TlsVersion::Tls13], Some(&alice)),
+    );
+    c.send(GET);
+    assert_eq!(
+        var(&c.read_response(), "SSL_CLIENT_S_DN_CN").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(log.warnings().len(), cases.len());
+}
+
+#[test]
+fn refusals_are_rate_limited_per_reason_and_address() {
+    let pki = Pki::new("Client CA");
+    let leaf = pki.issue(&["localhost"], "localhost");
+    let mut cfg = TlsConfig::new(leaf.identity());
+    cfg.client_auth = ClientAuth::Required(vec![pki.ca_der()]);
+    cfg.refusal_log_interval = Duration::from_secs(2);
+    let log = Arc::new(Lines::default());
+    let server = start_tls_logged(cfg, log.clone());
+    let stranger = Pki::new("Other CA").issue(&["x"], "mallory");
+    let started = Instant::now();
+    for _ in 0..30 {
+        assert!(refused(&server, &pki, Some(&stranger)));
+    }
+    // Another reason from the same address has a line of its own.
+    assert!(refused(&server, &pki, None));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "too slow to test the window"
+    );
+    let warnings = wait_for_warnings(&log, 2);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("unknown issuer"), "{warnings:?}");
+    assert!(warnings[1].contains("sent no certificate"), "{warnings:?}");
+    std::thread::sleep(
+        Duration::from_secs(2).saturating_sub(started.elapsed()) + Duration::from_millis(100),
+    );
+    assert!(refused(&server, &pki, Some(&stranger)));
+    let warnings = wait_for_warnings(&log, 3);
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[2].ends_with("(unknown issuer) (and 29 more like it since the last such line)"),
+        "{}",
+        warnings[2]
+    );
+}
+
 #[test]
 fn client_certificates_optional() {
     let pki = Pki::new("Client CA");
@@ -784,6 +961,18 @@ fn certificate_and_key_errors_name_the_file() {
         err,
         "old.pem: the certificate expired on Jan  1 00:00:00 2001 GMT"
     );
+    // What `openssl x509 -req -signkey` makes without extensions: X.509 version 1.
+    let err = Identity::from_pem(V1_CERT.as_bytes(), "v1.pem", V1_KEY.as_bytes(), "v1.key")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("v1.pem: the certificate is X.509 version 1 "),
+        "{err}"
+    );
+    assert!(
+        err.contains(stogie_http::transport::tls::MAKE_V3_CERTIFICATE),
+        "{err}"
+    );
     let err = Identity::from_files(std::path::Path::new("/nonexistent/cert.pem"), None, None)
         .unwrap_err()
         .to_string();
@@ -792,6 +981,25 @@ fn certificate_and_key_errors_name_the_file() {
         "{err}"
     );
 }
+
+/// A self-signed X.509 version 1 certificate (valid for a century) and its key, made with
+/// `openssl req -new` and `openssl x509 -req -signkey` (a test key, nothing else).
+const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBJzCBzQIUeSWW41XbIi4fxXqhJEJ7DG9IM2owCgYIKoZIzj0EAwIwFTETMBEG\n\
+A1UEAwwKdjEuZXhhbXBsZTAgFw0yNjEyMDcxNzE2NDFaGA8yMTI2MTExMzE3MTY0\n\
+MVowFTETMBEGA1UEAwwKdjEuZXhhbXBsZTBZMBMGByqGSM49AgEGCCqGSM49AwEH\n\
+A0IABNcKeAX0rClJHaUJqSwHPJYbkZ39j7Opmytip840Mzy5GI+Wzd1VbLALmr9U\n\
+NDYJEwFzfGDC09NBjP2+kFkjzJcwCgYIKoZIzj0EAwIDSQAwRgIhAL2RxbYEU4I6\n\
+E3I12qj7ScnWdhD/yU5k/Jtsxy6rJkytAiEAqi3jFLbTMzTeRwBM2fizGfJkendV\n\
+LdYtjjPn2T17NOc=\n\
+-----END CERTIFICATE-----\n\
+";
+const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg1J1E1kuBy8rrJGE7\n\
+hTmP3UMEhjCY8nZn+C8ynGcYv12hRANCAATXCngF9KwpSR2lCaksBzyWG5Gd/Y+z\n\
+qZsrYqfONDM8uRiPls3dVWywC5q/VDQ2CRMBc3xgwtPTQYz9vpBZI8yX\n\
+-----END PRIVATE KEY-----\n\
+";
 
 #[test]
 fn key_formats_and_chain_bundles() {

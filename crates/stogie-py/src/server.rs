@@ -502,9 +502,10 @@ impl NativeServer {
     /// optional bundle of intermediates, client verification ("none", "optional",
     /// "required") with the CA certificates (DER), protocol versions ("TLSv1.2",
     /// "TLSv1.3"), cipher suites by name (None: all), session tickets, the server's cipher
-    /// order, and SSL_VERSION_INTERFACE. Everything is checked now: TLSError names the file
-    /// or setting at fault. `cert=None` turns TLS off.
-    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None, client_verify = "none", client_cas = Vec::new(), min_version = "TLSv1.2", max_version = "TLSv1.3", ciphers = None, session_tickets = true, prefer_server_ciphers = false, interface = String::new()))]
+    /// order, SSL_VERSION_INTERFACE, and the seconds between two warnings about refused
+    /// client certificates for the same reason and address. Everything is checked now:
+    /// TLSError names the file or setting at fault. `cert=None` turns TLS off.
+    #[pyo3(signature = (cert, cert_name, key, key_name, chain = None, chain_name = None, client_verify = "none", client_cas = Vec::new(), min_version = "TLSv1.2", max_version = "TLSv1.3", ciphers = None, session_tickets = true, prefer_server_ciphers = false, interface = String::new(), refusal_log_interval = 60.0))]
     #[allow(clippy::too_many_arguments)]
     fn set_tls(
         &mut self,
@@ -523,6 +524,7 @@ impl NativeServer {
         session_tickets: bool,
         prefer_server_ciphers: bool,
         interface: String,
+        refusal_log_interval: f64,
     ) -> PyResult<()> {
         if self.engine.is_some() {
             return Err(PyRuntimeError::new_err(
@@ -548,6 +550,9 @@ impl NativeServer {
                 session_tickets,
                 prefer_server_ciphers,
                 interface,
+                Duration::try_from_secs_f64(refusal_log_interval).map_err(|_| {
+                    PyValueError::new_err("refusal_log_interval must be a number of seconds")
+                })?,
             )
         })?;
         self.tls = Some(acceptor);

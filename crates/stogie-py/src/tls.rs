@@ -8,7 +8,7 @@ use std::any::Any;
 use std::sync::OnceLock;
 
 use pyo3::types::{PyDict, PyString};
-use stogie_http::transport::tls::PLAIN_HTTP_ON_TLS_PORT;
+use stogie_http::transport::tls::{MAKE_V3_CERTIFICATE, PLAIN_HTTP_ON_TLS_PORT};
 use stogie_http::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsInfo, TlsVersion};
 
 pyo3::create_exception!(
@@ -59,6 +59,7 @@ pub fn acceptor(
     session_tickets: bool,
     prefer_server_ciphers: bool,
     interface: String,
+    refusal_log_interval: std::time::Duration,
 ) -> PyResult<TlsAcceptor> {
     let cas = client_cas.into_iter().map(Into::into).collect();
     let client_auth = match client_verify {
@@ -79,6 +80,7 @@ pub fn acceptor(
     config.session_tickets = session_tickets;
     config.prefer_server_ciphers = prefer_server_ciphers;
     config.interface = interface;
+    config.refusal_log_interval = refusal_log_interval;
     TlsAcceptor::new(config).map_err(err)
 }
 
@@ -121,5 +123,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TLSError", m.py().get_type::<TLSError>())?;
     m.add("TLS_LIBRARY", stogie_http::tls_env::LIBRARY)?;
     m.add("PLAIN_HTTP_ON_TLS_PORT", PLAIN_HTTP_ON_TLS_PORT)?;
+    m.add("MAKE_V3_CERTIFICATE", MAKE_V3_CERTIFICATE)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ import getpass
 import re
 import ssl as _ssl
 import sys
+import threading
 
 from .. import __version__
 from .._native import TLS_LIBRARY, TLSError
@@ -158,21 +159,34 @@ class Adapter:
             return _decrypt(key_pem, self._key_password(key_pem, key_name), key_name)
         return key_pem
 
-    def _tls_identity(self):
-        """The certificate chain and key (decrypted), read from the files now."""
-        if not self.certificate:
+    def _tls_identity(self, reread=False):
+        """The certificate chain and key (decrypted): those loaded into the context after
+        the adapter made it (``load_cert_chain()``, ``use_certificate()``...), else the
+        adapter's files, read now. ``reread``: a reload, which reads files again."""
+        from ._contexts import loaded_identity
+
+        loaded_cert, extra, loaded_key = loaded_identity(self.context)
+        if loaded_cert is not None:
+            cert_name, cert = loaded_cert.name, loaded_cert.text(reread) + b"".join(extra)
+        elif not self.certificate:
             raise TLSError("the SSL adapter has no certificate file")
-        cert_name = f"certificate file {self.certificate}"
-        cert = _read(self.certificate, "certificate")
-        if self.private_key:
-            key_name = f"private key file {self.private_key}"
-            key = _read(self.private_key, "private key")
         else:
-            key_name, key = cert_name, cert
+            cert_name = f"certificate file {self.certificate}"
+            cert = _read(self.certificate, "certificate") + b"".join(extra)
+        if loaded_key is not None:
+            key_name, key = loaded_key.name, loaded_key.key_text(reread)
+        else:
+            # The adapter's key file, or its certificate file holding the key too.
+            what = "private key" if self.private_key else "certificate"
+            key_file = self.private_key or self.certificate
+            if not key_file:
+                raise TLSError("the SSL adapter has no private key file")
+            key_name = f"{what} file {key_file}"
+            key = self._key_pem(_read(key_file, what), key_name)
         settings = {
             "cert": cert,
             "cert_name": cert_name,
-            "key": self._key_pem(key, key_name),
+            "key": key,
             "key_name": key_name,
         }
         if self.certificate_chain:
@@ -183,11 +197,16 @@ class Adapter:
     def _prepare(self):
         """Called when a server starts with this adapter, before anything is read."""
 
+    # A refused client certificate is logged once per reason per client address in this
+    # many seconds (the ones in between are counted in the next line); tests shorten it.
+    _refusal_log_interval = 60.0
+
     def _tls_settings(self):
         """Everything ``NativeServer.set_tls`` takes, but the interface name."""
         self._prepare()
         settings = self._tls_identity()
         settings.update(self._context_settings())
+        settings["refusal_log_interval"] = self._refusal_log_interval
         return settings
 
     def _context_settings(self):
@@ -197,7 +216,9 @@ class Adapter:
         if isinstance(context, _ssl.SSLContext):
             return _ssl_context_settings(context)
         if hasattr(context, "get_verify_mode"):
-            return self._pyopenssl_context_settings(context)
+            from ._contexts import pyopenssl_settings
+
+            return pyopenssl_settings(context, self)
         raise TLSError(f"context: a {type(context).__name__} cannot be read; use an ssl.SSLContext")
 
     def _cipher_settings(self, ciphers):
@@ -211,30 +232,6 @@ class Adapter:
         except _ssl.SSLError:
             raise TLSError(f"ciphers {ciphers!r}: OpenSSL selects no cipher from it") from None
         return {"ciphers": [c["name"] for c in probe.get_ciphers()]}
-
-    def _pyopenssl_context_settings(self, context):
-        """A pyOpenSSL ``SSL.Context`` (``pyOpenSSLAdapter.get_context()``): its verify mode;
-        the CAs are those of ``certificate_chain`` (its store cannot be read back)."""
-        settings = self._cipher_settings(None)
-        mode = context.get_verify_mode()
-        if not mode & 1:  # SSL.VERIFY_PEER
-            return settings
-        settings["client_verify"] = "required" if mode & 2 else "optional"
-        cas = []
-        if self.certificate_chain:
-            pem = _read(self.certificate_chain, "certificate chain")
-            cas = [
-                _ssl.PEM_cert_to_DER_cert(m.group(0).decode("ascii"))
-                for m in _CERT_BLOCK.finditer(pem)
-            ]
-        if not cas:
-            raise TLSError(
-                "context.set_verify(): client certificates are verified against the CAs of "
-                "certificate_chain, and it has none (CAs added to a pyOpenSSL context cannot "
-                "be read back: use the builtin adapter and context.load_verify_locations())"
-            )
-        settings["client_cas"] = cas
-        return settings
 
 
 def _ssl_context_settings(context):
@@ -322,9 +319,16 @@ def _engine_adapter(adapter):
 def configure(server, native):
     """Hand the server's ``ssl_adapter`` to the engine (from ``HTTPServer.prepare()``)."""
     adapter = _engine_adapter(server.ssl_adapter)
-    settings = adapter._tls_settings()
-    settings["interface"] = f"{server.version} Python/{sys.version}"
-    native.set_tls(**settings)
+    try:
+        settings = adapter._tls_settings()
+        settings["interface"] = f"{server.version} Python/{sys.version}"
+        native.set_tls(**settings)
+    except Exception as exc:
+        if threading.current_thread() is not threading.main_thread():
+            # safe_start() in a thread: the exception ends that thread, where nobody may
+            # see it, while its starter waits for `ready`. Said where errors are logged.
+            server.error_log(f"HTTPS cannot be served, the server does not start: {exc}", 40)
+        raise
 
 
 def reload(server):
@@ -340,7 +344,7 @@ def reload(server):
     native = server._native
     if native is None:
         return  # not serving: prepare() reads the files
-    native.reload_tls(**_engine_adapter(adapter)._tls_identity())
+    native.reload_tls(**_engine_adapter(adapter)._tls_identity(reread=True))
     server.error_log(f"TLS certificate reloaded from {adapter.certificate}", level=20)
 
 

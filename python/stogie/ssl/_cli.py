@@ -1,6 +1,7 @@
 """The ``stogie`` command's TLS options (gunicorn's names accepted too), and SIGHUP."""
 
 import ssl
+import sys
 
 VERIFY_MODES = {
     "none": ssl.CERT_NONE,
@@ -114,21 +115,31 @@ def make_adapter(opts):
                 f"{exc.strerror or exc}"
             ) from None
 
+    from ._files import check_pair
     from .builtin import BuiltinSSLAdapter
 
     try:
+        # First with the options' names in the messages.
+        encrypted = check_pair(
+            opts.ssl_certificate,
+            opts.ssl_private_key,
+            cert_what="--ssl-certificate",
+            key_what="--ssl-private-key",
+        )
+        if encrypted and password is None and not (sys.stdin is not None and sys.stdin.isatty()):
+            raise ValueError(
+                f"{'--ssl-private-key' if opts.ssl_private_key else '--ssl-certificate'} "
+                f"{opts.ssl_private_key or opts.ssl_certificate}: the private key is "
+                "encrypted: give its password with --ssl-private-key-password-file"
+            )
         adapter = BuiltinSSLAdapter(
             opts.ssl_certificate,
             opts.ssl_private_key,
             ciphers=opts.ssl_ciphers,
             private_key_password=password,
         )
-    except FileNotFoundError as exc:
-        raise ValueError(f"{exc.filename or opts.ssl_certificate}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
-        raise ValueError(
-            f"cannot load --ssl-certificate {opts.ssl_certificate} with its key: {exc}"
-        ) from None
+        raise ValueError(str(exc)) from None
     # Sent with the certificate, not trusted for client certificates (Cheroot's
     # constructor would load it as the context's CA file).
     adapter.certificate_chain = opts.ssl_certificate_chain

@@ -3,14 +3,19 @@
 As in Cheroot, the constructor makes ``context``, an :class:`ssl.SSLContext` for
 ``Purpose.CLIENT_AUTH`` with ``certificate_chain`` as its CA file, and loads the certificate
 and key into it, so a wrong password, a missing file or a key that does not match fails
-there with the same errors. What is set on ``context`` afterwards (``verify_mode``, CAs,
-``minimum_version``/``maximum_version``, ciphers) is honoured when the server starts; a
-context assigned whole (CherryPy's ``server.ssl_context``) too.
+there with the same exception types (their messages name the file at fault and say what is
+wrong). What is set on ``context`` afterwards (``verify_mode``, CAs,
+``minimum_version``/``maximum_version``, ciphers, a certificate and key loaded with
+``load_cert_chain()``: the context remembers them) is honoured when the server starts; a
+context assigned whole (CherryPy's ``server.ssl_context``) too, but for a certificate
+loaded into it, which cannot be read back: the adapter's files are served.
 """
 
 import ssl
 
-from . import _ENCRYPTED, Adapter, _read
+from . import Adapter
+from ._contexts import server_context
+from ._files import check_pair, explain
 
 
 class BuiltinSSLAdapter(Adapter):
@@ -48,20 +53,28 @@ class BuiltinSSLAdapter(Adapter):
             ciphers,
             private_key_password=private_key_password,
         )
-        self.context = ssl.create_default_context(
-            purpose=ssl.Purpose.CLIENT_AUTH,
-            cafile=certificate_chain,
-        )
+        # ssl.create_default_context(Purpose.CLIENT_AUTH, cafile=...), as one that
+        # remembers a certificate loaded into it later, to serve that one.
+        self.context = server_context(cafile=certificate_chain)
         password = private_key_password
         key_file = private_key or certificate
-        try:
-            encrypted = _ENCRYPTED.search(_read(key_file, "private key")) is not None
-        except Exception:  # noqa: BLE001 - load_cert_chain reports a missing file
-            encrypted = False
+        # The files are looked at first: OpenSSL's errors do not say which one is wrong.
+        encrypted = check_pair(certificate, private_key)
         if encrypted and (password is None or callable(password)):
             # Asked for once (a callable called, or a prompt on a terminal) and kept for
             # the engine and for reloads.
             password = self._key_password(None, f"private key file {key_file}")
-        self.context.load_cert_chain(certificate, private_key, password=password)
+        try:
+            # Not noted as loaded into the context: the adapter's attributes say it.
+            ssl.SSLContext.load_cert_chain(self.context, certificate, private_key, password)
+        except ssl.SSLError as exc:
+            raise explain(
+                exc,
+                certificate,
+                private_key,
+                encrypted=encrypted,
+                cert_what="certificate file",
+                key_what="private key file",
+            ) from None
         if self.ciphers is not None:
             self.context.set_ciphers(ciphers)

@@ -2,9 +2,18 @@
 
 The same signature as Cheroot's; the engine (rustls) serves it, so pyOpenSSL is not needed.
 When it is installed, :meth:`pyOpenSSLAdapter.get_context` returns an ``OpenSSL.SSL.Context``
-as Cheroot's does (its ``set_verify()`` mode is honoured, with ``certificate_chain`` as the
-CA file), and the server checks the key with it at start, raising pyOpenSSL's own errors.
-Without pyOpenSSL, ``get_context()`` returns an :class:`ssl.SSLContext` instead.
+as Cheroot's does, with ``certificate_chain`` as its CA file, and the server checks the key
+with it at start, raising pyOpenSSL's own errors. It is a :class:`Context`, which remembers
+what is set on it, so Cheroot's documented set-up is served as written::
+
+    adapter.context = adapter.get_context()
+    adapter.context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+    adapter.context.get_cert_store().add_cert(ca)  # or load_verify_locations(cafile)
+
+(the certificate and key set with ``use_certificate*()``/``use_privatekey*()``, the CAs, the
+verify mode, protocol versions, ``set_options()`` and ``set_cipher_list()``). What the engine
+cannot do is refused by name when the server starts (:class:`stogie.ssl.TLSError`). Without
+pyOpenSSL, ``get_context()`` returns an :class:`ssl.SSLContext` instead.
 """
 
 import ssl
@@ -12,6 +21,10 @@ import warnings
 from warnings import warn as _warn
 
 from . import Adapter
+from ._contexts import Context, server_context
+
+__all__ = ("Context", "pyOpenSSLAdapter")
+from ._files import check_pair, explain
 
 try:
     from OpenSSL import SSL
@@ -71,25 +84,51 @@ class pyOpenSSLAdapter(Adapter):
     def get_context(self):
         """Return an ``SSL.Context`` from self attributes (an ``ssl.SSLContext`` without
         pyOpenSSL)."""
+        # The files are looked at first: OpenSSL's errors do not say which one is wrong.
+        encrypted = check_pair(
+            self.certificate, self.private_key, error=ssl.SSLError if SSL is None else SSL.Error
+        )
         if SSL is None:
-            c = ssl.create_default_context(
-                purpose=ssl.Purpose.CLIENT_AUTH, cafile=self.certificate_chain
-            )
-            c.load_cert_chain(
-                self.certificate, self.private_key, password=self.private_key_password
-            )
+            c = server_context(cafile=self.certificate_chain)
+            try:
+                # Not noted as loaded into the context: the adapter's attributes say it.
+                ssl.SSLContext.load_cert_chain(
+                    c, self.certificate, self.private_key, self.private_key_password
+                )
+            except ssl.SSLError as exc:
+                raise explain(
+                    exc,
+                    self.certificate,
+                    self.private_key,
+                    encrypted=encrypted,
+                    cert_what="certificate file",
+                    key_what="private key file",
+                ) from None
             if self.ciphers:
                 c.set_ciphers(self.ciphers)
             return c
-        c = SSL.Context(SSL.SSLv23_METHOD)
+        # An SSL.Context that remembers what is set on it (see Context), so that the engine
+        # serves what the user sets: Cheroot's documented set-up calls pyOpenSSL on it.
+        c = Context(SSL.SSLv23_METHOD)
         with warnings.catch_warnings():
             # pyOpenSSL 25 deprecates it; Cheroot's adapter uses it, so this one does.
             warnings.simplefilter("ignore", DeprecationWarning)
             c.set_passwd_cb(self._password_callback, self.private_key_password)
-        c.use_privatekey_file(self.private_key)
+        # The adapter's own files are not noted as loaded into the context: its attributes
+        # say them (and a reload reads them again).
+        try:
+            SSL.Context.use_privatekey_file(c, self.private_key or self.certificate)
+        except SSL.Error as exc:
+            # OpenSSL's words kept: code written for Cheroot (its own tests) looks for them.
+            if not encrypted:
+                raise
+            raise SSL.Error(
+                f"private key file {self.private_key or self.certificate}: the private key "
+                f"cannot be decrypted with the password given: {exc}"
+            ) from None
         if self.certificate_chain:
             c.load_verify_locations(self.certificate_chain)
-        c.use_certificate_file(self.certificate)
+        SSL.Context.use_certificate_file(c, self.certificate)
         return c
 
     def _prepare(self):

@@ -33,6 +33,12 @@ use crate::h1::head::Version;
 use crate::tls_env::{self, ServerVars, TlsInfo};
 use crate::LogLevel;
 
+mod refusal;
+
+/// The command that makes a self-signed X.509 version 3 certificate for testing (what a
+/// refusal of a version 1 certificate suggests).
+pub const MAKE_V3_CERTIFICATE: &str = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 365 -nodes -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout key.pem -out cert.pem";
+
 /// What the client gets when it speaks plain HTTP to the TLS port (Cheroot's words).
 pub const PLAIN_HTTP_ON_TLS_PORT: &str =
     "The client sent a plain HTTP request, but this server only speaks HTTPS on this port.";
@@ -134,6 +140,14 @@ impl Identity {
             )));
         };
         let parsed = parse_cert(leaf, cert_name)?;
+        // rustls (webpki) refuses version 1 certificates, which `openssl x509 -req` makes
+        // when it is given no extensions; OpenSSL serves them, so people have them.
+        if parsed.version().0 < 2 {
+            return Err(TlsError::new(format!(
+                "{cert_name}: the certificate is X.509 version {} (as `openssl x509 -req` makes without extensions); stogie (rustls) serves version 3 certificates only. A self-signed one for testing: {MAKE_V3_CERTIFICATE} (a CA's `openssl x509 -req` makes version 3 when given -extfile with a subjectAltName)",
+                parsed.version().0 + 1
+            )));
+        }
         let not_after = parsed.validity().not_after.timestamp();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -261,6 +275,10 @@ pub struct TlsConfig {
     pub prefer_server_ciphers: bool,
     /// `SSL_VERSION_INTERFACE`: the server's name and version.
     pub interface: String,
+    /// A client certificate refused in a handshake is logged as a warning once per reason
+    /// per client address in this interval; the ones in between are counted, and the count
+    /// is said with the next warning for the same reason and address.
+    pub refusal_log_interval: Duration,
 }
 
 impl TlsConfig {
@@ -276,6 +294,7 @@ impl TlsConfig {
             session_tickets: true,
             prefer_server_ciphers: false,
             interface: concat!("stogie-http/", env!("CARGO_PKG_VERSION")).to_owned(),
+            refusal_log_interval: Duration::from_secs(60),
         }
     }
 }
@@ -319,6 +338,7 @@ struct Inner {
     provider: Arc<CryptoProvider>,
     client_auth: bool,
     interface: String,
+    refusals: refusal::RefusalLog,
 }
 
 impl fmt::Debug for TlsAcceptor {
@@ -362,6 +382,10 @@ fn certified(identity: Identity, provider: &CryptoProvider) -> Result<Arc<Certif
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => TlsError::new(format!(
                 "{key_name}: the private key does not match the certificate in {cert_name}"
+            )),
+            rustls::Error::InvalidCertificate(e) => TlsError::new(format!(
+                "{cert_name}: the certificate cannot be served: {}",
+                refusal::certificate_problem(&e).1
             )),
             other => TlsError::new(format!(
                 "{key_name}: the private key cannot be used: {other}"
@@ -481,6 +505,7 @@ impl TlsAcceptor {
                 provider,
                 client_auth: roots.is_some(),
                 interface: config.interface,
+                refusals: refusal::RefusalLog::new(config.refusal_log_interval),
             }),
         })
     }
@@ -649,6 +674,11 @@ pub(crate) async fn serve<S: Transport>(
         Err(_) => None,
     };
     shared.stats.metrics().tls_handshake(false);
+    if let Some(e) = &failure {
+        if log_refusal(&acceptor, e, &peer, &shared) {
+            return;
+        }
+    }
     if !shared.log.enabled(LogLevel::Debug) {
         return;
     }
@@ -660,6 +690,35 @@ pub(crate) async fn serve<S: Transport>(
     shared
         .log
         .log(LogLevel::Debug, &format!("TLS handshake with {who} {why}"));
+}
+
+/// Logs a handshake that failed on the client's certificate as a warning that says what
+/// is wrong with it, rate-limited; the ones over the limit at debug level. False when the
+/// handshake failed for another reason.
+fn log_refusal(acceptor: &TlsAcceptor, err: &io::Error, peer: &PeerAddr, shared: &Shared) -> bool {
+    let Some(tls_err) = refusal::rustls_error(err) else {
+        return false;
+    };
+    let who = crate::server::peer_text(peer);
+    let Some((reason, text)) = refusal::describe(tls_err, &who) else {
+        return false;
+    };
+    if !shared.log.enabled(LogLevel::Warning) {
+        return true;
+    }
+    let ip = match peer {
+        PeerAddr::Tcp(a) => Some(a.ip().to_canonical()),
+        PeerAddr::Unix(_) => None,
+    };
+    let refusals = &acceptor.inner.refusals;
+    match refusals.admit(ip, reason, std::time::Instant::now()) {
+        Some(admitted) => shared
+            .log
+            .log(LogLevel::Warning, &format!("{text}{}", admitted.suffix())),
+        None if shared.log.enabled(LogLevel::Debug) => shared.log.log(LogLevel::Debug, &text),
+        None => {}
+    }
+    true
 }
 
 /// A connection after its TLS handshake.
