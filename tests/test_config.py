@@ -192,9 +192,9 @@ def test_unknown_environment_variable_is_one_line_and_status_2(app_dir, name, cl
 
 
 def test_variables_of_stogies_own_scripts_are_no_settings_and_no_errors(app_dir):
-    # scripts/test, scripts/cheroot-suite and the tests set these; the servers they start
-    # inherit them.
-    names = ["PY", "PYTHON", "WHEEL", "CONFORMANCE_CORPUS", "TEST_MARKER"]
+    # scripts/test, scripts/docs, scripts/cheroot-suite and the tests set these; the servers
+    # they start inherit them.
+    names = ["PY", "PYTHON", "VENV", "WHEEL", "CONFORMANCE_CORPUS", "TEST_MARKER"]
     env = {f"STOGIE_{name}": "x" for name in names}
     values, _ = printed(["capp"], app_dir, {"STOGIE_CONFIG": "", **env})
     assert values["app"] == "capp"
