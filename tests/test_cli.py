@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import stogie
-from conftest import connect_tcp, connect_unix, free_port, wait_until_serving
+from conftest import connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -243,6 +243,38 @@ def test_bind_abstract_socket(app_dir):
         assert get(connect)[::2] == (200, b"application says hi")
 
 
+@pytest.mark.parametrize("relative", [True, False], ids=["bare-name", "path"])
+def test_bind_without_a_port_is_a_unix_socket_and_the_startup_line_says_so(app_dir, relative):
+    # Cheroot's rule: an address without a port is a UNIX socket path. `--bind localhost`
+    # serves a socket file named "localhost", which the start-up line must point out.
+    path = app_dir / "localhost"
+    bind = "localhost" if relative else str(path)
+    with stogie_process(["--bind", bind, "cliapp"], app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_unix(path)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[::2] == (200, b"application says hi")
+        assert wait_for(lambda: "serving cliapp" in running.stderr), running.stderr
+    line = next(line for line in running.stderr.splitlines() if "serving cliapp" in line)
+    hint = "(a UNIX socket; give HOST:PORT for TCP)"
+    if relative:
+        assert "on unix:localhost (a UNIX socket; give HOST:PORT for TCP)" in line, line
+    else:
+        assert hint not in line, line
+
+
+@pytest.mark.parametrize(
+    ("bind", "suggestion"),
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+        ("https://0.0.0.0:8443/", "0.0.0.0:8443"),
+        ("unix:/run/app.sock", "/run/app.sock"),
+    ],
+)
+def test_error_bind_with_a_scheme_says_to_drop_it(app_dir, bind, suggestion):
+    result = run_to_exit(["--bind", bind, "cliapp"], app_dir, cwd=app_dir)
+    assert_one_line_error(*result, "drop the scheme", f"as in --bind {suggestion}")
+
+
 def test_options_reach_the_server(app_dir):
     port = free_port()
     args = [
@@ -299,6 +331,53 @@ def test_version_and_help(tmp_path):
         assert option in out, option
 
 
+TEXT_APPS = """
+def text(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return "Hello, World!"
+
+
+class Listing:
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["Hello, World!"]
+
+
+listing = Listing()
+
+
+def nothing(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("textapp:text", "the WSGI application textapp.text returned a str;"),
+        (
+            "textapp:listing",
+            "the WSGI application (an instance of textapp.Listing) returned a list holding a str;",
+        ),
+        ("textapp:nothing", "the WSGI application textapp.nothing returned None;"),
+    ],
+)
+def test_an_app_that_returns_no_bytes_is_named_with_what_it_returned(app_dir, spec, said):
+    # A 500 as ever, and one line that names the app and what it gave: a traceback would
+    # point into stogie only (the app raised nothing).
+    (app_dir / "textapp.py").write_text(TEXT_APPS)
+    port = free_port()
+    with stogie_process(["--bind", f"127.0.0.1:{port}", spec], app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_tcp(port)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[0] == 500
+        assert wait_for(lambda: said in running.stderr), running.stderr
+    line = next(line for line in running.stderr.splitlines() if said in line)
+    assert "ERROR stogie.error: " in line
+    assert line.endswith("; it must return an iterable of bytes"), line
+    assert "Traceback" not in running.stderr
+
+
 # --- start-up errors: one line on stderr, exit status 2 ---------------------------------------
 
 
@@ -340,6 +419,33 @@ def test_error_port_in_use(app_dir):
     assert_one_line_error(*result, str(port))
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_metrics_address_in_use_names_only_the_metrics_address(app_dir, workers):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = "127.0.0.1:%d" % taken.getsockname()[1]
+        args = ["--bind", f"127.0.0.1:{port}", "--workers", workers, "--metrics", metrics]
+        code, _, err = run_to_exit([*args, "cliapp"], app_dir, cwd=app_dir)
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last == f"stogie: cannot listen for metrics on {metrics}: Address already in use", err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_error_access_log_that_cannot_be_opened_names_only_the_access_log(app_dir, workers):
+    log = app_dir / "no" / "such" / "access.log"
+    args = ["--bind", f"127.0.0.1:{free_port()}", "--workers", workers, "--access-log", str(log)]
+    code, _, err = run_to_exit([*args, "cliapp"], app_dir, cwd=app_dir)
+    assert code == 2, err
+    assert err.splitlines()[-1] == (
+        f"stogie: cannot open the access log {log}: No such file or directory"
+    ), err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "bind", ["127.0.0.1:http", "127.0.0.1:99999", "::1:8080", "[::1]8080", "8080", "bad host:80"]
 )
@@ -351,6 +457,25 @@ def test_error_bad_bind(app_dir, bind):
 def test_error_bad_option_value(app_dir):
     result = run_to_exit(["--threads", "many", "cliapp"], app_dir, cwd=app_dir)
     assert_one_line_error(*result, "many")
+
+
+def test_error_mistyped_option_is_named_with_the_closest_one(app_dir):
+    result = run_to_exit(["--bnd", "127.0.0.1:8000", "cliapp"], app_dir, cwd=app_dir)
+    assert_one_line_error(*result, "unknown option --bnd; did you mean --bind?")
+    assert "cliapp" not in result[2]
+
+
+def test_gunicorns_short_options_b_and_w_but_not_t(app_dir):
+    # -t is gunicorn's --timeout (a worker's), which is not Cheroot's --timeout (a client's).
+    assert_one_line_error(*run_to_exit(["-t", "30", "cliapp"], app_dir), "unknown option -t")
+    port = free_port()
+    args = ["-b", f"127.0.0.1:{port}", "-w", "2", "cliapp"]
+    with stogie_process(args, app_dir, cwd=app_dir) as running:
+        connect = lambda: connect_tcp(port)  # noqa: E731
+        wait_until_serving(running, connect)
+        assert get(connect)[::2] == (200, b"application says hi")
+        assert wait_for(lambda: "serving cliapp" in running.stderr), running.stderr
+    assert f"on http://127.0.0.1:{port} (2 workers, 10 threads each" in running.stderr
 
 
 def test_error_unknown_host(app_dir):

@@ -143,6 +143,26 @@ def test_print_config_reads_back_as_the_same_settings(app_dir):
     assert first["bind"] == ["[::1]:8123"] and first["app"] == "capp:application"
 
 
+def test_print_config_gives_the_value_in_effect_of_each_option_with_a_default(app_dir):
+    values, text = printed(["capp"], app_dir)
+    assert "threads = 10  # default" in text
+    assert (values["threads"], values["max_threads"], values["workers"]) == (10, -1, 1)
+    assert (values["timeout"], values["shutdown_timeout"], values["worker_timeout"]) == (10, 5, 30)
+    assert (values["request_queue_size"], values["accepted_queue_size"]) == (5, -1)
+    assert values["max_requests"] == 0 and values["proxy_protocol"] is False
+    assert values["forwarded_allow_ips"] == "127.0.0.1,::1"
+    # A default that depends on where the server runs is said, not written as a setting.
+    assert "bind" not in values
+    assert "# bind: not set (the sockets systemd passes, else 127.0.0.1:8080)" in text
+    # What it prints serves the same, read back as a file.
+    (app_dir / "printed.toml").write_text(text)
+    assert printed(["--config", "printed.toml"], app_dir)[0] == values
+    port = free_port()
+    with serving(["--config", "printed.toml", "--bind", f"127.0.0.1:{port}"], app_dir) as running:
+        wait_until_serving(running, lambda: connect_tcp(port))
+        assert wait_for(lambda: "(10 threads, TLS off)" in running.stderr), running.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [
@@ -158,6 +178,26 @@ def test_bad_environment_value_is_one_line_and_status_2(app_dir, env, words):
     assert len(err.splitlines()) == 1, err
     for word in words:
         assert word in err
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [("STOGIE_WORKER", "STOGIE_WORKERS"), ("STOGIE_MAX_REQUEST", "STOGIE_MAX_REQUESTS")],
+)
+def test_unknown_environment_variable_is_one_line_and_status_2(app_dir, name, closest):
+    code, out, err = run(["capp", "--print-config"], app_dir, {name: "3"})
+    assert code == 2, out
+    assert len(err.splitlines()) == 1, err
+    assert f"stogie: unknown setting in the environment: {name}; did you mean {closest}?" in err
+
+
+def test_variables_of_stogies_own_scripts_are_no_settings_and_no_errors(app_dir):
+    # scripts/test, scripts/docs, scripts/cheroot-suite and the tests set these; the servers
+    # they start inherit them.
+    names = ["PY", "PYTHON", "VENV", "WHEEL", "CONFORMANCE_CORPUS", "TEST_MARKER"]
+    env = {f"STOGIE_{name}": "x" for name in names}
+    values, _ = printed(["capp"], app_dir, {"STOGIE_CONFIG": "", **env})
+    assert values["app"] == "capp"
 
 
 @pytest.mark.parametrize(
@@ -236,6 +276,8 @@ def test_startup_line_says_version_address_processes_threads_and_tls(app_dir):
     args = ["--bind", f"127.0.0.1:{port}", "--threads", "4", "--max-threads", "8", "capp"]
     with serving(args, app_dir) as running:
         wait_until_serving(running, lambda: connect_tcp(port))
+        # The line comes once the signals are taken, a moment after the socket serves.
+        wait_for(lambda: "serving" in running.stderr)
         line = next(x for x in running.stderr.splitlines() if "serving" in x)
         assert f"stogie {stogie.__version__} serving capp:application" in line
         assert f"on http://127.0.0.1:{port} (4 to 8 threads, TLS off)" in line

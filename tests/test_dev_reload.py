@@ -111,6 +111,26 @@ def test_a_changed_python_file_restarts_the_server(app_dir):
         assert not alive(replacement)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_pid_file_names_the_reloader_and_signalling_it_stops_everything(app_dir, signum):
+    port = free_port()
+    pid_path = app_dir / "stogie.pid"
+    args = ["--reload", "--pid", str(pid_path), "--bind", f"127.0.0.1:{port}", "dapp"]
+    with run(args, app_dir) as running:
+        assert wait_for(lambda: word(port) == "first", 10), running.stderr
+        assert int(pid_path.read_text()) == running.proc.pid
+        edit(app_dir / "helper.py", 'WORD = "second"\n')
+        assert wait_for(lambda: word(port) == "second", 10), running.stderr
+        # The restarted server did not take the file over.
+        assert int(pid_path.read_text()) == running.proc.pid
+        (server,) = children_of(running.proc.pid)
+        os.kill(int(pid_path.read_text()), signum)
+        assert running.proc.wait(10) == 0, running.stderr
+        assert wait_for(lambda: not alive(server), 5)
+        assert word(port) is None
+        assert not pid_path.exists()
+
+
 def test_a_broken_save_waits_for_the_next_change(app_dir):
     port = free_port()
     with run(["--reload", "--bind", f"127.0.0.1:{port}", "dapp"], app_dir) as running:

@@ -518,7 +518,7 @@ def test_a_replacement_that_never_serves_is_killed_and_tried_again(app_dir):
     port = free_port()
     connect = lambda: connect_tcp(port)  # noqa: E731
     script = (
-        "import sys, stogie.workers as w; w.START_TIMEOUT = 2.0;"
+        "import sys, stogie._workers.replacing as w; w.START_TIMEOUT = 2.0;"
         " from stogie import cli; sys.exit(cli.main(sys.argv[1:]))"
     )
     args = [sys.executable, "-c", script, "--workers", "2", "--bind", f"127.0.0.1:{port}"]
@@ -636,3 +636,27 @@ def test_api_reload_add_and_remove_workers_from_another_thread(app_dir):
         assert load.errors == [], load.errors[:5]
         running.proc.stdin.close()
         assert running.proc.wait(10) == 0, running.stderr
+
+
+def test_log_lines_say_one_worker_one_request_one_thread_in_the_singular(app_dir):
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    args = ["--bind", f"127.0.0.1:{port}", "--max-requests", "1000", "--threads", "1"]
+    with process(stogie(*args, "--shutdown-timeout", "0", "rapp"), app_dir) as running:
+        wait_until_serving(running, connect)
+        (first,) = workers_of(running, 1)
+        assert pids_answering(connect, 1) == {first}  # its one request
+        running.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "after answering" in running.stderr, 10), running.stderr
+        (second,) = workers_of(running, 1)
+        # A worker that cannot stop (stopped itself) is killed once the stop's time is up.
+        os.kill(second, signal.SIGSTOP)
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(10) == 0, running.stderr
+    err = running.stderr
+    assert "(1 thread, TLS off)" in err
+    assert "reloading: starting 1 worker\n" in err
+    assert "reloaded: 1 worker serving rapp:application; 1 old one draining" in err
+    assert f"worker {first} exited with status 0 after answering 1 request\n" in err
+    assert "SIGTERM received: stopping 1 worker\n" in err
+    assert "1 worker still running 3.0 s after SIGTERM: killing it" in err

@@ -539,6 +539,10 @@ def test_readmes_openssl_command_makes_a_certificate_stogie_serves(tmp_path, tls
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     (command,) = re.findall(r"^(openssl req -x509 .*)$", readme, re.M)
     assert command == MAKE_V3_CERTIFICATE  # the one the v1 refusal suggests
+    # The HTTPS page gives the same command, over two lines.
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "https.md")).read()
+    (in_docs,) = re.findall(r"^(openssl req -x509 .*?[^\\])$", page.replace("\\\n", " "), re.M)
+    assert " ".join(in_docs.split()) == command
     subprocess.run(command.split(), cwd=tmp_path, check=True, capture_output=True, timeout=30)
     cert = str(tmp_path / "cert.pem")
     assert cert_version(cert) == 3

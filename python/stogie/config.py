@@ -4,7 +4,8 @@ Every option of the command's ``argparse`` parser is also read from an environme
 ``STOGIE_<NAME>`` (``--max-threads`` is ``STOGIE_MAX_THREADS``, the application is
 ``STOGIE_APP``) and from the file named by ``--config`` (or ``STOGIE_CONFIG``), under the
 name ``<name>`` with ``_`` or ``-`` (``max_threads = 8``). The command line wins over the
-environment, which wins over the file, which wins over the defaults.
+environment, which wins over the file, which wins over the defaults. A ``STOGIE_`` variable
+or a key of the file that names no setting is an error, as a mistyped option is.
 
 Nothing here knows the options: they are found in the parser, so an option added to it later
 is read from the environment and the file with no more code. Values go through the option's
@@ -12,10 +13,23 @@ own ``type`` and ``choices``, so they are checked exactly as on the command line
 """
 
 import argparse
+import difflib
 import os
 import sys
 
 ENV_PREFIX = "STOGIE_"
+
+# Variables named like settings that are not settings: the file's own, and those that
+# stogie's test and release scripts set (the servers they start inherit them).
+ENV_NOT_SETTINGS = {
+    ENV_PREFIX + "CONFIG",
+    ENV_PREFIX + "CONFORMANCE_CORPUS",
+    ENV_PREFIX + "PY",
+    ENV_PREFIX + "PYTHON",
+    ENV_PREFIX + "TEST_MARKER",
+    ENV_PREFIX + "VENV",
+    ENV_PREFIX + "WHEEL",
+}
 
 # Options that act at once (print something and exit) or name the file itself: no setting.
 _NOT_SETTINGS = {"help", "version", "config", "print_config"}
@@ -150,14 +164,24 @@ class Config:
         self.values = values
         self.sources = sources
 
-    def render(self):
-        """The settings as TOML, as ``--config`` reads them, each with its source."""
+    def render(self, defaults=None, notes=None):
+        """The settings as TOML, as ``--config`` reads them, each with its source.
+
+        ``defaults``: the value in effect of options left unset (``{dest: value}``), written
+        as settings. ``notes``: what the default of an option is where writing it would
+        change something (it depends on where the server runs), written as a comment.
+        """
+        defaults = defaults or {}
+        notes = notes or {}
         lines = ["# stogie settings: command line > environment > file > defaults"]
         for dest, setting in settings(self.parser).items():
             value = getattr(self.values, dest)
             source = self.sources[dest]
             if value is None:
-                lines.append(f"# {setting.key}: not set")
+                value = defaults.get(dest)
+            if value is None:
+                note = f" ({notes[dest]})" if dest in notes else ""
+                lines.append(f"# {setting.key}: not set{note}")
                 continue
             lines.append(f"{setting.key} = {_toml_value(value)}  # {source}")
         return "\n".join(lines) + "\n"
@@ -213,6 +237,13 @@ def load(parser_factory, argv=None, environ=None):
                 from_file[setting.dest] = setting.from_file(raw)
             except ConfigError as exc:
                 raise ConfigError(f"{config_path}: bad {setting.key} = {raw!r}: {exc}") from None
+
+    by_env = {setting.env for setting in known.values()}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in by_env | ENV_NOT_SETTINGS:
+            close = difflib.get_close_matches(name, sorted(by_env | {ENV_PREFIX + "CONFIG"}), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown setting in the environment: {name}{hint}")
 
     from_env = {}
     for setting in known.values():

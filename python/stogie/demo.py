@@ -22,9 +22,10 @@ _PAGE = """<!DOCTYPE html>
 body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 46em;
        padding: 0 1em; color: #222; }}
 h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.1em; margin-top: 1.6em; }}
-table {{ border-collapse: collapse; width: 100%; }}
+table {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
 th, td {{ text-align: left; vertical-align: top; padding: .2em .6em;
-          border-bottom: 1px solid #ddd; font-family: ui-monospace, monospace; }}
+          border-bottom: 1px solid #ddd; font-family: ui-monospace, monospace;
+          overflow-wrap: anywhere; }}
 th {{ width: 14em; font-weight: normal; color: #555; }}
 input, textarea {{ font: inherit; width: 100%; box-sizing: border-box; }}
 </style>

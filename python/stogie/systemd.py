@@ -32,8 +32,8 @@ def listen_fds(environ=None, unset_environment=True):
     program started later takes them for its own.
 
     Returns:
-        list of ``(fd, name)``: the name from ``LISTEN_FDNAMES`` (``FileDescriptorName=``),
-        or None.
+        A list of ``(fd, name)`` pairs, each name from ``LISTEN_FDNAMES``
+        (``FileDescriptorName=``) or None.
     """
     env = os.environ if environ is None else environ
     pid_text = env.get("LISTEN_PID")

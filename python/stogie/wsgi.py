@@ -1,4 +1,4 @@
-"""This class holds stogie's WSGI server implementation (Cheroot's ``cheroot.wsgi``).
+"""This module holds stogie's WSGI server implementation (Cheroot's ``cheroot.wsgi``).
 
 Simplest example on how to use this server::
 
@@ -252,6 +252,7 @@ class Gateway_10(Gateway):
     """A Gateway class to interface HTTPServer with WSGI 1.0.x."""
 
     version = 1, 0
+    _engine_mode = "wsgi"  # the engine runs it itself (HTTPServer._gateway_mode)
 
     def get_environ(self):
         """Return a new environ dict targeting the given wsgi.version."""
@@ -309,6 +310,7 @@ class Gateway_u0(Gateway_10):
     """
 
     version = "u", 0
+    _engine_mode = "wsgi_u0"
 
     def get_environ(self):
         """Return a new environ dict targeting the given wsgi.version."""

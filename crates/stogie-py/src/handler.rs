@@ -4,11 +4,10 @@
 use std::sync::RwLock;
 
 use bytes::{Bytes, BytesMut};
-use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyString, PyTuple};
 use stogie_http::{PeerAddr, Request, ResponseEvent};
 
 use crate::native::NativeRequest;
@@ -38,7 +37,8 @@ pub struct AppHandler {
     pub template: RwLock<Py<PyDict>>,
     /// The gateway mode.
     pub mode: RwLock<Mode>,
-    /// `on_error(message, exception)`: logs an application failure.
+    /// `on_error(message, exception)`: logs an application failure (with the exception's
+    /// traceback; `None` when there is no traceback worth showing).
     pub on_error: Py<PyAny>,
     /// Show UNIX socket clients' credentials to the app (live: Cheroot reads the setting
     /// per request).
@@ -177,12 +177,33 @@ impl AppHandler {
             call_close(&result)
         };
         let mut me = sr.borrow_mut();
-        match sent.and(closed) {
-            Ok(()) => {
-                let _ = me.responder.finish(py);
-            }
-            Err(e) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
+        match sent {
+            Err(Unsent::NotBytes(what)) => self.fail_result(py, &mut me.responder, &app, &what),
+            Err(Unsent::Raised(e)) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
+            Ok(()) => match closed {
+                Ok(()) => {
+                    let _ = me.responder.finish(py);
+                }
+                Err(e) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
+            },
         }
+    }
+
+    /// Ends a request whose app gave something other than an iterable of bytes: a 500, and
+    /// one line naming the app and what it gave. A traceback would point into stogie only:
+    /// the app raised nothing.
+    fn fail_result(&self, py: Python<'_>, responder: &mut Responder, app: &Py<PyAny>, what: &str) {
+        if responder.finished {
+            return; // the client went away
+        }
+        let msg = format!(
+            "the WSGI application {} {what}; it must return an iterable of bytes",
+            describe_app(app.bind(py))
+        );
+        if let Err(e) = self.on_error.call1(py, (msg, py.None())) {
+            e.print(py);
+        }
+        responder.abort(py, ResponseEvent::Abort);
     }
 
     fn native(&self, py: Python<'_>, request: Request) {
@@ -206,35 +227,80 @@ impl AppHandler {
     }
 }
 
-fn chunk<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
-    item.cast::<PyBytes>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "WSGI applications must yield bytes, not {}",
-            item.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })
+/// Why a result was not sent whole.
+enum Unsent {
+    /// The app (its iterator, or a write) raised.
+    Raised(PyErr),
+    /// What the app gave is not a WSGI body: what it was, said of the app ("returned a
+    /// str").
+    NotBytes(String),
+}
+
+impl From<PyErr> for Unsent {
+    fn from(e: PyErr) -> Self {
+        Unsent::Raised(e)
+    }
+}
+
+/// `a str`, `an int`, `None`: a value's type as a sentence says it.
+fn a_type(value: &Bound<'_, PyAny>) -> String {
+    if value.is_none() {
+        return "None".to_string();
+    }
+    let name = value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
+
+/// Where an app comes from: `module.qualname` of a function or class, or the class of an
+/// instance.
+fn describe_app(app: &Bound<'_, PyAny>) -> String {
+    fn dotted(obj: &Bound<'_, PyAny>) -> Option<String> {
+        let module: String = obj.getattr("__module__").ok()?.extract().ok()?;
+        let qualname: String = obj.getattr("__qualname__").ok()?.extract().ok()?;
+        Some(format!("{module}.{qualname}"))
+    }
+    dotted(app)
+        .or_else(|| {
+            dotted(app.get_type().as_any()).map(|class| format!("(an instance of {class})"))
+        })
+        .unwrap_or_else(|| app.to_string())
+}
+
+fn chunk<'a, 'py>(
+    item: &'a Bound<'py, PyAny>,
+    gave: impl FnOnce() -> String,
+) -> Result<&'a Bound<'py, PyBytes>, Unsent> {
+    item.cast::<PyBytes>()
+        .map_err(|_| Unsent::NotBytes(format!("{} {}", gave(), a_type(item))))
 }
 
 /// The body of a list or tuple result as one buffer: a single chunk as it is (lent when
 /// large), several copied once into one.
-fn join_chunks(items: &Bound<'_, PySequence>) -> PyResult<Bytes> {
+fn join_chunks(items: &Bound<'_, PySequence>) -> Result<Bytes, Unsent> {
+    let holding = || format!("returned {} holding", a_type(items.as_any()));
     if items.len()? == 1 {
-        return Ok(body_bytes(chunk(&items.get_item(0)?)?));
+        return Ok(body_bytes(chunk(&items.get_item(0)?, holding)?));
     }
     let mut chunks = Vec::with_capacity(items.len()?);
     let mut total = 0;
     for item in items.try_iter()? {
         let item = item?;
-        total += chunk(&item)?.as_bytes().len();
+        total += chunk(&item, holding)?.as_bytes().len();
         chunks.push(item);
     }
     // Sized once: growing by doubling copied a large body several times.
     let mut body = BytesMut::with_capacity(total);
     for item in &chunks {
-        body.extend_from_slice(chunk(item)?.as_bytes());
+        body.extend_from_slice(chunk(item, holding)?.as_bytes());
     }
     Ok(body.freeze())
 }
@@ -246,7 +312,12 @@ fn send_result(
     sr: &Bound<'_, StartResponse>,
     result: &Bound<'_, PyAny>,
     can_sendfile: bool,
-) -> PyResult<()> {
+) -> Result<(), Unsent> {
+    // Iterable, but not of bytes (a str's items are str, bytes' are int): the mistake is the
+    // result itself, not what iterating it gives.
+    if result.is_instance_of::<PyString>() || result.is_instance_of::<PyBytes>() {
+        return Err(Unsent::NotBytes(format!("returned {}", a_type(result))));
+    }
     let items = if let Ok(list) = result.cast_exact::<PyList>() {
         Some(list.as_sequence().clone())
     } else if let Ok(t) = result.cast_exact::<PyTuple>() {
@@ -280,9 +351,21 @@ fn send_result(
             }
         }
     }
-    for item in result.try_iter()? {
+    let iterator = match result.try_iter() {
+        Ok(iterator) => iterator,
+        Err(e) => {
+            let kind = result.get_type();
+            if kind.hasattr(intern!(py, "__iter__"))? || kind.hasattr(intern!(py, "__getitem__"))? {
+                return Err(Unsent::Raised(e)); // its own __iter__ raised: its traceback says where
+            }
+            return Err(Unsent::NotBytes(format!("returned {}", a_type(result))));
+        }
+    };
+    for item in iterator {
         let item = item?;
-        let data = body_bytes(chunk(&item)?);
+        let data = body_bytes(chunk(&item, || {
+            format!("returned {} that yielded", a_type(result))
+        })?);
         if data.is_empty() {
             continue;
         }

@@ -15,6 +15,7 @@ import ssl as _ssl
 import sys
 import threading
 
+from .. import __version__
 from .._native import TLS_LIBRARY, TLSError
 
 __all__ = ("Adapter", "TLSError")
@@ -122,12 +123,10 @@ class Adapter:
         The per-connection ones (``SSL_PROTOCOL``, ``SSL_CLIENT_*``, ...) are made by the
         engine when the handshake ends.
         """
-        from ..server import HTTPServer
-
         return {
             "wsgi.url_scheme": "https",
             "HTTPS": "on",
-            "SSL_VERSION_INTERFACE": f"{HTTPServer.version} Python/{sys.version}",
+            "SSL_VERSION_INTERFACE": f"Stogie/{__version__} Python/{sys.version}",
             "SSL_VERSION_LIBRARY": TLS_LIBRARY,
         }
 
@@ -330,13 +329,6 @@ def configure(server, native):
             # see it, while its starter waits for `ready`. Said where errors are logged.
             server.error_log(f"HTTPS cannot be served, the server does not start: {exc}", 40)
         raise
-    # A failed handshake is a debug message (a refused client certificate a warning):
-    # dropped in the engine, without taking the GIL, unless stogie.error would show it
-    # (or error_log is the application's own).
-    from ..server import HTTPServer, _error_logger
-
-    if type(server).error_log is HTTPServer.error_log:
-        native.set_log_level(min(_error_logger.getEffectiveLevel(), 40))
 
 
 def reload(server):

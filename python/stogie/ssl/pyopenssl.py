@@ -53,24 +53,6 @@ class pyOpenSSLAdapter(Adapter):
     private_key_password = None
     """Optional passphrase for password protected private key."""
 
-    def __init__(
-        self,
-        certificate,
-        private_key,
-        certificate_chain=None,
-        ciphers=None,
-        *,
-        private_key_password=None,
-    ):
-        """Initialize OpenSSL Adapter instance."""
-        super().__init__(
-            certificate,
-            private_key,
-            certificate_chain,
-            ciphers,
-            private_key_password=private_key_password,
-        )
-
     def bind(self, sock):
         """Wrap and return the given socket."""
         if self.context is None:

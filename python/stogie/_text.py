@@ -1,0 +1,6 @@
+"""Words for log lines and messages."""
+
+
+def quantity(number, noun):
+    """``'1 worker'``, ``'2 workers'``: a number and its noun, singular for one."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
