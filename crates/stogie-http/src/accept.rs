@@ -16,32 +16,16 @@ use crate::log::LogLevel;
 use crate::message::Version;
 use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader};
 use crate::shared::{Open, Shared};
+use crate::stop::Accepting;
 use crate::transport::tls::{self, Handshake, TlsAcceptor, PLAIN_HTTP_ON_TLS_PORT};
 use crate::transport::Transport;
 
-pub(crate) async fn accept_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let stopped = shared.stop.ending_notified();
-        if shared.stop.is_ending() {
-            return;
-        }
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    spawn_connection(&shared, stream, PeerAddr::Tcp(addr));
-                }
-                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
-            },
-            _ = stopped => return,
-        }
-    }
-}
-
-pub(crate) async fn accept_unix(
-    listener: tokio::net::UnixListener,
+/// Accepts TCP connections until the drain or the stop; `_running` counts the loop as
+/// running from before it was spawned (see `Stop::accepting`).
+pub(crate) async fn accept_tcp(
+    listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    peercreds: bool,
+    _running: Accepting,
 ) {
     loop {
         let stopped = shared.stop.ending_notified();
@@ -49,6 +33,35 @@ pub(crate) async fn accept_unix(
             return;
         }
         tokio::select! {
+            // The signal first: no connection is taken once it came.
+            biased;
+            _ = stopped => return,
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    spawn_connection(&shared, stream, PeerAddr::Tcp(addr));
+                }
+                Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
+            },
+        }
+    }
+}
+
+/// Accepts UNIX socket connections, as [`accept_tcp`].
+pub(crate) async fn accept_unix(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    peercreds: bool,
+    _running: Accepting,
+) {
+    loop {
+        let stopped = shared.stop.ending_notified();
+        if shared.stop.is_ending() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = stopped => return,
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     let cred = if peercreds {
@@ -60,7 +73,6 @@ pub(crate) async fn accept_unix(
                 }
                 Err(e) => tokio::time::sleep(accept_failed(&shared, &e)).await,
             },
-            _ = stopped => return,
         }
     }
 }

@@ -150,11 +150,12 @@ impl HttpServer {
             match listener.try_clone()? {
                 Listener::Tcp(l) => {
                     let l = tokio::net::TcpListener::from_std(l)?;
-                    runtime.spawn(accept_tcp(l, shared.clone()));
+                    runtime.spawn(accept_tcp(l, shared.clone(), shared.stop.accept_loop()));
                 }
                 Listener::Unix(l, _) => {
                     let l = tokio::net::UnixListener::from_std(l)?;
-                    runtime.spawn(accept_unix(l, shared.clone(), opts.peercreds));
+                    let running = shared.stop.accept_loop();
+                    runtime.spawn(accept_unix(l, shared.clone(), opts.peercreds, running));
                 }
             }
             all_shared.push(shared);
@@ -286,6 +287,11 @@ impl HttpServer {
         };
         let deadline = Instant::now() + grace;
         let mut clean = true;
+        // No connection is counted before every accept loop has seen the signal: one taken
+        // meanwhile is answered too.
+        while self.shared.iter().any(|s| s.stop.accepting()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         while self.stats.snapshot().active_connections > 0 {
             if Instant::now() >= deadline {
                 clean = false;

@@ -1,6 +1,7 @@
 //! The server's stop signal, as the accept loops, the connections and the parking lot see it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
@@ -19,9 +20,35 @@ pub(crate) struct Stop {
     ending: AtomicBool,
     notify: Notify,
     ending_notify: Notify,
+    /// Accept loops still running: until they have seen the signal, one may still take a
+    /// connection.
+    accepting: Arc<AtomicUsize>,
+}
+
+/// An accept loop's presence, for [`Stop::accepting`]: counted while it lives.
+pub(crate) struct Accepting(Arc<AtomicUsize>);
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Stop {
+    /// Counts an accept loop as running for as long as the value lives.
+    pub fn accept_loop(&self) -> Accepting {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+        Accepting(self.accepting.clone())
+    }
+
+    /// Whether an accept loop is still running. A stop waits for none to be before it
+    /// counts the connections left: a connection taken by a loop that had not yet seen the
+    /// signal is one to answer (a draining worker would otherwise close it unanswered,
+    /// where the next worker could have served it).
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) > 0
+    }
+
     /// Whether the server is stopping: idle connections close now.
     pub fn is_set(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
