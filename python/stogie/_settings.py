@@ -20,6 +20,38 @@ def _address_list(name, value):
     return value
 
 
+_HTTP2_LIMITS = {
+    # setting: (least, most), RFC 9113 §6.5.2's bounds where it has them.
+    "http2_max_concurrent_streams": (1, 2**31 - 1),
+    "http2_initial_window_size": (1, 2**31 - 1),
+    "http2_max_frame_size": (2**14, 2**24 - 1),
+    "http2_max_header_list_size": (1, 2**32 - 1),
+}
+
+
+def _http_protocols(value):
+    """``http_protocols`` as a list in order of preference (``['h2', 'h1']``), from a
+    comma-separated string or a list; ValueError naming what is wrong."""
+    names = value.split(",") if isinstance(value, str) else value
+    try:
+        names = [str(n).strip().lower() for n in names]
+    except TypeError:
+        names = None
+    if not names or any(n not in ("h1", "h2") for n in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"http_protocols must name 'h1', 'h2' or both in order of preference"
+            f" ('h2,h1'), not {value!r}"
+        )
+    return names
+
+
+def _http2_limit(name, value):
+    least, most = _HTTP2_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most}, not {value!r}")
+    return value
+
+
 def _metrics_address(bind):
     """``'HOST:PORT'``, ``'[V6]:PORT'``, ``':PORT'`` or ``(host, port)`` -> (host, port)."""
     if isinstance(bind, tuple) and len(bind) == 2:
@@ -307,12 +339,44 @@ class Settings:
     ``/metrics``, on a listener of its own; None (the default) for none. With ``workers``,
     the supervisor serves the sum of its workers' counters and a few series per worker."""
 
+    http_protocols = "h2,h1"
+    """The protocols served, in order of preference (gunicorn's ``--http-protocols``):
+    ``'h1'`` (HTTP/1.1), ``'h2'`` (HTTP/2), or both, comma-separated or a list. Over TLS the
+    client chooses among them by ALPN (HTTP/2 first by default; a client that does not
+    offer it gets HTTP/1.1); in cleartext HTTP/2 also needs :attr:`http2_cleartext`.
+    stogie only (Cheroot speaks HTTP/1.1)."""
+
+    http2_cleartext = False
+    """Serve cleartext HTTP/2 by prior knowledge (h2c: a connection that opens with the
+    HTTP/2 preface) to the peers of :attr:`forwarded_allow_ips` (and UNIX socket clients):
+    what a proxy in front (Envoy, Traefik, a platform's router) speaks to its upstream.
+    Anyone else gets HTTP/1.1. ``Upgrade: h2c`` is never honoured: it lets a client smuggle
+    requests past a proxy's checks. gunicorn's ``http2_cleartext``."""
+
+    http2_max_concurrent_streams = 100
+    """Streams an HTTP/2 client may have open at once, and the most requests of one
+    connection queued or running in the pool at once (however fast a client opens and
+    resets streams)."""
+
+    http2_initial_window_size = 65535
+    """Bytes of a request body an HTTP/2 client may send a stream ahead of the app reading
+    them (the stream's flow-control window)."""
+
+    http2_max_frame_size = 16384
+    """The largest HTTP/2 frame payload a client may send (16384 to 16777215)."""
+
+    http2_max_header_list_size = 65536
+    """The largest header list an HTTP/2 client may send; a larger one gets a 431."""
+
     _native = None
     _supervisor = None
 
     # Settings that a running server picks up for the next request or connection.
     _LIVE = {
         "forwarded_allow_ips",
+        "http_protocols",
+        "http2_cleartext",
+        *_HTTP2_LIMITS,
         "timeout",
         "max_request_header_size",
         "max_request_body_size",
@@ -423,6 +487,17 @@ class Settings:
             "wsgi.version": wsgi_version,
         }
 
+    def _check_protocols(self):
+        """Refuse, before anything is bound, protocol settings that cannot serve."""
+        protocols = _http_protocols(self.http_protocols)
+        for name in _HTTP2_LIMITS:
+            _http2_limit(name, getattr(self, name))
+        if protocols == ["h2"] and self.ssl_adapter is None and not self.http2_cleartext:
+            raise ValueError(
+                "http_protocols 'h2' alone serves nobody without TLS: give a certificate,"
+                " turn http2_cleartext on (for a proxy in front), or serve 'h2,h1'"
+            )
+
     def _push_settings(self):
         native = self._native
         native.configure(
@@ -437,6 +512,9 @@ class Settings:
             max_request_line=int(self.max_request_line),
             max_header_count=int(self.max_header_count),
             max_header_field=int(self.max_header_field),
+            http_protocols=_http_protocols(self.http_protocols),
+            http2_cleartext=bool(self.http2_cleartext),
+            **{name: _http2_limit(name, getattr(self, name)) for name in _HTTP2_LIMITS},
         )
         native.set_template(self._environ_template())
 

@@ -333,6 +333,7 @@ class HTTPServer(Settings):
         worker_timeout = self._amount("worker_timeout")
         supervised = self._supervised()
         addrs = self._bind_addrs()
+        self._check_protocols()
         if supervised:
             workers_module.check_can_fork(workers)
             self._check_access_log()

@@ -12,6 +12,7 @@ use crate::error::{HttpError, Refusal};
 use crate::exchange::record::Record;
 use crate::exchange::refuse;
 use crate::h1::{conn, response};
+use crate::h2;
 use crate::log::LogLevel;
 use crate::message::Version;
 use crate::ops::proxy::{parse_proxy_header, ProxyError, ProxyHeader};
@@ -103,9 +104,7 @@ fn spawn_connection<S: Transport>(shared: &Arc<Shared>, stream: S, peer: PeerAdd
                     open,
                 ));
             }
-            None => {
-                tokio::spawn(drive(stream, peer, shared.clone(), open));
-            }
+            None => spawn_plain(stream, peer, shared.clone(), open),
         }
         return;
     }
@@ -193,18 +192,123 @@ async fn answer_plain_http<S: Transport>(mut stream: S, peer: &PeerAddr, shared:
 }
 
 /// The protocol's connection driver for a stream ready for HTTP (after any PROXY header
-/// and TLS handshake).
-///
-/// HTTP/2 plugs in here: a TLS stream whose ALPN chose `h2`, or, from a trusted peer with
-/// cleartext HTTP/2 turned on, a stream that opens with the HTTP/2 preface (peeked at, as
-/// the PROXY header is), goes to the HTTP/2 driver. Everything else is HTTP/1, as now.
-pub(crate) fn drive<S: Transport>(
-    stream: S,
+/// and TLS handshake): HTTP/2 for a TLS stream whose ALPN chose `h2`, and, from a peer
+/// allowed cleartext HTTP/2, for a stream that opens with its preface; HTTP/1 otherwise.
+async fn drive<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>, open: Open) {
+    if stream
+        .tls_info()
+        .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"))
+    {
+        // Boxed, as every HTTP/2 connection: an HTTP/1 connection's future stays small.
+        return Box::pin(h2::serve(stream, peer, shared, open)).await;
+    }
+    if h2c_allowed(&shared, &peer) {
+        return Box::pin(h2c_or_http1(stream, peer, shared, open)).await;
+    }
+    http1(stream, peer, shared, open).await
+}
+
+/// A plain (not TLS) connection's driver, spawned as it is: the common case spawns the
+/// HTTP/1 connection itself, with no future around it.
+fn spawn_plain<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>, open: Open) {
+    if h2c_allowed(&shared, &peer) {
+        tokio::spawn(h2c_or_http1(stream, peer, shared, open));
+    } else if shared.config.get().protocols.http1 {
+        tokio::spawn(conn::serve(stream, peer, shared, open));
+    } else {
+        tokio::spawn(http1(stream, peer, shared, open));
+    }
+}
+
+/// HTTP/1, unless the server speaks HTTP/2 only: then a 505 saying so.
+async fn http1<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>, open: Open) {
+    if shared.config.get().protocols.http1 {
+        return conn::serve(stream, peer, shared, open).await;
+    }
+    refuse_http1(stream, &peer, &shared).await;
+}
+
+/// Whether a peer may speak cleartext HTTP/2 (h2c by prior knowledge): only when it is on,
+/// and only from the proxies whose forwarded headers are believed (or a UNIX socket
+/// client), as what a proxy speaks to its upstream. Anyone else gets HTTP/1.
+fn h2c_allowed(shared: &Shared, peer: &PeerAddr) -> bool {
+    let cfg = shared.config.get();
+    let p = &cfg.protocols;
+    p.http2
+        && p.h2c
+        && shared.tls.is_none()
+        && match peer {
+            PeerAddr::Tcp(a) => cfg.trusted_proxies.trusts(a.ip()),
+            PeerAddr::Unix(_) => true,
+        }
+}
+
+/// Peeks at what a cleartext connection opens with: the HTTP/2 preface, or HTTP/1.
+async fn h2c_or_http1<S: Transport>(
+    mut stream: S,
     peer: PeerAddr,
     shared: Arc<Shared>,
     open: Open,
-) -> impl std::future::Future<Output = ()> + Send {
-    conn::serve(stream, peer, shared, open)
+) {
+    let wait = shared.config.get().timeout;
+    let mut buf = [0u8; h2::PREFACE.len()];
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut seen = 0;
+    let is_h2 = loop {
+        let stopped = shared.stop.notified();
+        if shared.stop.is_set() {
+            return;
+        }
+        // Moved in as `&mut`: a shared borrow would need the stream to be Sync.
+        let s = &mut stream;
+        let b = &mut buf[..];
+        let peeked = tokio::select! {
+            r = tokio::time::timeout_at(deadline, std::future::poll_fn(move |cx| s.poll_peek(cx, b))) => r,
+            _ = stopped => return,
+        };
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            // Silent for the timeout, gone, or broken: nothing to answer.
+            _ => return,
+        };
+        if buf[..n] != h2::PREFACE[..n] {
+            break false;
+        }
+        if n == h2::PREFACE.len() {
+            break true;
+        }
+        if n == seen {
+            // The same bytes again: the socket stays readable until they are taken, so
+            // wait a moment for the rest rather than spin.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen = n;
+    };
+    if is_h2 {
+        h2::serve(stream, peer, shared, open).await;
+    } else {
+        http1(stream, peer, shared, open).await;
+    }
+}
+
+/// The answer to HTTP/1 on a server that speaks HTTP/2 only.
+async fn refuse_http1<S: Transport>(mut stream: S, peer: &PeerAddr, shared: &Shared) {
+    let cfg = shared.config.get();
+    let mut record = Record::unread(&cfg, None);
+    record.answer(&shared.stats, 505);
+    let body = b"This server speaks HTTP/2 only.";
+    let answer = response::closing_response(
+        Version::Http11,
+        "505 HTTP Version Not Supported",
+        response::TEXT,
+        body,
+        true,
+        &cfg.server_software,
+    );
+    if refuse::refuse(&mut stream, &answer, cfg.timeout, &shared.stats).await {
+        record.sent = body.len() as u64;
+    }
+    record.finish(&cfg, &shared.stats, peer);
 }
 
 /// Reads the PROXY protocol header that must open a connection, within the server's

@@ -45,6 +45,67 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedPeers,
     /// Whether requests are timed for the duration histogram (metrics served).
     pub time_requests: bool,
+    /// Which protocols are served, and HTTP/2's settings.
+    pub protocols: Protocols,
+}
+
+/// The protocols a server speaks (gunicorn's `--http-protocols`), and HTTP/2's settings
+/// (gunicorn's names and defaults; the `h2` crate's own defaults allow unlimited streams
+/// and 16 MiB of headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    /// HTTP/1.1 (and 1.0).
+    pub http1: bool,
+    /// HTTP/2: over TLS when the client's ALPN chooses `h2`, and in cleartext (h2c by prior
+    /// knowledge) when [`Protocols::h2c`] is on.
+    pub http2: bool,
+    /// Whether HTTP/1 is preferred when a TLS client offers both.
+    pub prefer_http1: bool,
+    /// Cleartext HTTP/2 by prior knowledge, from trusted peers only (the forwarded-header
+    /// proxies, or a UNIX socket client): what a proxy in front speaks to its upstream.
+    /// `Upgrade: h2c` is never honoured (it lets a client smuggle requests past a proxy).
+    pub h2c: bool,
+    /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); also the
+    /// most requests of one connection queued or running in the pool at once.
+    pub max_concurrent_streams: u32,
+    /// The flow-control window the client gets per stream (SETTINGS_INITIAL_WINDOW_SIZE):
+    /// how much of a request body it may send before the app reads.
+    pub initial_window_size: u32,
+    /// The largest frame payload the client may send (SETTINGS_MAX_FRAME_SIZE).
+    pub max_frame_size: u32,
+    /// The largest header list the client may send (SETTINGS_MAX_HEADER_LIST_SIZE); larger
+    /// gets a 431.
+    pub max_header_list_size: u32,
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols {
+            http1: true,
+            http2: true,
+            prefer_http1: false,
+            h2c: false,
+            max_concurrent_streams: 100,
+            initial_window_size: 65_535,
+            max_frame_size: 16_384,
+            max_header_list_size: 65_536,
+        }
+    }
+}
+
+impl Protocols {
+    /// The ALPN protocol names a TLS server offers, in its order of preference.
+    pub fn alpn(&self) -> Vec<Vec<u8>> {
+        let mut names = Vec::new();
+        if self.http2 {
+            names.push(b"h2".to_vec());
+        }
+        if self.http1 {
+            let at = if self.prefer_http1 { 0 } else { names.len() };
+            names.insert(at, b"http/1.1".to_vec());
+        }
+        names
+    }
 }
 
 impl Default for ServerConfig {
@@ -66,6 +127,7 @@ impl Default for ServerConfig {
             access_log: None,
             trusted_proxies: TrustedPeers::parse("127.0.0.1,::1").expect("a valid list"),
             time_requests: false,
+            protocols: Protocols::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Every accepted socket goes through one pipeline (a PROXY protocol header, a TLS
 //! handshake, then the protocol's connection driver). A request is the same whatever
 //! protocol carries it ([`message`], [`exchange`]); only the framing is per protocol
-//! ([`h1`]). The operations side ([`ops`]: access log, metrics, proxies) is called by the
+//! ([`h1`], and HTTP/2 over the `h2` crate in `h2`). The operations side ([`ops`]: access log, metrics, proxies) is called by the
 //! engine and never calls back.
 
 #![warn(missing_docs)]
@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod h1;
+mod h2;
 mod idle;
 pub mod listener;
 mod log;
@@ -31,7 +32,7 @@ pub mod tls_env;
 pub mod transport;
 
 pub use addr::{LocalAddr, PeerAddr, PeerCred};
-pub use config::{LiveConfig, ServerConfig};
+pub use config::{LiveConfig, Protocols, ServerConfig};
 pub use error::{BodyError, HttpError};
 pub use exchange::gateway::Gateway;
 pub use exchange::pipe::{hold_final_wakes, HeldWakes};

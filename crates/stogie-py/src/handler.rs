@@ -62,6 +62,12 @@ impl Handler for std::sync::Arc<AppHandler> {
     type Local = KeyCache;
 
     fn handle(&self, py: Python<'_>, cache: &mut KeyCache, request: Request) {
+        if request.head.version == stogie_http::Version::Http2 && request.response.is_closed() {
+            // An HTTP/2 stream the client reset while its request waited: never handed to
+            // the app (a client resetting streams as fast as it opens them would otherwise
+            // make every app call run, for nobody).
+            return;
+        }
         match read(&self.mode) {
             Mode::Native => self.native(py, request),
             mode => self.wsgi(py, cache, request, mode == Mode::WsgiU0),

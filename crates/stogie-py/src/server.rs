@@ -106,6 +106,17 @@ fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
     Ok(n as usize)
 }
 
+/// A whole number setting within `min..=max`, or a ValueError saying so.
+fn bounded(key: &str, v: &Bound<'_, PyAny>, min: u64, max: u64) -> PyResult<u64> {
+    let n: i128 = v.extract()?;
+    if !(i128::from(min)..=i128::from(max)).contains(&n) {
+        return Err(PyValueError::new_err(format!(
+            "{key} must be between {min} and {max}, not {n}"
+        )));
+    }
+    Ok(n as u64)
+}
+
 /// A value that goes into a response header: control characters would break the head (or
 /// inject headers), so they are refused here, where the setting is made.
 fn header_text(key: &str, v: String) -> PyResult<String> {
@@ -411,6 +422,10 @@ impl NativeServer {
         let gateway = Arc::new(pool.clone());
         let (config, log, stats) = (self.config.clone(), self.log.clone(), self.stats.clone());
         let tls = self.tls.clone();
+        if let Some(tls) = &tls {
+            // The protocols are settings, made after the certificate: ALPN follows them.
+            tls.set_alpn(self.config.get().protocols.alpn());
+        }
         let mut engine = gil::detach(py, || {
             HttpServer::start_many(
                 listeners,
@@ -682,6 +697,33 @@ impl NativeServer {
                         .map_err(|e| PyValueError::new_err(format!("forwarded_allow_ips: {e}")))?
                 }
                 "time_requests" => next.time_requests = v.extract()?,
+                "http_protocols" => {
+                    let names: Vec<String> = v.extract()?;
+                    let p = &mut next.protocols;
+                    p.http1 = names.iter().any(|n| n == "h1");
+                    p.http2 = names.iter().any(|n| n == "h2");
+                    p.prefer_http1 = names.first().is_some_and(|n| n == "h1");
+                    if names.is_empty() || names.iter().any(|n| n != "h1" && n != "h2") {
+                        return Err(PyValueError::new_err(format!(
+                            "http_protocols: {names:?}: use 'h1', 'h2' or both, in order of preference"
+                        )));
+                    }
+                }
+                "http2_cleartext" => next.protocols.h2c = v.extract()?,
+                "http2_max_concurrent_streams" => {
+                    next.protocols.max_concurrent_streams =
+                        bounded(&key, &v, 1, u32::MAX as u64)? as u32
+                }
+                "http2_initial_window_size" => {
+                    next.protocols.initial_window_size = bounded(&key, &v, 1, (1 << 31) - 1)? as u32
+                }
+                "http2_max_frame_size" => {
+                    next.protocols.max_frame_size = bounded(&key, &v, 16_384, (1 << 24) - 1)? as u32
+                }
+                "http2_max_header_list_size" => {
+                    next.protocols.max_header_list_size =
+                        bounded(&key, &v, 1, u32::MAX as u64)? as u32
+                }
                 _ => return Err(PyValueError::new_err(format!("unknown setting {key:?}"))),
             }
         }

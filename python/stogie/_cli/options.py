@@ -320,6 +320,51 @@ def build_parser():
         dest="proxy_allow_from",
         help="peers allowed to send the PROXY protocol header (default: 127.0.0.1,::1)",
     )
+    h2 = parser.add_argument_group("HTTP/2")
+    h2.add_argument(
+        "--http-protocols",
+        metavar="LIST",
+        dest="http_protocols",
+        help="protocols served, in order of preference: h1, h2 or both (default: h2,h1;"
+        " over TLS the client chooses by ALPN)",
+    )
+    h2.add_argument(
+        "--http2-cleartext",
+        action="store_true",
+        default=None,
+        dest="http2_cleartext",
+        help="serve HTTP/2 without TLS (h2c, prior knowledge) to the peers of"
+        " --forwarded-allow-ips: a proxy in front. Upgrade: h2c is never honoured",
+    )
+    h2.add_argument(
+        "--http2-max-concurrent-streams",
+        metavar="N",
+        type=_int_at_least(1),
+        dest="http2_max_concurrent_streams",
+        help="streams a client may have open at once, and requests of one connection"
+        " queued or running at once (default: 100)",
+    )
+    h2.add_argument(
+        "--http2-initial-window-size",
+        metavar="BYTES",
+        type=_int_at_least(1),
+        dest="http2_initial_window_size",
+        help="request body bytes a client may send a stream ahead of the app (default: 65535)",
+    )
+    h2.add_argument(
+        "--http2-max-frame-size",
+        metavar="BYTES",
+        type=_int_at_least(16384),
+        dest="http2_max_frame_size",
+        help="the largest frame a client may send, 16384 to 16777215 (default: 16384)",
+    )
+    h2.add_argument(
+        "--http2-max-header-list-size",
+        metavar="BYTES",
+        type=_int_at_least(1),
+        dest="http2_max_header_list_size",
+        help="the largest header list a client may send; more gets a 431 (default: 65536)",
+    )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return parser
 
@@ -333,6 +378,12 @@ SERVER_ATTRIBUTES = (
     "forwarded_allow_ips",
     "proxy_protocol",
     "proxy_allow_from",
+    "http_protocols",
+    "http2_cleartext",
+    "http2_max_concurrent_streams",
+    "http2_initial_window_size",
+    "http2_max_frame_size",
+    "http2_max_header_list_size",
 )
 
 

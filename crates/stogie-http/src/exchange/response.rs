@@ -20,6 +20,10 @@ impl std::error::Error for ClientGone {}
 #[derive(Clone)]
 pub struct ResponseSender {
     tx: PipeSender,
+    /// The place this request holds among its connection's jobs (HTTP/2: no more of one
+    /// connection's streams queued or running than it may have open), given back when the
+    /// gateway is done with the response, whatever became of the stream.
+    _job: Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl std::fmt::Debug for ResponseSender {
@@ -30,7 +34,15 @@ impl std::fmt::Debug for ResponseSender {
 
 impl ResponseSender {
     pub(crate) fn new(tx: PipeSender) -> Self {
-        ResponseSender { tx }
+        ResponseSender { tx, _job: None }
+    }
+
+    /// A sender that holds `job` until the gateway drops it.
+    pub(crate) fn holding(tx: PipeSender, job: tokio::sync::OwnedSemaphorePermit) -> Self {
+        ResponseSender {
+            tx,
+            _job: Some(std::sync::Arc::new(job)),
+        }
     }
 
     /// Sends without waiting when there is room, else reports the event back (with

@@ -237,7 +237,7 @@ thread_local! {
 }
 
 /// Calls `f` with the IMF-fixdate of the current second, formatted once per second.
-fn with_date(f: impl FnOnce(&[u8])) {
+pub(crate) fn with_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now();
     let secs = now
         .duration_since(UNIX_EPOCH)

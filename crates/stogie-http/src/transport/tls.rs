@@ -330,7 +330,9 @@ pub struct TlsAcceptor {
 }
 
 struct Inner {
-    acceptor: tokio_rustls::TlsAcceptor,
+    /// Replaced whole when the protocols offered change (ALPN is the config's).
+    acceptor: RwLock<tokio_rustls::TlsAcceptor>,
+    config: RwLock<Arc<rustls::ServerConfig>>,
     resolver: Arc<Resolver>,
     provider: Arc<CryptoProvider>,
     client_auth: bool,
@@ -497,7 +499,8 @@ impl TlsAcceptor {
         }
         Ok(TlsAcceptor {
             inner: Arc::new(Inner {
-                acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+                acceptor: RwLock::new(tokio_rustls::TlsAcceptor::from(Arc::new(server.clone()))),
+                config: RwLock::new(Arc::new(server)),
                 resolver,
                 provider,
                 client_auth: roots.is_some(),
@@ -520,6 +523,25 @@ impl TlsAcceptor {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Loaded { key, vars };
         Ok(())
+    }
+
+    /// Offers `alpn` (protocol names, in the server's order of preference) to new
+    /// handshakes: the protocols a server speaks are settled when it starts, after its
+    /// certificate.
+    pub fn set_alpn(&self, alpn: Vec<Vec<u8>>) {
+        let mut config = self.inner.config.write().unwrap_or_else(|e| e.into_inner());
+        if config.alpn_protocols == alpn {
+            return;
+        }
+        let mut next = (**config).clone();
+        next.alpn_protocols = alpn;
+        let next = Arc::new(next);
+        *self
+            .inner
+            .acceptor
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = tokio_rustls::TlsAcceptor::from(next.clone());
+        *config = next;
     }
 
     /// The certificate chain new handshakes send.
@@ -576,7 +598,12 @@ pub(crate) async fn handshake<S: Transport>(
         }
     }
     let inner = &acceptor.inner;
-    let tls = inner.acceptor.accept(stream).await?;
+    let current = inner
+        .acceptor
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let tls = current.accept(stream).await?;
     let vars = inner.resolver.current().vars;
     let info = TlsInfo::new(tls.get_ref().1, vars, inner.client_auth);
     Ok(Handshake::Done(TlsStream {

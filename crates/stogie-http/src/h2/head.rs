@@ -1,0 +1,426 @@
+//! An HTTP/2 stream's head into the protocol-neutral request head, under the same field
+//! rules and limits as HTTP/1 (gunicorn 26.2 had to fix exactly this: its HTTP/2 path let
+//! clients forge `SCRIPT_NAME` and `HTTP_*` that its HTTP/1 path refused); and a response
+//! head into what the `h2` crate sends, without the fields HTTP/2 forbids.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+
+use crate::error::HttpError;
+use crate::message::{
+    content_length_value, has_bad_byte, is_token, is_valid_host, status_code, HeadLimits, Header,
+    RequestHead, ResponseHead, Version,
+};
+
+/// What a stream's head came to.
+pub(crate) struct StreamHead {
+    /// The neutral head the gateway gets (its Host is `:authority`).
+    pub head: RequestHead,
+    /// The body's length when the client declared one.
+    pub content_length: Option<u64>,
+    /// `:scheme`, for a trusted proxy's word on the scheme.
+    pub scheme: Option<&'static str>,
+}
+
+fn bad(msg: &'static str) -> HttpError {
+    HttpError::BadRequest(msg)
+}
+
+/// The head of a request stream, checked as an HTTP/1 head is (the codec already refused
+/// upper-case names, connection-specific fields and missing pseudo-fields).
+pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamHead, HttpError> {
+    let method = Bytes::copy_from_slice(parts.method.as_str().as_bytes());
+    if !is_token(&method) {
+        return Err(bad("Malformed Request-Line: bad method"));
+    }
+    if &method[..] == b"CONNECT" {
+        return Err(HttpError::MethodNotAllowed);
+    }
+    let uri = &parts.uri;
+    let target = match uri.path_and_query() {
+        Some(pq) => Bytes::copy_from_slice(pq.as_str().as_bytes()),
+        None => return Err(bad("Missing :path")),
+    };
+    if target.len() > limits.max_request_line {
+        return Err(HttpError::UriTooLong);
+    }
+    if target.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
+        return Err(bad("Malformed Request-URI"));
+    }
+    if !(target.starts_with(b"/") || (&target[..] == b"*" && &method[..] == b"OPTIONS")) {
+        return Err(bad("Invalid path in Request-URI."));
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (target.slice(..q), target.slice(q + 1..)),
+        None => (target.clone(), Bytes::new()),
+    };
+    let scheme = match uri.scheme_str() {
+        Some("https") => Some("https"),
+        Some("http") => Some("http"),
+        _ => None,
+    };
+    let authority = uri
+        .authority()
+        .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()));
+
+    let fields = parts.headers.len();
+    if fields > limits.max_header_count {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    let mut headers = Vec::with_capacity(fields + 1);
+    let mut total = 0usize;
+    let mut host: Option<Bytes> = None;
+    let mut content_length: Option<u64> = None;
+    let mut cookies: Vec<Bytes> = Vec::new();
+    let mut expect_continue = false;
+    let mut content_type_count = 0;
+    for (name, value) in &parts.headers {
+        let name_bytes = name.as_str().as_bytes();
+        let value = value.as_bytes();
+        let size = name_bytes.len() + value.len() + 2;
+        total += size;
+        if size > limits.max_header_field
+            || (limits.max_request_header_size > 0 && total > limits.max_request_header_size)
+        {
+            return Err(HttpError::HeaderFieldsTooLarge);
+        }
+        if has_bad_byte(value) {
+            return Err(bad("Illegal header value"));
+        }
+        let value = Bytes::copy_from_slice(value.trim_ascii());
+        match name_bytes {
+            b"host" => {
+                if host.is_some() {
+                    return Err(bad("Multiple Host headers"));
+                }
+                if !is_valid_host(&value) {
+                    return Err(bad("Invalid Host header"));
+                }
+                host = Some(value);
+                continue;
+            }
+            b"content-length" => {
+                let n = content_length_value(&value).ok_or(bad("Invalid Content-Length"))?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err(bad("Multiple differing Content-Length headers"));
+                }
+                if limits.max_request_body_size > 0 && n > limits.max_request_body_size {
+                    return Err(HttpError::PayloadTooLarge);
+                }
+                content_length = Some(n);
+            }
+            b"cookie" => {
+                // RFC 9113 §8.2.3: split cookie fields are joined with "; " for the app.
+                cookies.push(value);
+                continue;
+            }
+            b"content-type" => {
+                content_type_count += 1;
+                if content_type_count > 1 {
+                    return Err(bad("Multiple Content-Type headers"));
+                }
+            }
+            b"expect" if value.eq_ignore_ascii_case(b"100-continue") => expect_continue = true,
+            _ => {}
+        }
+        if !limits.allow_underscore_headers && name_bytes.contains(&b'_') {
+            continue;
+        }
+        headers.push(Header {
+            name: Bytes::copy_from_slice(name_bytes),
+            value,
+        });
+    }
+    // RFC 9113 §8.3.1: `:authority` is the host; a Host field that says otherwise is an
+    // attempt to have the app and a proxy in front see different hosts.
+    let host = match (authority, host) {
+        (Some(a), Some(h)) if a != h => return Err(bad("Host differs from :authority")),
+        (Some(a), _) => {
+            if !is_valid_host(&a) {
+                return Err(bad("Invalid :authority"));
+            }
+            a
+        }
+        (None, Some(h)) => h,
+        (None, None) => return Err(bad("Missing :authority")),
+    };
+    headers.insert(
+        0,
+        Header {
+            name: Bytes::from_static(b"host"),
+            value: host,
+        },
+    );
+    if !cookies.is_empty() {
+        let value = if cookies.len() == 1 {
+            cookies.pop().unwrap_or_default()
+        } else {
+            Bytes::from(cookies.join(&b"; "[..]))
+        };
+        headers.push(Header {
+            name: Bytes::from_static(b"cookie"),
+            value,
+        });
+    }
+    Ok(StreamHead {
+        head: RequestHead {
+            method,
+            target,
+            path,
+            query,
+            scheme: None,
+            version: Version::Http2,
+            headers,
+            expect_continue,
+        },
+        content_length,
+        scheme,
+    })
+}
+
+/// How a response's body goes out.
+pub(crate) struct ResponseFrame {
+    /// The head the `h2` crate sends.
+    pub head: http::Response<()>,
+    /// The status code.
+    pub code: u16,
+    /// The length the app declared, if it did.
+    pub content_length: Option<u64>,
+    /// Whether the response has no body (HEAD, 1xx, 204, 304): the app's body is not sent.
+    pub no_body: bool,
+}
+
+/// Whether a field is connection-specific (RFC 9113 §8.2.2): HTTP/2 forbids them, so they
+/// are dropped from what an app (written for HTTP/1) sets.
+fn connection_specific(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"connection")
+        || name.eq_ignore_ascii_case(b"keep-alive")
+        || name.eq_ignore_ascii_case(b"proxy-connection")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"upgrade")
+        || name.eq_ignore_ascii_case(b"te")
+}
+
+/// The app's response head as HTTP/2 sends it, with the fields it must not carry left out
+/// (and the ones `Connection` names), a Date and a Server unless the app set its own; or
+/// why it cannot be sent.
+pub(crate) fn response_head(
+    head: &ResponseHead,
+    is_head: bool,
+    server: &str,
+) -> Result<ResponseFrame, String> {
+    let status = head.status();
+    let code =
+        status_code(status).map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(status)))?;
+    let mut builder = http::Response::builder().status(code);
+    // The fields `Connection` names are connection-specific too.
+    let named: Vec<&[u8]> = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut content_length = None;
+    let mut has_date = false;
+    let mut has_server = false;
+    let headers = builder
+        .headers_mut()
+        .ok_or("the response head is invalid")?;
+    for (name, value) in head.headers() {
+        if !is_token(name) {
+            return Err(format!(
+                "response header name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if has_bad_byte(value) {
+            return Err(format!(
+                "response header {} has a value with a control character (CR, LF, NUL...)",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if connection_specific(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match content_length_value(value) {
+                Some(n) if content_length.is_none_or(|m| m == n) => content_length = Some(n),
+                _ => {
+                    return Err(format!(
+                        "bad Content-Length from the application: {:?}",
+                        String::from_utf8_lossy(value)
+                    ))
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
+        } else if name.eq_ignore_ascii_case(b"server") {
+            has_server = true;
+        }
+        // `from_bytes` lower-cases the name, as HTTP/2 requires.
+        let name = HeaderName::from_bytes(name).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_bytes(value.trim_ascii()).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    if !has_date {
+        let mut date = None;
+        crate::h1::response::with_date(|d| date = HeaderValue::from_bytes(d).ok());
+        if let Some(date) = date {
+            headers.insert(http::header::DATE, date);
+        }
+    }
+    if !has_server && !server.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(server) {
+            headers.insert(http::header::SERVER, v);
+        }
+    }
+    let no_body = is_head || code < 200 || code == 204 || code == 304;
+    let head = builder.body(()).map_err(|e| e.to_string())?;
+    Ok(ResponseFrame {
+        head,
+        code,
+        content_length,
+        no_body,
+    })
+}
+
+/// An answer the engine makes itself (an error before the app): status, `text/plain`, the
+/// message; Date and Server as on every answer.
+pub(crate) fn error_head(err: &HttpError, server: &str) -> http::Response<()> {
+    let mut response = http::Response::builder()
+        .status(err.code())
+        .header(http::header::CONTENT_TYPE, crate::h1::response::TEXT)
+        .header(http::header::CONTENT_LENGTH, err.message().len());
+    let mut date = None;
+    crate::h1::response::with_date(|d| date = HeaderValue::from_bytes(d).ok());
+    if let Some(date) = date {
+        response = response.header(http::header::DATE, date);
+    }
+    if !server.is_empty() {
+        response = response.header(http::header::SERVER, server);
+    }
+    response.body(()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: http::request::Builder) -> Parts {
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn get(uri: &str) -> http::request::Builder {
+        http::Request::builder().method("GET").uri(uri)
+    }
+
+    #[test]
+    fn authority_is_the_host_and_cookies_join() {
+        let p = parts(
+            get("https://example.com:8443/a%20b?x=1")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .header("x-thing", "v"),
+        );
+        let h = request_head(&p, &HeadLimits::default()).unwrap();
+        assert_eq!(&h.head.path[..], b"/a%20b");
+        assert_eq!(&h.head.query[..], b"x=1");
+        assert_eq!(h.head.header("host").unwrap(), "example.com:8443");
+        assert_eq!(h.head.header("cookie").unwrap(), "a=1; b=2");
+        assert_eq!(h.head.version, Version::Http2);
+        assert_eq!(h.scheme, Some("https"));
+    }
+
+    #[test]
+    fn the_rules_of_http1_apply() {
+        let limits = HeadLimits::default();
+        let refused = |b: http::request::Builder| request_head(&parts(b), &limits).err();
+        // A Host that differs from :authority.
+        assert!(refused(get("https://a/").header("host", "b")).is_some());
+        // Names with `_` are dropped, not passed on as their `-` twin.
+        let h = request_head(
+            &parts(get("https://a/").header("x_forwarded_for", "1.2.3.4")),
+            &limits,
+        )
+        .unwrap();
+        assert!(h.head.header("x_forwarded_for").is_none());
+        // (Control characters in values never reach here: the codec refuses them.)
+        // Too many fields: 431.
+        let mut b = get("https://a/");
+        for i in 0..=limits.max_header_count {
+            b = b.header(format!("x-{i}"), "v");
+        }
+        assert_eq!(refused(b), Some(HttpError::HeaderFieldsTooLarge));
+        // A body larger than allowed: 413.
+        let small = HeadLimits {
+            max_request_body_size: 10,
+            ..limits
+        };
+        let p = parts(
+            http::Request::builder()
+                .method("POST")
+                .uri("https://a/")
+                .header("content-length", "11"),
+        );
+        assert_eq!(
+            request_head(&p, &small).err(),
+            Some(HttpError::PayloadTooLarge)
+        );
+        assert_eq!(
+            refused(
+                http::Request::builder()
+                    .method("CONNECT")
+                    .uri("https://a:1/")
+            ),
+            Some(HttpError::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn connection_specific_fields_are_dropped_from_responses() {
+        let head = ResponseHead::new(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Connection", "close, X-Hop"),
+                ("X-Hop", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Transfer-Encoding", "chunked"),
+                ("Upgrade", "h2c"),
+                ("Content-Length", "5"),
+            ],
+        );
+        let f = response_head(&head, false, "Stogie").unwrap();
+        let names: Vec<_> = f
+            .head
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        assert!(names.contains(&"content-type".to_string()));
+        for gone in [
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(!names.contains(&gone.to_string()), "{gone} kept");
+        }
+        assert_eq!(f.content_length, Some(5));
+        assert!(f.head.headers().contains_key("date"));
+        assert_eq!(f.head.headers()["server"], "Stogie");
+        assert!(
+            response_head(
+                &ResponseHead::new("204 No Content", [("a", "b")]),
+                false,
+                ""
+            )
+            .unwrap()
+            .no_body
+        );
+        assert!(response_head(&head, true, "").unwrap().no_body);
+    }
+}
