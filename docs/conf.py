@@ -42,6 +42,9 @@ autodoc_member_order = "bysource"
 autoclass_content = "both"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "description"
+# Types of the parameters a docstring documents, and return types other than None: no
+# "Return type: None" under every method.
+autodoc_typehints_description_target = "documented_params"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -53,7 +56,13 @@ nitpick_ignore_regex = [
     (r"py:.*", r"stogie(\..*)?\._.*"),
 ]
 # The supervisor's module: internal, so not in the API reference (its docstring is the design).
-nitpick_ignore = [("py:mod", "stogie.workers")]
+# Classes that annotations name (what get_server_client() and Application.resolve() return)
+# without an entry of their own in the reference.
+nitpick_ignore = [
+    ("py:mod", "stogie.workers"),
+    ("py:class", "stogie.testing.ServerClient"),
+    ("py:class", "stogie.cli.GatewayYo"),
+]
 
 
 def _external_reference(app, env, node, contnode):

@@ -2,6 +2,7 @@
 
 import contextlib
 import http.client
+import inspect
 import socket
 import threading
 import time
@@ -10,6 +11,18 @@ from pathlib import Path
 import pytest
 
 from stogie import wsgi
+
+
+def plain_signature(obj):
+    """``inspect.signature(obj)`` without its annotations: the names, kinds and defaults that
+    calls depend on (Cheroot's runtime signatures have no annotations; its types are in
+    stubs, stogie's inline)."""
+    sig = inspect.signature(obj)
+    empty = inspect.Parameter.empty
+    return sig.replace(
+        parameters=[p.replace(annotation=empty) for p in sig.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
 
 
 @contextlib.contextmanager

@@ -1,13 +1,12 @@
 """Settings changed on a running server, the TLS placeholder, and Cheroot's ``stats``."""
 
 import http.client
-import inspect
 import socket
 import time
 
 import pytest
 
-from conftest import hello_app, raw_request, running
+from conftest import hello_app, plain_signature, raw_request, running
 from stogie import server, wsgi
 from stogie.ssl.builtin import BuiltinSSLAdapter
 
@@ -158,7 +157,7 @@ def test_numthreads_is_live():
 
 
 def test_builtin_ssl_adapter_signature():
-    sig = str(inspect.signature(BuiltinSSLAdapter))
+    sig = str(plain_signature(BuiltinSSLAdapter))
     assert sig == (
         "(certificate, private_key, certificate_chain=None, ciphers=None, *,"
         " private_key_password=None)"

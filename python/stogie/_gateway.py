@@ -2,11 +2,20 @@
 given for each request, ``HTTPRequest`` and its ``conn``, over the engine's own request.
 """
 
+from __future__ import annotations
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._native import InputStream, NativeRequest
+    from .server import HTTPServer
+
 try:
     import grp
     import pwd
 except ImportError:  # pragma: no cover - not a UNIX-like system
-    grp = pwd = None
+    grp = pwd = None  # type: ignore[assignment]
 
 IS_UID_GID_RESOLVABLE = pwd is not None
 """Indicates whether UID/GID resolution's available under current platform."""
@@ -15,7 +24,7 @@ IS_UID_GID_RESOLVABLE = pwd is not None
 class Gateway:
     """Base class to interface HTTPServer with other systems, such as WSGI."""
 
-    def __init__(self, req):
+    def __init__(self, req: HTTPRequest) -> None:
         """Initialize Gateway instance with request.
 
         Args:
@@ -23,7 +32,7 @@ class Gateway:
         """
         self.req = req
 
-    def respond(self):
+    def respond(self) -> None:
         """Process the current request. Must be overridden in a subclass."""
         raise NotImplementedError  # pragma: no cover
 
@@ -34,7 +43,7 @@ class _Connection:
     credentials (``SO_PEERCRED``) when the server's ``peercreds_enabled`` is on.
     """
 
-    def __init__(self, server, native):
+    def __init__(self, server: HTTPServer, native: NativeRequest) -> None:
         self.server = server
         self.remote_addr = native.remote_addr
         self.remote_port = native.remote_port
@@ -43,16 +52,16 @@ class _Connection:
         self._unix = native.remote_addr is None
 
     @property
-    def peercreds_enabled(self):
+    def peercreds_enabled(self) -> bool:
         """Whether peer credentials may be looked up (the server's setting)."""
         return self.server.peercreds_enabled
 
     @property
-    def peercreds_resolve_enabled(self):
+    def peercreds_resolve_enabled(self) -> bool:
         """Whether peer credentials may be resolved to names (the server's setting)."""
         return self.server.peercreds_enabled and self.server.peercreds_resolve_enabled
 
-    def get_peer_creds(self):
+    def get_peer_creds(self) -> tuple[int | None, int, int]:
         """Return the PID/UID/GID tuple of the peer socket for UNIX sockets.
 
         Raises:
@@ -69,24 +78,24 @@ class _Connection:
         return pid, uid, gid
 
     @property
-    def peer_pid(self):
+    def peer_pid(self) -> int | None:
         """Return the id of the connected peer process."""
         pid, _, _ = self.get_peer_creds()
         return pid
 
     @property
-    def peer_uid(self):
+    def peer_uid(self) -> int:
         """Return the user id of the connected peer process."""
         _, uid, _ = self.get_peer_creds()
         return uid
 
     @property
-    def peer_gid(self):
+    def peer_gid(self) -> int:
         """Return the group id of the connected peer process."""
         _, _, gid = self.get_peer_creds()
         return gid
 
-    def resolve_peer_creds(self):
+    def resolve_peer_creds(self) -> tuple[str, str]:
         """Look up the username and group tuple of the ``PEERCREDS``.
 
         :returns: the username and group tuple of the ``PEERCREDS``
@@ -107,13 +116,13 @@ class _Connection:
         return user, group
 
     @property
-    def peer_user(self):
+    def peer_user(self) -> str:
         """Return the username of the connected peer process."""
         user, _ = self.resolve_peer_creds()
         return user
 
     @property
-    def peer_group(self):
+    def peer_group(self) -> str:
         """Return the group of the connected peer process."""
         _, group = self.resolve_peer_creds()
         return group
@@ -125,7 +134,7 @@ class HTTPRequest:
     A single HTTP connection may consist of multiple request/response pairs.
     """
 
-    def __init__(self, server, native):
+    def __init__(self, server: HTTPServer, native: NativeRequest) -> None:
         """Wrap the engine's request for a native gateway."""
         self.server = server
         self._native = native
@@ -139,7 +148,7 @@ class HTTPRequest:
         rp = int(self.request_protocol[5:6]), int(self.request_protocol[7:8])
         sp = int(server.protocol[5]), int(server.protocol[7])
         self.response_protocol = "HTTP/%s.%s" % min(rp, sp)
-        inheaders = {}
+        inheaders: dict[bytes, bytes] = {}
         for name, value in native.headers:
             key = name.title()
             if key in inheaders:
@@ -148,29 +157,29 @@ class HTTPRequest:
             else:
                 inheaders[key] = value
         self.inheaders = inheaders
-        self.rfile = native.rfile
+        self.rfile: InputStream = native.rfile
         self.ready = True
         self.close_connection = False
         self.chunked_write = False
         self.chunked_read = inheaders.get(b"Transfer-Encoding", b"").lower() == b"chunked"
-        self.status = ""
-        self.outheaders = []
+        self.status: str | bytes = ""
+        self.outheaders: list[tuple[str | bytes, str | bytes]] = []
 
     _sent_claimed = False
 
     @property
-    def sent_headers(self):
+    def sent_headers(self) -> bool:
         """Whether the status and headers went out (or the gateway said so: CherryPy's
         native gateway sets it to True, then calls send_headers())."""
         return self._sent_claimed or self._native.sent_headers
 
     @sent_headers.setter
-    def sent_headers(self, value):
+    def sent_headers(self, value: bool) -> None:
         # A plain attribute in Cheroot. What goes out still follows what was really sent:
         # write() sends the head first whatever this says.
         self._sent_claimed = bool(value)
 
-    def _set_head(self):
+    def _set_head(self) -> None:
         status = self.status
         if isinstance(status, bytes):
             status = status.decode("ISO-8859-1")
@@ -183,23 +192,23 @@ class HTTPRequest:
         ]
         self._native.set_head(status or "200 OK", headers)
 
-    def send_headers(self):
+    def send_headers(self) -> None:
         """Assert, process, and send the HTTP response message-headers."""
         self._set_head()
         self._native.send_headers()
 
-    def ensure_headers_sent(self):
+    def ensure_headers_sent(self) -> None:
         """Ensure headers are sent to the client if not already sent."""
         if not self.sent_headers:
             self.send_headers()
 
-    def write(self, chunk):
+    def write(self, chunk: bytes) -> None:
         """Write unbuffered data to the client."""
         if not self._native.sent_headers:
             self._set_head()
         self._native.write(chunk)
 
-    def simple_response(self, status, msg=""):
+    def simple_response(self, status: str | bytes, msg: str | bytes = "") -> None:
         """Write a simple response back to the client."""
         status = status.decode("ISO-8859-1") if isinstance(status, bytes) else str(status)
         body = msg.encode("ISO-8859-1") if isinstance(msg, str) else msg
@@ -216,4 +225,4 @@ class HTTPConnection:
     connections (CherryPy sets ``RequestHandlerClass`` on it; requests are ``HTTPRequest``).
     """
 
-    RequestHandlerClass = HTTPRequest
+    RequestHandlerClass: type[HTTPRequest] = HTTPRequest

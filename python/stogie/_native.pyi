@@ -139,7 +139,7 @@ class NativeServer:
         remove_socket_file: bool = True,
         idle_timeout: float = 30.0,
         slot: int = 0,
-        proxy_protocol: list[str] | None = None,
+        proxy_protocol: str | None = None,
         metrics_slot: int | None = None,
     ) -> None: ...
     def heartbeat_age(self) -> float | None: ...

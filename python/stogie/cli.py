@@ -32,6 +32,8 @@ Sockets passed by systemd are served when no ``--bind`` is given, and systemd is
 the server's state when ``NOTIFY_SOCKET`` is set (``stogie.systemd``).
 """
 
+from __future__ import annotations
+
 import functools
 import importlib
 import logging
@@ -58,6 +60,16 @@ from ._settings import _metrics_address
 from ._text import quantity
 from .ssl import TLSError
 from .ssl import _cli as tls_cli
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any
+
+    from ._typing import BindAddr, WSGIApplication
 
 __all__ = (
     "DEFAULT_ATTRS",
@@ -98,11 +110,16 @@ __all__ = (
 class BindLocation:
     """A class for storing the bind location for a stogie instance."""
 
+    bind_addr: tuple[str, int] | str
+    """The address, as ``bind_addr`` takes it."""
+
 
 class TCPSocket(BindLocation):
     """TCPSocket."""
 
-    def __init__(self, address, port):
+    bind_addr: tuple[str, int]
+
+    def __init__(self, address: str, port: int) -> None:
         """Initialize.
 
         Args:
@@ -115,7 +132,9 @@ class TCPSocket(BindLocation):
 class UnixSocket(BindLocation):
     """UnixSocket."""
 
-    def __init__(self, path):
+    bind_addr: str
+
+    def __init__(self, path: str) -> None:
         """Initialize."""
         self.bind_addr = path
 
@@ -123,12 +142,14 @@ class UnixSocket(BindLocation):
 class AbstractSocket(BindLocation):
     """AbstractSocket."""
 
-    def __init__(self, abstract_socket):
+    bind_addr: str
+
+    def __init__(self, abstract_socket: str) -> None:
         """Initialize."""
         self.bind_addr = f"\x00{abstract_socket}"
 
 
-def parse_wsgi_bind_location(bind_addr_string):
+def parse_wsgi_bind_location(bind_addr_string: str) -> BindLocation:
     """Convert bind address string to a BindLocation (Cheroot's rules)."""
     # "@name" first: urlparse would read "//@name" as a host "name" with no port.
     if bind_addr_string.startswith("@"):
@@ -138,13 +159,14 @@ def parse_wsgi_bind_location(bind_addr_string):
         addr = match.hostname
         port = match.port
         if addr is not None or port is not None:
-            return TCPSocket(addr, port)
+            # Either may be None, as in Cheroot ("foo" is a host with no port).
+            return TCPSocket(addr, port)  # type: ignore[arg-type]
     except ValueError:
         pass
     return UnixSocket(path=bind_addr_string)
 
 
-def parse_wsgi_bind_addr(bind_addr_string):
+def parse_wsgi_bind_addr(bind_addr_string: str) -> tuple[str, int] | str:
     """Convert bind address string to bind address parameter (Cheroot's rules)."""
     return parse_wsgi_bind_location(bind_addr_string).bind_addr
 
@@ -153,7 +175,7 @@ class Application:
     """A WSGI application named on the command line (Cheroot's ``cli.Application``)."""
 
     @classmethod
-    def resolve(cls, full_path):
+    def resolve(cls, full_path: str) -> Application | GatewayYo:
         """Read WSGI app/Gateway path string and import application module.
 
         ``module[:attr]``, ``attr`` defaulting to ``application``. A
@@ -165,7 +187,7 @@ class Application:
             return GatewayYo(app)
         return cls(app)
 
-    def __init__(self, wsgi_app):
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
         """Initialize."""
         if not callable(wsgi_app):
             raise TypeError(
@@ -173,7 +195,7 @@ class Application:
             )
         self.wsgi_app = wsgi_app
 
-    def server_args(self, parsed_args):
+    def server_args(self, parsed_args: argparse.Namespace) -> dict[str, Any]:
         """Return keyword arguments for Server class."""
         args = {
             arg: value
@@ -183,7 +205,7 @@ class Application:
         args.update(vars(self))
         return args
 
-    def server(self, parsed_args):
+    def server(self, parsed_args: argparse.Namespace) -> wsgi.Server:
         """Return a ``stogie.wsgi.Server`` for Cheroot-style parsed arguments."""
         return wsgi.Server(**self.server_args(parsed_args))
 
@@ -191,11 +213,11 @@ class Application:
 class GatewayYo:
     """A ``stogie.server.Gateway`` subclass named on the command line."""
 
-    def __init__(self, gateway):
+    def __init__(self, gateway: type[server_module.Gateway]) -> None:
         """Init."""
         self.gateway = gateway
 
-    def server(self, parsed_args):
+    def server(self, parsed_args: argparse.Namespace) -> server_module.HTTPServer:
         """Return a ``stogie.server.HTTPServer`` for Cheroot-style parsed arguments."""
         server_args = dict(vars(self))
         server_args["bind_addr"] = parsed_args.bind_addr
@@ -206,13 +228,17 @@ class GatewayYo:
         return server_module.HTTPServer(**server_args)
 
 
-def _check_thread_counts(opts):
+def _check_thread_counts(opts: argparse.Namespace) -> None:
     numthreads = 10 if opts.numthreads is None else opts.numthreads
     if opts.max is not None and 0 < opts.max < numthreads:
         raise CLIError(f"--max-threads {opts.max} is less than --threads {numthreads}")
 
 
-def make_server(opts, bind_addr, app):
+def make_server(
+    opts: argparse.Namespace,
+    bind_addr: BindAddr,
+    app: WSGIApplication | type[server_module.Gateway] | None,
+) -> server_module.HTTPServer:
     """Build the server for parsed options; options not given keep the server's defaults.
 
     A WSGI callable gets a ``stogie.wsgi.Server``; a ``stogie.server.Gateway``
@@ -239,7 +265,9 @@ def make_server(opts, bind_addr, app):
     return wsgi.Server(bind_addr, app, **settings)
 
 
-def _configure_logging(level_name, log_config=None, level_given=True):
+def _configure_logging(
+    level_name: str, log_config: str | None = None, level_given: bool = True
+) -> None:
     """Set up logging: from ``log_config`` when given, else a plain stderr format."""
     level = getattr(logging, level_name.upper())
     if log_config:
@@ -258,7 +286,7 @@ def _configure_logging(level_name, log_config=None, level_given=True):
     logging.getLogger("stogie").setLevel(level)
 
 
-def _read_log_config(path):
+def _read_log_config(path: str) -> None:
     import json
     import logging.config
 
@@ -289,12 +317,12 @@ def _read_log_config(path):
 # --- running -----------------------------------------------------------------
 
 
-def _binds(opts):
+def _binds(opts: argparse.Namespace) -> Sequence[BindAddr]:
     """The addresses to serve: each --bind, else the sockets systemd passed, else the default."""
     activated = [fd for fd, _ in systemd.listen_fds()]
     if not opts.bind:
         return activated or [parse_bind(DEFAULT_BIND)]
-    binds = []
+    binds: list[BindAddr] = []
     for text in opts.bind:
         try:
             binds.append(parse_bind(text))
@@ -307,7 +335,9 @@ def _binds(opts):
     return binds
 
 
-def _start(opts, notifier=None):
+def _start(
+    opts: argparse.Namespace, notifier: systemd.Notifier | None = None
+) -> server_module.HTTPServer:
     """Do everything up to a bound, listening server; return it."""
     binds = _binds(opts)
     _check_thread_counts(opts)
@@ -391,14 +421,19 @@ def _start(opts, notifier=None):
     return server
 
 
-def startup_line(server, description, addresses, workers):
+def startup_line(
+    server: server_module.HTTPServer,
+    description: str,
+    addresses: Sequence[tuple[str, int] | str | bytes],
+    workers: int,
+) -> str:
     """The line logged once the server serves: version, addresses, processes, threads, TLS."""
-    threads = server.requests.min
+    minimum = server.requests.min
     maximum = server.requests.max
-    if maximum is not None and maximum > threads:
-        threads = f"{threads} to {maximum} threads"
+    if maximum is not None and maximum > minimum:
+        threads = f"{minimum} to {maximum} threads"
     else:
-        threads = quantity(threads, "thread")
+        threads = quantity(minimum, "thread")
     processes = f"{quantity(workers, 'worker')}, {threads} each" if workers > 1 else threads
     where = ", ".join(describe_served(a) for a in addresses)
     if getattr(server, "ssl_adapter", None) is not None:
@@ -409,11 +444,11 @@ def startup_line(server, description, addresses, workers):
     )
 
 
-def _tls_status(server):
+def _tls_status(server: server_module.HTTPServer) -> str:
     return "TLS on" if getattr(server, "ssl_adapter", None) is not None else "TLS off"
 
 
-def main(args=None):
+def main(args: Sequence[str] | None = None) -> int:
     """Run the ``stogie`` command with ``args`` (default: ``sys.argv[1:]``).
 
     Returns:

@@ -12,10 +12,19 @@ is read from the environment and the file with no more code. Values go through t
 own ``type`` and ``choices``, so they are checked exactly as on the command line.
 """
 
+from __future__ import annotations
+
 import argparse
 import difflib
 import os
 import sys
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
 ENV_PREFIX = "STOGIE_"
 
@@ -45,7 +54,7 @@ class ConfigError(Exception):
 class Setting:
     """One option of the parser, as the environment and the file name it."""
 
-    def __init__(self, action):
+    def __init__(self, action: argparse.Action) -> None:
         self.action = action
         self.dest = action.dest
         longs = [s for s in action.option_strings if s.startswith("--")]
@@ -56,20 +65,20 @@ class Setting:
         self.option = longs[0] if longs else self.name.upper()
 
     @property
-    def is_flag(self):
+    def is_flag(self) -> bool:
         """Whether the option takes no value (``store_true`` and the like)."""
         return self.action.nargs == 0
 
     @property
-    def is_list(self):
+    def is_list(self) -> bool:
         """Whether the option may be given several times (``action="append"``)."""
         return isinstance(self.action, argparse._AppendAction)
 
-    def convert(self, text):
+    def convert(self, text: str) -> Any:
         """One value from its text, through the option's own type and choices."""
         action = self.action
         try:
-            value = action.type(text) if action.type is not None else text
+            value = action.type(text) if action.type is not None else text  # type: ignore[operator]
         except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
             raise ConfigError(str(exc) or f"invalid value {text!r}") from None
         if action.choices is not None and value not in action.choices:
@@ -77,7 +86,7 @@ class Setting:
             raise ConfigError(f"{text!r} is not one of {choices}")
         return value
 
-    def from_env(self, text):
+    def from_env(self, text: str) -> Any:
         """The value an environment variable's text stands for."""
         if self.is_flag:
             word = text.strip().lower()
@@ -91,7 +100,7 @@ class Setting:
             return [self.convert(item.strip()) for item in text.split(",") if item.strip()]
         return self.convert(text)
 
-    def from_file(self, value):
+    def from_file(self, value: object) -> Any:
         """The value a TOML value stands for."""
         if self.is_flag:
             if not isinstance(value, bool):
@@ -103,18 +112,18 @@ class Setting:
         return self.convert(self._text(value))
 
     @staticmethod
-    def _text(value):
+    def _text(value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ConfigError(f"{value!r} is not a string or a number")
         return str(value)
 
-    def default(self):
+    def default(self) -> Any:
         """The parser's default for this option."""
         default = self.action.default
         return list(default) if isinstance(default, list) else default
 
 
-def settings(parser):
+def settings(parser: argparse.ArgumentParser) -> dict[str, Setting]:
     """The options of ``parser`` that are settings, by destination name."""
     return {
         action.dest: Setting(action)
@@ -123,7 +132,9 @@ def settings(parser):
     }
 
 
-def _given_on_command_line(parser_factory, argv):
+def _given_on_command_line(
+    parser_factory: Callable[[], argparse.ArgumentParser], argv: Sequence[str]
+) -> dict[str, Any]:
     """The options given in ``argv`` (and only those), parsed by a fresh parser."""
     parser = parser_factory()
     for action in parser._actions:
@@ -131,7 +142,7 @@ def _given_on_command_line(parser_factory, argv):
     return vars(parser.parse_args(argv))
 
 
-def read_toml(path):
+def read_toml(path: str) -> dict[str, Any]:
     """The table in the TOML file at ``path``.
 
     Raises:
@@ -143,7 +154,8 @@ def read_toml(path):
         import tomli as tomllib
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            table: dict[str, Any] = tomllib.load(f)
+            return table
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -159,12 +171,19 @@ class Config:
             name, the file's name, or ``'default'``.
     """
 
-    def __init__(self, parser, values, sources):
+    def __init__(
+        self,
+        parser: argparse.ArgumentParser,
+        values: argparse.Namespace,
+        sources: dict[str, str],
+    ) -> None:
         self.parser = parser
         self.values = values
         self.sources = sources
 
-    def render(self, defaults=None, notes=None):
+    def render(
+        self, defaults: Mapping[str, Any] | None = None, notes: Mapping[str, str] | None = None
+    ) -> str:
         """The settings as TOML, as ``--config`` reads them, each with its source.
 
         ``defaults``: the value in effect of options left unset (``{dest: value}``), written
@@ -187,7 +206,7 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def _toml_value(value):
+def _toml_value(value: object) -> str:
     import json
 
     if isinstance(value, bool):
@@ -200,7 +219,11 @@ def _toml_value(value):
     return json.dumps(str(value))
 
 
-def load(parser_factory, argv=None, environ=None):
+def load(
+    parser_factory: Callable[[], argparse.ArgumentParser],
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Parse ``argv``, then fill what it left out from the environment, then the file.
 
     ``parser_factory()`` returns a new parser for the command (called twice: once to read
@@ -223,20 +246,20 @@ def load(parser_factory, argv=None, environ=None):
         config_path = environ[ENV_PREFIX + "CONFIG"]
         values.config = config_path
 
-    from_file = {}
+    from_file: dict[str, Any] = {}
     if config_path:
-        by_key = {}
+        by_key: dict[str, Setting] = {}
         for setting in known.values():
             by_key[setting.key] = setting
             by_key[setting.name] = setting
         for key, raw in read_toml(config_path).items():
-            setting = by_key.get(key)
-            if setting is None:
+            named = by_key.get(key)
+            if named is None:
                 raise ConfigError(f"{config_path}: unknown setting {key!r} (see 'stogie --help')")
             try:
-                from_file[setting.dest] = setting.from_file(raw)
+                from_file[named.dest] = named.from_file(raw)
             except ConfigError as exc:
-                raise ConfigError(f"{config_path}: bad {setting.key} = {raw!r}: {exc}") from None
+                raise ConfigError(f"{config_path}: bad {named.key} = {raw!r}: {exc}") from None
 
     by_env = {setting.env for setting in known.values()}
     for name in sorted(environ):
@@ -245,7 +268,7 @@ def load(parser_factory, argv=None, environ=None):
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"unknown setting in the environment: {name}{hint}")
 
-    from_env = {}
+    from_env: dict[str, Any] = {}
     for setting in known.values():
         text = environ.get(setting.env)
         if text is None:
@@ -255,7 +278,7 @@ def load(parser_factory, argv=None, environ=None):
         except ConfigError as exc:
             raise ConfigError(f"bad {setting.env}={text!r}: {exc}") from None
 
-    sources = {}
+    sources: dict[str, str] = {}
     for dest, setting in known.items():
         if dest in given:
             sources[dest] = "command line"

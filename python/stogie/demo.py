@@ -6,8 +6,18 @@ what a form posts back, which makes it a quick check of a deployment behind a
 proxy.
 """
 
+from __future__ import annotations
+
 import html
 from urllib.parse import parse_qsl
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._typing import StartResponse, WSGIEnvironment
 
 # The demo reads at most this much of a posted body: it is for a short form,
 # and a demo must not let anyone make the server hold a large upload in memory.
@@ -56,7 +66,7 @@ input, textarea {{ font: inherit; width: 100%; box-sizing: border-box; }}
 """
 
 
-def _text(value):
+def _text(value: str) -> str:
     """Undo WSGI's latin-1 decoding of raw request bytes, for display."""
     try:
         return value.encode("latin-1").decode("utf-8")
@@ -64,14 +74,14 @@ def _text(value):
         return value
 
 
-def _rows(pairs):
+def _rows(pairs: Iterable[tuple[str, str]]) -> str:
     return "\n".join(
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
         for name, value in pairs
     )
 
 
-def _read_body(environ):
+def _read_body(environ: WSGIEnvironment) -> tuple[bytes, str]:
     """Return up to ``MAX_BODY`` bytes of the request body, and its size in words."""
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH") or ""
@@ -90,7 +100,7 @@ def _read_body(environ):
     return b"", "0 bytes"
 
 
-def _tls(environ):
+def _tls(environ: WSGIEnvironment) -> str:
     """The HTML saying whether the page came over HTTPS, with the TLS variables."""
     if environ.get("HTTPS") != "on":
         return "<p>Plain HTTP: this page was not reached over HTTPS.</p>"
@@ -105,7 +115,7 @@ def _tls(environ):
     )
 
 
-def _posted(environ):
+def _posted(environ: WSGIEnvironment) -> str:
     """The HTML reporting a POSTed body, or an empty string for other methods."""
     if environ.get("REQUEST_METHOD") != "POST":
         return ""
@@ -123,7 +133,7 @@ def _posted(environ):
     return "\n".join(parts)
 
 
-def app(environ, start_response):
+def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
     """WSGI application: an HTML page describing the request it received."""
     from stogie import __version__
 

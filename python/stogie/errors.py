@@ -1,5 +1,7 @@
 """Collection of exceptions raised and/or processed by stogie (Cheroot's names)."""
 
+from __future__ import annotations
+
 import errno
 import sys
 
@@ -14,7 +16,7 @@ class FatalSSLAlert(Exception):
     """Exception raised when the SSL implementation signals a fatal alert."""
 
 
-def plat_specific_errors(*errnames):
+def plat_specific_errors(*errnames: str) -> list[int]:
     """Return error numbers for all errors in ``errnames`` on this platform.
 
     The :py:mod:`errno` module contains different global constants
@@ -22,13 +24,13 @@ def plat_specific_errors(*errnames):
     the list of numeric values for a given list of potential names.
     """
     missing_attr = {None}
-    unique_nums = {getattr(errno, k, None) for k in errnames}
-    return list(unique_nums - missing_attr)
+    unique_nums: set[int | None] = {getattr(errno, k, None) for k in errnames}
+    return list(unique_nums - missing_attr)  # type: ignore[arg-type]  # None is gone
 
 
-socket_error_eintr = plat_specific_errors("EINTR", "WSAEINTR")
+socket_error_eintr: list[int] = plat_specific_errors("EINTR", "WSAEINTR")
 
-socket_errors_to_ignore = plat_specific_errors(
+socket_errors_to_ignore: list[int | str] = plat_specific_errors(  # type: ignore[assignment]
     "EPIPE",
     "EBADF",
     "WSAEBADF",
@@ -47,13 +49,15 @@ socket_errors_to_ignore = plat_specific_errors(
 )
 socket_errors_to_ignore.append("timed out")
 socket_errors_to_ignore.append("The read operation timed out")
-socket_errors_nonblocking = plat_specific_errors("EAGAIN", "EWOULDBLOCK", "WSAEWOULDBLOCK")
+socket_errors_nonblocking: list[int] = plat_specific_errors(
+    "EAGAIN", "EWOULDBLOCK", "WSAEWOULDBLOCK"
+)
 
 if sys.platform == "darwin":  # pragma: no cover
     socket_errors_to_ignore.extend(plat_specific_errors("EPROTOTYPE"))
     socket_errors_nonblocking.extend(plat_specific_errors("EPROTOTYPE"))
 
-acceptable_sock_shutdown_error_codes = {
+acceptable_sock_shutdown_error_codes: set[int] = {
     errno.ENOTCONN,
     errno.EPIPE,
     errno.ESHUTDOWN,
@@ -61,7 +65,10 @@ acceptable_sock_shutdown_error_codes = {
 }
 """Errors that may happen during the connection close sequence."""
 
-acceptable_sock_shutdown_exceptions = (BrokenPipeError, ConnectionResetError)
+acceptable_sock_shutdown_exceptions: tuple[type[Exception], ...] = (
+    BrokenPipeError,
+    ConnectionResetError,
+)
 """Exceptions that may happen during the connection close sequence."""
 
 __all__ = [

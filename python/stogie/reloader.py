@@ -11,12 +11,22 @@ A restart refuses connections for a moment and drops what was in flight: that is
 deploy new code (SIGHUP with ``--workers`` is).
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from types import FrameType
 
 log = logging.getLogger("stogie.reload")
 
@@ -32,12 +42,12 @@ class ReloadError(Exception):
     """``--reload`` cannot run: reported as one line, exit status 2."""
 
 
-def is_child():
+def is_child() -> bool:
     """Whether this process is the server a reloader started."""
     return os.environ.get(CHILD_MARKER) == "1"
 
 
-def watched_dirs(opts):
+def watched_dirs(opts: argparse.Namespace) -> list[str]:
     """The directories whose Python files restart the server."""
     base = os.path.abspath(opts.chdir or os.getcwd())
     dirs = [base]
@@ -49,7 +59,7 @@ def watched_dirs(opts):
     return dirs
 
 
-def run(argv, opts):
+def run(argv: Sequence[str], opts: argparse.Namespace) -> int:
     """Serve ``argv`` (the command's arguments) in a child process, restarted on changes.
 
     Returns:
@@ -68,9 +78,9 @@ def run(argv, opts):
         ", ".join(dirs),
     )
     stop = threading.Event()
-    received = []
+    received: list[int] = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         stop.set()
 
@@ -97,12 +107,12 @@ def run(argv, opts):
     return 0 if received else code
 
 
-def _start(argv):
+def _start(argv: Sequence[str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, **{CHILD_MARKER: "1"})
     return subprocess.Popen([sys.executable, "-m", "stogie", *argv], env=env)
 
 
-def _stop(server, grace):
+def _stop(server: subprocess.Popen[bytes], grace: float) -> int:
     """Stop the server gracefully (killed after ``grace`` seconds); return its exit status."""
     if server.poll() is None:
         server.send_signal(signal.SIGTERM)

@@ -19,6 +19,8 @@ handed to a pool of Python worker threads, which run the gateway::
         any other Gateway subclass gets gateway(HTTPRequest).respond()
 """
 
+from __future__ import annotations
+
 import atexit
 import contextlib
 import logging
@@ -35,6 +37,18 @@ from ._gateway import IS_UID_GID_RESOLVABLE, Gateway, HTTPConnection, HTTPReques
 from ._native import ACCESS_LOG_COMBINED, NativeServer  # noqa: F401 - importable from here
 from ._settings import Settings, _address_list, _metrics_address, _Pool, _Stats
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from socket import socket as Socket
+    from typing import NoReturn
+
+    from ._native import NativeRequest, _Address
+    from ._typing import BindAddr, StartResponse, WSGIApplication, WSGIEnvironment
+    from .systemd import Notifier
+
 __all__ = (
     "IS_UID_GID_RESOLVABLE",
     "Gateway",
@@ -44,7 +58,7 @@ __all__ = (
     "get_ssl_adapter_class",
 )
 
-comma_separated_headers = [
+comma_separated_headers: list[bytes] = [
     b"Accept",
     b"Accept-Charset",
     b"Accept-Encoding",
@@ -79,11 +93,11 @@ _error_logger = logging.getLogger("stogie.error")
 # try to take the GIL from an interpreter that is being torn down. Then (its atexit handler
 # runs after this one) `_native.prepare_exit` waits for requests still in the app and keeps
 # stogie's threads out of Python for good.
-_running_servers = weakref.WeakSet()
+_running_servers: weakref.WeakSet[HTTPServer] = weakref.WeakSet()
 
 
 @atexit.register
-def _stop_running_servers():
+def _stop_running_servers() -> None:
     for server in list(_running_servers):
         try:
             server.stop()
@@ -94,20 +108,20 @@ def _stop_running_servers():
 _STOPPING_FOR_INTERRUPT = Exception()  # sentinel used during shutdown
 
 
-def _no_wsgi_app(environ, start_response):
+def _no_wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> NoReturn:
     """What serves requests while a server's ``wsgi_app`` is None (Cheroot allows it)."""
     raise RuntimeError("no WSGI application is set: assign server.wsgi_app before serving")
 
 
 # These may either be ssl.Adapter subclasses or the string names
 # of such classes (in which case they will be lazily loaded).
-ssl_adapters = {
+ssl_adapters: dict[str, str | type[ssl.Adapter]] = {
     "builtin": "stogie.ssl.builtin.BuiltinSSLAdapter",
     "pyopenssl": "stogie.ssl.pyopenssl.pyOpenSSLAdapter",
 }
 
 
-def get_ssl_adapter_class(name="builtin"):
+def get_ssl_adapter_class(name: str = "builtin") -> type[ssl.Adapter]:
     """Return an SSL adapter class for the given name."""
     adapter = ssl_adapters[name.lower()]
     if isinstance(adapter, str):
@@ -121,28 +135,43 @@ def get_ssl_adapter_class(name="builtin"):
 class HTTPServer(Settings):
     """An HTTP server."""
 
-    _interrupt = None
+    _interrupt: BaseException | None = None
 
-    ready = False
+    ready: bool = False
     """Internal flag which indicating the socket is accepting connections."""
 
-    socket = None
+    socket: Socket | None = None
     """The listening socket of ``bind_addr`` once prepared, None before and after stop(),
     as Cheroot's (CherryPy reads the port bound for port 0 from it). The engine owns the
     socket it serves; this is a duplicate of it, for ``getsockname()`` and socket options:
     closing it does not stop the server."""
 
+    requests: _Pool
+    """The pool of worker threads, Cheroot's ``ThreadPool``, with its ``min``, ``max``,
+    ``idle``, ``qsize`` and ``threads``."""
+
+    if TYPE_CHECKING:
+        wsgi_app: WSGIApplication | None
+        """The WSGI application, served when ``gateway`` is a WSGI gateway (a
+        :class:`stogie.wsgi.Server` sets both)."""
+
+        _startup_line: str  # the stogie command's (stogie.cli)
+
+    stats: _Stats
+    """Cheroot's statistics, a dict of values and of functions that take it and return one
+    (``stats["Requests"](stats)``), counted only while ``stats["Enabled"]`` is true."""
+
     def __init__(
         self,
-        bind_addr,
-        gateway,
-        minthreads=10,
-        maxthreads=-1,
-        server_name=None,
-        peercreds_enabled=False,
-        peercreds_resolve_enabled=False,
-        reuse_port=False,
-    ):
+        bind_addr: BindAddr,
+        gateway: type[Gateway],
+        minthreads: int = 10,
+        maxthreads: int = -1,
+        server_name: str | None = None,
+        peercreds_enabled: bool = False,
+        peercreds_resolve_enabled: bool = False,
+        reuse_port: bool = False,
+    ) -> None:
         """Initialize HTTPServer instance.
 
         Args:
@@ -170,10 +199,10 @@ class HTTPServer(Settings):
         self._stop_lock = threading.Lock()
         self.clear_stats()
 
-    def clear_stats(self):
+    def clear_stats(self) -> None:
         """Reset server stat counters.."""
-        self._start_time = None
-        self._run_time = 0
+        self._start_time: float | None = None
+        self._run_time: float = 0
         self.stats = _Stats(
             self,
             {
@@ -213,20 +242,21 @@ class HTTPServer(Settings):
             # A fresh stats dict starts disabled, as in Cheroot: so does the counting.
             self._native.configure(stats_enabled=False)
             self._native.clear_counters()
-        logging.statistics = getattr(logging, "statistics", {})
-        logging.statistics["Stogie HTTPServer %d" % id(self)] = self.stats
+        # CherryPy's statistics, kept there (logging declares no such attribute).
+        logging.statistics = getattr(logging, "statistics", {})  # type: ignore[attr-defined]
+        logging.statistics["Stogie HTTPServer %d" % id(self)] = self.stats  # type: ignore[attr-defined]
 
-    def runtime(self):
+    def runtime(self) -> float:
         """Return server uptime."""
         if self._start_time is None:
             return self._run_time
         return self._run_time + (time.time() - self._start_time)
 
-    def __str__(self):
+    def __str__(self) -> str:
         """Render Server instance representing bind address."""
         return f"{self.__module__}.{self.__class__.__name__}({self.bind_addr!r})"
 
-    def safe_start(self):
+    def safe_start(self) -> None:
         """Run the server forever, and stop it cleanly on exit."""
         try:
             self.start()
@@ -243,51 +273,54 @@ class HTTPServer(Settings):
 
     # Cheroot's prepare() and its helpers -------------------------------------
 
-    def _dispatch_target(self):
+    def _dispatch_target(self) -> Callable[..., object]:
         """The callable the worker threads run for each request."""
         mode = self._gateway_mode()
         if mode != "native":
-            return getattr(self, "wsgi_app", None) or _no_wsgi_app
+            app: WSGIApplication = getattr(self, "wsgi_app", None) or _no_wsgi_app
+            return app
         gateway = self.gateway
 
-        def dispatch(native_request):
-            gateway(HTTPRequest(self, native_request)).respond()
+        def dispatch(native_request: NativeRequest) -> None:
+            # None (no gateway given) fails each request, as in Cheroot.
+            gateway(HTTPRequest(self, native_request)).respond()  # type: ignore[misc]
 
         return dispatch
 
-    def reopen_access_log(self):
+    def reopen_access_log(self) -> None:
         """Reopen the access log file (after logrotate moved it): ``kill -USR1`` does it."""
         if self._supervisor is not None:
             self._supervisor.signal_workers(signal.SIGUSR1)
         elif self._native is not None:
             self._native.reopen_access_log()
 
-    def metrics(self):
+    def metrics(self) -> str:
         """The Prometheus text the ``/metrics`` endpoint serves now (str)."""
         native = self._native or self._last_native
         return native.render_metrics() if native is not None else ""
 
-    def _serve_metrics(self):
+    def _serve_metrics(self) -> None:
         bind = self.metrics_bind
         if bind is None:
             return
         host, port = _metrics_address(bind)
+        assert self._native is not None
         try:
             bound = self._native.serve_metrics(host, port)
         except OSError as exc:
             raise OSError(exc.errno, f"metrics_bind {bind!r}: {exc.strerror or exc}") from exc
         object.__setattr__(self, "metrics_bind_addr", tuple(bound))
 
-    metrics_bind_addr = None
+    metrics_bind_addr: tuple[str, int] | None = None
     """The address ``/metrics`` is served on (port 0 resolved), once the server runs."""
 
-    def _counters(self):
+    def _counters(self) -> dict[str, int | float]:
         native = self._native or self._last_native
         return native.counters() if native is not None else {}
 
-    _last_native = None
+    _last_native: NativeServer | None = None
 
-    def _on_app_error(self, msg, exc):
+    def _on_app_error(self, msg: str, exc: BaseException | None) -> None:
         """Log an application failure with its traceback (``exc``; None: none to show),
         through error_log.
 
@@ -310,10 +343,10 @@ class HTTPServer(Settings):
         except BaseException:
             self.error_log(msg, level=logging.ERROR, traceback=True)
 
-    def _on_engine_log(self, msg, level):
+    def _on_engine_log(self, msg: str, level: int) -> None:
         self.error_log(msg, level=level)
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Prepare server to serving requests.
 
         It binds a socket's port, setups the socket to ``listen()`` and does
@@ -352,8 +385,8 @@ class HTTPServer(Settings):
             # (or error_log is the application's own).
             if type(self).error_log is HTTPServer.error_log:
                 native.set_log_level(min(_error_logger.getEffectiveLevel(), 40))
-        socket_files = []
-        bound_addrs = []
+        socket_files: list[str] = []
+        bound_addrs: list[_Address] = []
         for index, addr in enumerate(addrs):
             kind, target, port = self._bind_args(addr)
             try:
@@ -370,13 +403,13 @@ class HTTPServer(Settings):
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 msg = f"No socket could be created for {addr!r}: {reason}"
                 error = OSError(exc.errno, msg)
-                error.bind_addr = addr
+                error.bind_addr = addr  # type: ignore[attr-defined]
                 raise error from exc
             if kind == "unix":
-                socket_files.append(bound)
+                socket_files.append(bound)  # type: ignore[arg-type]  # its path
             if kind == "tcp":
                 # Keep the host as given, with the resolved port (Cheroot does the same).
-                bound = (addr[0], bound[1])
+                bound = (addr[0], bound[1])  # type: ignore[index,assignment]  # both (host, port)
             bound_addrs.append(bound)
             if index == 0 and kind != "fd":
                 self._bind_addr = bound
@@ -417,30 +450,30 @@ class HTTPServer(Settings):
         self._start_engine()
         self._serve_metrics_or_stop()
 
-    def _serve_metrics_or_stop(self):
+    def _serve_metrics_or_stop(self) -> None:
         try:
             self._serve_metrics()
         except BaseException:
             self.stop()
             raise
 
-    _app_loader = None
-    _notifier = None
-    _bound_addrs = ()
+    _app_loader: Callable[[], tuple[object, str]] | None = None
+    _notifier: Notifier | None = None
+    _bound_addrs: Sequence[_Address] = ()
 
     @property
-    def bound_addrs(self):
+    def bound_addrs(self) -> list[tuple[str, int] | str]:
         """Every address served once prepared: ``bind_addr``'s, then ``extra_bind_addrs``'."""
         return list(self._bound_addrs)
 
-    def _use_app(self, app):
+    def _use_app(self, app: WSGIApplication | type[Gateway]) -> None:
         """Serve ``app``: a WSGI callable, or a ``Gateway`` subclass as Cheroot allows."""
         if isinstance(app, type) and issubclass(app, Gateway):
             self.gateway = app
         else:
-            self.wsgi_app = app
+            self.wsgi_app = app  # type: ignore[assignment]  # not a Gateway: a WSGI callable
 
-    def reload(self):
+    def reload(self) -> None:
         """Replace every worker process by a new one without refusing a request.
 
         The new workers start (re-importing the application when the ``stogie`` command
@@ -451,15 +484,15 @@ class HTTPServer(Settings):
         """
         self._need_supervisor().reload()
 
-    def add_worker(self):
+    def add_worker(self) -> None:
         """Add one worker process (as SIGTTIN)."""
         self._need_supervisor().add_worker()
 
-    def remove_worker(self):
+    def remove_worker(self) -> None:
         """Remove the last worker process, gracefully (as SIGTTOU); one is the fewest."""
         self._need_supervisor().remove_worker()
 
-    def _need_supervisor(self):
+    def _need_supervisor(self) -> workers_module.Supervisor:
         supervisor = self._supervisor
         if supervisor is None:
             raise RuntimeError(
@@ -468,7 +501,13 @@ class HTTPServer(Settings):
             )
         return supervisor
 
-    def _start_engine(self, remove_socket_file=True, slot=0, metrics_slot=None, count=False):
+    def _start_engine(
+        self,
+        remove_socket_file: bool = True,
+        slot: int = 0,
+        metrics_slot: int | None = None,
+        count: bool = False,
+    ) -> None:
         """Start the engine and the pool on the socket bound by prepare().
 
         ``slot`` is a worker process's number: with a TCP address, each worker has its own
@@ -477,6 +516,7 @@ class HTTPServer(Settings):
         ``count``: count the requests served from the first one on (a worker's recycling).
         """
         native = self._native
+        assert native is not None
         native.configure(stats_enabled=bool(self.stats.get("Enabled")) or count)
         # Before the engine takes its first connection: every request is logged.
         self._push_access_log()
@@ -501,13 +541,13 @@ class HTTPServer(Settings):
         )
         self._mark_started()
 
-    def _mark_started(self):
+    def _mark_started(self) -> None:
         self._stopped.clear()
         self._start_time = time.time()
         self.ready = True
         _running_servers.add(self)
 
-    def serve(self):
+    def serve(self) -> None:
         """Serve requests, after invoking :func:`prepare()`."""
         done = threading.Event()
         object.__setattr__(self, "_serve_loop", (threading.current_thread(), done))
@@ -516,7 +556,7 @@ class HTTPServer(Settings):
         finally:
             done.set()
 
-    def _serve(self):
+    def _serve(self) -> None:
         supervisor = self._supervisor
         if supervisor is not None:
             # Until stop(), or SIGTERM or SIGINT when this is the main thread.
@@ -533,10 +573,10 @@ class HTTPServer(Settings):
             if self.interrupt:
                 raise self.interrupt
 
-    _serve_loop = None
+    _serve_loop: tuple[threading.Thread, threading.Event] | None = None
 
     @contextlib.contextmanager
-    def _run_in_thread(self):
+    def _run_in_thread(self) -> Iterator[threading.Thread]:
         """Context manager for running this server in a thread."""
         self.prepare()
         thread = threading.Thread(target=self.serve)
@@ -547,7 +587,7 @@ class HTTPServer(Settings):
         finally:
             self.stop()
 
-    def start(self):
+    def start(self) -> None:
         """Run the server forever.
 
         It is shortcut for invoking :func:`prepare()` then :func:`serve()`.
@@ -559,7 +599,7 @@ class HTTPServer(Settings):
         self.prepare()
         self.serve()
 
-    def error_log(self, msg="", level=20, traceback=False):
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
         """Write error message to log.
 
         Args:
@@ -570,17 +610,12 @@ class HTTPServer(Settings):
         _error_logger.log(level, msg, exc_info=bool(traceback))
 
     @property
-    def interrupt(self):
+    def interrupt(self) -> BaseException | None:
         """Flag interrupt of the server."""
         return self._interrupt
 
-    @property
-    def _stopping_for_interrupt(self):
-        """Return whether the server is responding to an interrupt."""
-        return self._interrupt is _STOPPING_FOR_INTERRUPT
-
     @interrupt.setter
-    def interrupt(self, interrupt):
+    def interrupt(self, interrupt: BaseException | None) -> None:
         """Perform the shutdown of this server and save the exception.
 
         The exception is raised from the thread running :py:meth:`serve`
@@ -595,7 +630,12 @@ class HTTPServer(Settings):
         self._stop(wait_for_serve=False)
         self._interrupt = interrupt
 
-    def stop(self):
+    @property
+    def _stopping_for_interrupt(self) -> bool:
+        """Return whether the server is responding to an interrupt."""
+        return self._interrupt is _STOPPING_FOR_INTERRUPT
+
+    def stop(self) -> None:
         """Gracefully shutdown a server that is serving forever.
 
         Waits up to ``shutdown_timeout`` seconds for requests in flight, then for
@@ -604,7 +644,7 @@ class HTTPServer(Settings):
         """
         self._stop(wait_for_serve=True)
 
-    def _stop(self, wait_for_serve):
+    def _stop(self, wait_for_serve: bool) -> None:
         self._stop_engine()
         loop = self._serve_loop
         if wait_for_serve and loop is not None and loop[0] is not threading.current_thread():
@@ -612,7 +652,7 @@ class HTTPServer(Settings):
             # its own request is not kept waiting on its own server for long either.
             loop[1].wait(5)
 
-    def _stop_engine(self, drain=False):
+    def _stop_engine(self, drain: bool = False) -> None:
         with self._stop_lock:
             native = self._native
             if native is None:
@@ -637,7 +677,7 @@ class HTTPServer(Settings):
                 listening.close()
             self._stopped.set()
 
-    def reload_tls(self):
+    def reload_tls(self) -> None:
         """Read the TLS certificate and key files again: new handshakes use them, open
         connections keep theirs. With worker processes this is a reload (as SIGHUP to the
         supervisor): new workers read the files, and if they cannot, the old ones go on.
@@ -647,16 +687,18 @@ class HTTPServer(Settings):
         """
         ssl.reload(self)
 
-    def bind(self, family, type, proto=0):
+    def bind(self, family: int, type: int, proto: int = 0) -> NoReturn:
         """Kept for compatibility: the engine creates and binds its sockets in prepare()."""
         raise NotImplementedError("stogie binds in prepare(); set bind_addr instead")
 
     @staticmethod
-    def resolve_real_bind_addr(socket_):
+    def resolve_real_bind_addr(socket_: Socket) -> tuple[str, int] | str:
         """Retrieve actual bind address from bound socket."""
         bind_addr = socket_.getsockname()
         if socket_.family in (socket.AF_INET, socket.AF_INET6):
-            return bind_addr[:2]
+            host_port: tuple[str, int] = bind_addr[:2]
+            return host_port
         if isinstance(bind_addr, bytes):
             bind_addr = bind_addr.decode("utf-8", "surrogateescape")
-        return bind_addr
+        path: str = bind_addr
+        return path

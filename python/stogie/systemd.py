@@ -13,6 +13,8 @@
 Without ``NOTIFY_SOCKET`` a notifier does nothing.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import socket
@@ -22,8 +24,16 @@ log = logging.getLogger("stogie.systemd")
 
 SD_LISTEN_FDS_START = 3
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
 
-def listen_fds(environ=None, unset_environment=True):
+
+def listen_fds(
+    environ: MutableMapping[str, str] | None = None, unset_environment: bool = True
+) -> list[tuple[int, str | None]]:
     """The descriptors of the sockets passed to this process by socket activation.
 
     Empty when there are none, or when they were meant for another process
@@ -53,7 +63,7 @@ def listen_fds(environ=None, unset_environment=True):
     if pid != os.getpid() or count <= 0:
         return []
     names = names_text.split(":") if names_text else []
-    fds = []
+    fds: list[tuple[int, str | None]] = []
     for index in range(count):
         fd = SD_LISTEN_FDS_START + index
         os.set_inheritable(fd, False)
@@ -70,7 +80,7 @@ class Notifier:
             application and the worker processes do not talk to systemd in our name).
     """
 
-    def __init__(self, environ=None):
+    def __init__(self, environ: MutableMapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         address = env.pop("NOTIFY_SOCKET", None) or None
         if address and address.startswith("@"):
@@ -84,15 +94,15 @@ class Notifier:
             except ValueError:
                 log.warning("ignoring WATCHDOG_USEC=%r: not a number", env.get("WATCHDOG_USEC"))
         self._next_ping = 0.0
-        self._sock = None
+        self._sock: socket.socket | None = None
         self._warned = False
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         """Whether a service manager listens."""
         return self.address is not None
 
-    def send(self, *fields):
+    def send(self, *fields: str) -> bool:
         """Send one message made of ``fields`` (``"READY=1"``, ...); False if it failed."""
         if self.address is None:
             return False
@@ -110,37 +120,37 @@ class Notifier:
             return False
 
     @staticmethod
-    def _status(text):
+    def _status(text: object) -> str:
         return "STATUS=" + " ".join(str(text).split())
 
-    def ready(self, status=None):
+    def ready(self, status: str | None = None) -> None:
         """Start-up or a reload is complete (``READY=1``)."""
         fields = ["READY=1", f"MAINPID={os.getpid()}"]
         if status:
             fields.append(self._status(status))
         self.send(*fields)
 
-    def reloading(self, status="reloading"):
+    def reloading(self, status: str = "reloading") -> None:
         """A reload begins (``RELOADING=1`` with the monotonic clock, as
         ``Type=notify-reload`` requires); :meth:`ready` ends it."""
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", self._status(status))
 
-    def stopping(self, status="stopping"):
+    def stopping(self, status: str = "stopping") -> None:
         """The server stops (``STOPPING=1``)."""
         self.send("STOPPING=1", self._status(status))
 
-    def status(self, text):
+    def status(self, text: str) -> None:
         """A line for ``systemctl status`` (``STATUS=``)."""
         self.send(self._status(text))
 
-    def interval(self):
+    def interval(self) -> float:
         """How often :meth:`tick` should be called, in seconds."""
         if not self.watchdog_usec:
             return 3600.0
         return max(self.watchdog_usec / 1e6 / 4, 0.01)
 
-    def tick(self, healthy):
+    def tick(self, healthy: bool) -> None:
         """Ping the watchdog (``WATCHDOG=1``) if it is due and ``healthy`` is true."""
         if not self.watchdog_usec or not healthy:
             return

@@ -32,6 +32,8 @@ Unlike Cheroot's, the servers listen on loopback only (Cheroot's listen on every
 interface), and the client does not retry a request that failed.
 """
 
+from __future__ import annotations
+
 import errno
 import http.client
 import socket
@@ -45,8 +47,27 @@ import pytest
 import stogie.server
 import stogie.wsgi
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, TypeVar
+
+    from typing_extensions import Self
+
+    from ._typing import StartResponse, WSGIEnvironment
+
+    _ServerT = TypeVar("_ServerT", bound=stogie.server.HTTPServer)
+
+    Response = tuple[str, list[tuple[str, str]], bytes]
+    """``(status, headers, body)``: ``'200 OK'``, the response headers, the body."""
+
+    Headers = dict[str, str] | dict[str, bytes] | Iterable[tuple[str, str | bytes]]
+    """Request headers: a dict, or ``(name, value)`` pairs."""
+
 EPHEMERAL_PORT = 0
-NO_INTERFACE = None  # Using this or '' will cause an exception
+NO_INTERFACE: str | None = None  # Using this or '' will cause an exception
 ANY_INTERFACE_IPV4 = "0.0.0.0"
 ANY_INTERFACE_IPV6 = "::"
 LOCALHOST = "127.0.0.1"
@@ -61,7 +82,7 @@ READY_TIMEOUT = 10.0
 TEST_SHUTDOWN_TIMEOUT = 1
 
 
-def hello_app(environ, start_response):
+def hello_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
     """WSGI application answering ``Hello world!`` to any request."""
     body = b"Hello world!"
     start_response(
@@ -74,7 +95,7 @@ def hello_app(environ, start_response):
 class HelloGateway(stogie.server.Gateway):
     """Native (non-WSGI) gateway answering ``Hello world!`` to any request."""
 
-    def respond(self):
+    def respond(self) -> None:
         """Write the response through the request object, as Cheroot's API does."""
         body = b"Hello world!"
         req = self.req
@@ -89,7 +110,7 @@ class HelloGateway(stogie.server.Gateway):
         req.write(body)
 
 
-config = {
+config: dict[type[stogie.server.HTTPServer], dict[str, Any]] = {
     stogie.wsgi.Server: {
         "bind_addr": (NO_INTERFACE, EPHEMERAL_PORT),
         "wsgi_app": hello_app,
@@ -103,14 +124,14 @@ config = {
 ``NO_INTERFACE`` means loopback (Cheroot: every interface)."""
 
 
-def _is_interrupt(server, exc):
+def _is_interrupt(server: stogie.server.HTTPServer, exc: BaseException) -> bool:
     # An interrupt the server took as its stop request (an app's KeyboardInterrupt or
     # SystemExit): serve() re-raises it by design; a test's teardown must not.
     return isinstance(exc, (KeyboardInterrupt, SystemExit)) and exc is server.interrupt
 
 
 @contextmanager
-def run_server(server):
+def run_server(server: stogie.server.HTTPServer) -> Iterator[threading.Thread]:
     """Run ``server`` in a background thread for the length of a ``with`` block.
 
     ``prepare()`` runs in the calling thread, so a bind error is raised right
@@ -126,9 +147,9 @@ def run_server(server):
     """
     if not server.ready:
         server.prepare()
-    failures = []
+    failures: list[BaseException] = []
 
-    def serve():
+    def serve() -> None:
         try:
             server.serve()
         except BaseException as exc:  # re-raised in the test's thread
@@ -151,7 +172,7 @@ def run_server(server):
         raise failures[0]
 
 
-def _make_server(server_factory, **kwargs):
+def _make_server(server_factory: type[_ServerT], **kwargs: Any) -> _ServerT:
     """Build a test server of the class ``server_factory`` from :data:`config`."""
     for cls, defaults in config.items():
         if issubclass(server_factory, cls):
@@ -172,7 +193,9 @@ def _make_server(server_factory, **kwargs):
 
 
 @contextmanager
-def cheroot_server(server_factory, **kwargs):
+def cheroot_server(
+    server_factory: type[_ServerT], **kwargs: Any
+) -> Iterator[tuple[threading.Thread, _ServerT]]:
     """Set up and tear down a server instance of the class ``server_factory``.
 
     It is built from :data:`config` (loopback and a free port; a
@@ -192,7 +215,7 @@ stogie_server = cheroot_server
 
 
 @pytest.fixture
-def thread_and_wsgi_server():
+def thread_and_wsgi_server() -> Iterator[tuple[threading.Thread, stogie.wsgi.Server]]:
     """Set up and tear down a stogie WSGI server instance.
 
     This emits a tuple of a thread and a server instance.
@@ -202,7 +225,7 @@ def thread_and_wsgi_server():
 
 
 @pytest.fixture
-def thread_and_native_server():
+def thread_and_native_server() -> Iterator[tuple[threading.Thread, stogie.server.HTTPServer]]:
     """Set up and tear down a stogie HTTP server instance.
 
     This emits a tuple of a thread and a server instance.
@@ -212,14 +235,18 @@ def thread_and_native_server():
 
 
 @pytest.fixture
-def wsgi_server(thread_and_wsgi_server):
+def wsgi_server(
+    thread_and_wsgi_server: tuple[threading.Thread, stogie.wsgi.Server],
+) -> stogie.wsgi.Server:
     """Set up and tear down a stogie WSGI server instance."""
     _server_thread, srv = thread_and_wsgi_server
     return srv
 
 
 @pytest.fixture
-def native_server(thread_and_native_server):
+def native_server(
+    thread_and_native_server: tuple[threading.Thread, stogie.server.HTTPServer],
+) -> stogie.server.HTTPServer:
     """Set up and tear down a stogie HTTP server instance."""
     _server_thread, srv = thread_and_native_server
     return srv
@@ -228,7 +255,7 @@ def native_server(thread_and_native_server):
 # --- the client --------------------------------------------------------------
 
 
-def interface(host):
+def interface(host: str) -> str:
     """Return an IP address for a client connection given the server host.
 
     If the server is listening on '0.0.0.0' (INADDR_ANY) or '::' (IN6ADDR_ANY),
@@ -241,7 +268,7 @@ def interface(host):
     return host
 
 
-def _probe_ipv6_sock(interface):
+def _probe_ipv6_sock(interface: str) -> bool:
     """Whether an IPv6 socket can be bound to ``interface`` on this machine."""
     try:
         with closing(socket.socket(family=socket.AF_INET6)) as sock:
@@ -254,7 +281,7 @@ def _probe_ipv6_sock(interface):
     return False
 
 
-def _get_conn_data(bind_addr):
+def _get_conn_data(bind_addr: tuple[str, int] | str) -> tuple[str, str, int]:
     """Return ``(interface, host, port)`` for a client of a server at ``bind_addr``."""
     if isinstance(bind_addr, tuple):
         host, port = bind_addr
@@ -272,15 +299,19 @@ def _get_conn_data(bind_addr):
 class UnixHTTPConnection(http.client.HTTPConnection):
     """``http.client.HTTPConnection`` over a UNIX socket (``'\\0name'``: abstract)."""
 
-    def __init__(self, path, timeout=socket._GLOBAL_DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        path: str | bytes,
+        timeout: float | None = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    ) -> None:
         """Connect to the socket at ``path``; the Host header says ``localhost``."""
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
 
-    def connect(self):
+    def connect(self) -> None:
         """Open the UNIX socket."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+        if self.timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
             sock.settimeout(self.timeout)
         sock.connect(self.unix_path)
         self.sock = sock
@@ -299,29 +330,30 @@ class ServerClient:
     ``client.delete(...)`` and so on work for any method name, as in Cheroot.
     """
 
-    def __init__(self, server, timeout=10):
+    def __init__(self, server: stogie.server.HTTPServer, timeout: float = 10) -> None:
         """Make a client for ``server``, which must be prepared (bound)."""
         self.server_instance = server
         self.timeout = timeout
         bind_addr = server.bind_addr
+        self._port: int | None
         if isinstance(bind_addr, tuple):
-            self.unix_path = None
+            self.unix_path: str | bytes | None = None
             self._interface, self._host, self._port = _get_conn_data(bind_addr)
         else:
-            self.unix_path = bind_addr
+            self.unix_path = bind_addr  # type: ignore[assignment]  # not a descriptor
             self._interface, self._host, self._port = "localhost", "localhost", None
-        self._conn = None
+        self._conn: http.client.HTTPConnection | None = None
         self._uses = 0
 
     @property
-    def _http_connection(self):
+    def _http_connection(self) -> http.client.HTTPConnection:
         """The connection kept alive across requests (Cheroot's name)."""
         if self._conn is None:
             self._conn = self.get_connection()
             self._uses = 0
         return self._conn
 
-    def get_connection(self):
+    def get_connection(self) -> http.client.HTTPConnection:
         """Return a new ``http.client`` connection to the server."""
         if self.unix_path is not None:
             return UnixHTTPConnection(self.unix_path, timeout=self.timeout)
@@ -333,7 +365,7 @@ class ServerClient:
             )
         return http.client.HTTPConnection(self._interface, self._port, timeout=self.timeout)
 
-    def close(self):
+    def close(self) -> None:
         """Close the kept-alive connection, if any."""
         if self._conn is not None:
             self._conn.close()
@@ -341,14 +373,14 @@ class ServerClient:
 
     def request(
         self,
-        uri,
-        method="GET",
-        headers=None,
-        http_conn=None,
-        protocol="HTTP/1.1",
+        uri: str | bytes,
+        method: str = "GET",
+        headers: Headers | None = None,
+        http_conn: http.client.HTTPConnection | None = None,
+        protocol: str = "HTTP/1.1",
         *,
-        body=None,
-    ):
+        body: bytes | str | None = None,
+    ) -> Response:
         """Send one request and return ``(status, headers, body)``, as Cheroot's does.
 
         ``headers`` is a dict or a list of pairs; ``Host`` is added when missing, and for
@@ -388,7 +420,14 @@ class ServerClient:
             self.close()
             return self._send_kept(method, uri, body, headers, protocol)
 
-    def _send_kept(self, method, uri, body, headers, protocol):
+    def _send_kept(
+        self,
+        method: str,
+        uri: str,
+        body: bytes | None,
+        headers: list[tuple[str, str | bytes]],
+        protocol: str,
+    ) -> Response:
         conn = self._http_connection
         self._uses += 1
         try:
@@ -402,14 +441,29 @@ class ServerClient:
             self.close()
         return status, response_headers, response_body
 
-    def _send(self, conn, method, uri, body, headers, protocol):
+    def _send(
+        self,
+        conn: http.client.HTTPConnection,
+        method: str,
+        uri: str,
+        body: bytes | None,
+        headers: list[tuple[str, str | bytes]],
+        protocol: str,
+    ) -> Response:
         return self._exchange(conn, method, uri, body, headers, protocol)[:3]
 
     @staticmethod
-    def _exchange(conn, method, uri, body, headers, protocol):
+    def _exchange(
+        conn: http.client.HTTPConnection,
+        method: str,
+        uri: str,
+        body: bytes | None,
+        headers: list[tuple[str, str | bytes]],
+        protocol: str,
+    ) -> tuple[str, list[tuple[str, str]], bytes, bool]:
         # http.client has no public switch for the request's HTTP version.
-        conn._http_vsn_str = protocol
-        conn._http_vsn = int("".join(c for c in protocol if c.isdigit()))
+        conn._http_vsn_str = protocol  # type: ignore[attr-defined]
+        conn._http_vsn = int("".join(c for c in protocol if c.isdigit()))  # type: ignore[attr-defined]
         conn.putrequest(method.upper(), uri, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
             conn.putheader(name, value.encode("latin-1") if isinstance(value, str) else value)
@@ -418,29 +472,40 @@ class ServerClient:
         status = f"{response.status} {response.reason}"
         return status, response.getheaders(), response.read(), response.will_close
 
-    def get(self, uri, headers=None, **kwargs):
+    def get(
+        self,
+        uri: str | bytes,
+        headers: Headers | None = None,
+        **kwargs: Any,
+    ) -> Response:
         """``GET uri``; returns ``(status, headers, body)``."""
         return self.request(uri, headers=headers, method="GET", **kwargs)
 
-    def post(self, uri, body=b"", headers=None, **kwargs):
+    def post(
+        self,
+        uri: str | bytes,
+        body: bytes | str = b"",
+        headers: Headers | None = None,
+        **kwargs: Any,
+    ) -> Response:
         """``POST uri`` with ``body``; returns ``(status, headers, body)``."""
         return self.request(uri, body=body, headers=headers, method="POST", **kwargs)
 
-    def __getattr__(self, attr_name):
+    def __getattr__(self, attr_name: str) -> Callable[..., Response]:
         """``client.put(uri, ...)``, ``client.delete(uri, ...)``, for any method."""
         if attr_name.startswith("_"):
             raise AttributeError(attr_name)
 
-        def _wrapper(uri, **kwargs):
+        def _wrapper(uri: str | bytes, **kwargs: Any) -> Response:
             return self.request(uri, method=attr_name.upper(), **kwargs)
 
         return _wrapper
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         """Use the client as a context manager that closes its connection."""
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         """Close the connection."""
         self.close()
 
@@ -448,6 +513,6 @@ class ServerClient:
 _TestClient = ServerClient  # Cheroot's name
 
 
-def get_server_client(server):
+def get_server_client(server: stogie.server.HTTPServer) -> ServerClient:
     """Create and return a test client for the given server."""
     return ServerClient(server)

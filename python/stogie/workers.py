@@ -54,6 +54,8 @@ running. The parent's ``stats`` count nothing (each worker counts its own), and 
 changed after ``prepare()`` do not reach workers already running.
 """
 
+from __future__ import annotations
+
 import collections
 import os
 import random
@@ -89,6 +91,17 @@ from ._workers.process import _ignore, _parent_death_signal, _received_all, _wai
 from ._workers.replacing import Replacing
 from ._workers.steering import Slots
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from ._workers.bookkeeping import _Worker
+    from .server import HTTPServer
+    from .systemd import Notifier
+
 __all__ = (
     "BEAT_INTERVAL",
     "EXIT_LOAD_FAILED",
@@ -116,7 +129,7 @@ class WorkerStartError(RuntimeError):
     """The first workers could not start (the application failed to load, or they died)."""
 
 
-def check_can_fork(count):
+def check_can_fork(count: int) -> None:
     """Raise ``RuntimeError`` if ``count`` worker processes cannot be forked safely here."""
     if not hasattr(os, "fork"):
         raise RuntimeError(f"workers={count} needs os.fork(), which this platform lacks")
@@ -134,16 +147,22 @@ class Recycling:
     0..``max_requests_jitter`` requests, past ``max_memory`` bytes of RSS (0: never), after
     ``lifetime`` seconds (0: never)."""
 
-    def __init__(self, max_requests=0, max_requests_jitter=0, max_memory=0, lifetime=0):
+    def __init__(
+        self,
+        max_requests: int = 0,
+        max_requests_jitter: int = 0,
+        max_memory: int = 0,
+        lifetime: float = 0,
+    ) -> None:
         self.max_requests = max_requests
         self.max_requests_jitter = max_requests_jitter
         self.max_memory = max_memory
         self.lifetime = lifetime
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.max_requests or self.max_memory or self.lifetime)
 
-    def request_limit(self):
+    def request_limit(self) -> int:
         """This worker's limit, jitter drawn, or 0."""
         if not self.max_requests:
             return 0
@@ -170,14 +189,14 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
 
     def __init__(
         self,
-        server,
-        count,
-        socket_file=None,
-        loader=None,
-        recycling=None,
-        notifier=None,
-        worker_timeout=0,
-    ):
+        server: HTTPServer,
+        count: int,
+        socket_file: str | bytes | Sequence[str | bytes] | None = None,
+        loader: Callable[[], tuple[object, str]] | None = None,
+        recycling: Recycling | None = None,
+        notifier: Notifier | None = None,
+        worker_timeout: float = 0,
+    ) -> None:
         self.server = server
         self.count = count
         self.socket_file = socket_file
@@ -185,37 +204,44 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
         self.recycling = recycling or Recycling()
         self.notifier = notifier
         self.worker_timeout = worker_timeout
-        self.signal = None
+        self.signal: str | None = None
         """The name of the signal that stopped the workers, if one did."""
-        self.cut_short = None
+        self.cut_short: str | None = None
         """The name of a second signal that ended the stop before the workers finished."""
-        self.description = None
+        self.description: str | None = None
         """How the first worker that served named its application."""
         self.generation = 0
         """The generation serving: 0 at start, one more after each completed reload."""
         self.slots = list(range(count))
-        self.workers = {}  # pid -> _Worker
-        self._pending = []  # (due, slot): replacements waiting for their delay
-        self._restarts = collections.defaultdict(collections.deque)  # slot -> times
-        self._reload = None  # (generation, deadline) of the reload in progress
+        self.workers: dict[int, _Worker] = {}  # pid -> _Worker
+        # (due, slot): replacements waiting for their delay
+        self._pending: list[tuple[float, int]] = []
+        # slot -> times
+        self._restarts: collections.defaultdict[int, collections.deque[float]] = (
+            collections.defaultdict(collections.deque)
+        )
+        # (generation, deadline) of the reload in progress
+        self._reload: tuple[int, float] | None = None
         self._reload_again = False
-        self._removing = None  # (slot, since, empty_since) of a slot being removed
-        self._steered = None  # how many slots the socket filter serves, if one is set
+        # (slot, since, empty_since) of a slot being removed
+        self._removing: tuple[int, float, float | None] | None = None
+        self._steered: int | None = None  # how many slots the socket filter serves, if set
         # Slots whose worker reached its limit, out of the filter's rotation until their
         # replacement serves, and {pid: (since, empty_since)} of those workers while what
         # waits in their backlog is taken.
-        self._resting = set()
-        self._settling = {}
-        self._commands = collections.deque()
-        self._early_signals = []  # received while the workers started
+        self._resting: set[int] = set()
+        self._settling: dict[int, tuple[float, float | None]] = {}
+        self._commands: collections.deque[str] = collections.deque()
+        self._early_signals: list[int] = []  # received while the workers started
         self._lock = threading.Lock()
         self._shutdown_lock = threading.RLock()
         self._finished = threading.Event()
         self._stopping = False
-        self._loop_thread = None
-        self._signal_time = None
+        self._loop_thread: int | None = None
+        self._signal_time: float | None = None
         self._warned_threads = False
-        self._last_check = None  # when the loop last looked at its workers (monotonic)
+        # when the loop last looked at its workers (monotonic)
+        self._last_check: float | None = None
         self._parent_pid = os.getpid()
         self._die_with_parent = _parent_death_signal()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -223,13 +249,13 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
         self._wake_w.setblocking(False)
 
     @property
-    def children(self):
+    def children(self) -> dict[int, int]:
         """``{pid: slot}`` of the workers alive."""
         return {pid: w.slot for pid, w in self.workers.items()}
 
     # --- starting ---------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Fork the workers and wait until each serves.
 
         Raises:
@@ -259,19 +285,20 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
             self._shutdown()
             self._put_back_signals()
             raise
+        assert self.server._native is not None
         self.server._native.set_workers_running(len(self.children))
 
-    _failure = None
-    _previous_signals = None
+    _failure: str | None = None
+    _previous_signals: dict[int | str, Any] | None = None
 
-    def _put_back_signals(self):
+    def _put_back_signals(self) -> None:
         previous, self._previous_signals = self._previous_signals, None
         if previous is not None:
             self._restore_signals(previous)
 
     # --- supervising ------------------------------------------------------------------------
 
-    def serve(self):
+    def serve(self) -> str | None:
         """Keep the workers running until ``stop()``, SIGTERM or SIGINT; then stop them.
 
         SIGTERM, SIGINT, SIGHUP, SIGTTIN and SIGTTOU are handled only when this runs in the
@@ -301,23 +328,23 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
                     self._loop_thread = None
         return self.signal
 
-    def reload(self):
+    def reload(self) -> None:
         """Start a new generation of workers; the old ones drain once all of them serve."""
         self._command("reload")
 
-    def add_worker(self):
+    def add_worker(self) -> None:
         """Add a worker slot and its worker (as SIGTTIN)."""
         self._command("add")
 
-    def remove_worker(self):
+    def remove_worker(self) -> None:
         """Remove the last worker slot; its worker drains (as SIGTTOU)."""
         self._command("remove")
 
-    def _command(self, name):
+    def _command(self, name: str) -> None:
         self._commands.append(name)
         self._wake()
 
-    def _supervise(self, in_main):
+    def _supervise(self, in_main: bool) -> None:
         while True:
             with self._lock:
                 if self._stopping:
@@ -351,13 +378,14 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
                         quantity(len(self.workers), "worker"),
                     )
                     return
-                self._run_command(
-                    {signal.SIGHUP: "reload", signal.SIGTTIN: "add", signal.SIGTTOU: "remove"}[
-                        signum
-                    ]
-                )
+                commands: dict[int, str] = {
+                    signal.SIGHUP: "reload",
+                    signal.SIGTTIN: "add",
+                    signal.SIGTTOU: "remove",
+                }
+                self._run_command(commands[signum])
 
-    def _run_command(self, name):
+    def _run_command(self, name: str) -> None:
         if name == "reload":
             self._start_reload()
         elif name == "add":
@@ -365,7 +393,7 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
         elif name == "remove":
             self._remove_slot()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the workers gracefully; returns once they are gone."""
         with self._lock:
             self._stopping = True
@@ -378,27 +406,27 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
             if threading.current_thread() is threading.main_thread():
                 self._put_back_signals()
 
-    def _install_signals(self):
-        previous = {
+    def _install_signals(self) -> dict[int | str, Any]:
+        previous: dict[int | str, Any] = {
             "wakeup": signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         }
         for signum in (*_STOP_SIGNALS, *_CONTROL_SIGNALS, signal.SIGCHLD, signal.SIGUSR1):
             previous[signum] = signal.signal(signum, _ignore)
         return previous
 
-    def _restore_signals(self, previous):
+    def _restore_signals(self, previous: dict[int | str, Any]) -> None:
         for signum, handler in previous.items():
-            if signum != "wakeup":
+            if isinstance(signum, int):  # not "wakeup"
                 signal.signal(signum, handler)
         signal.set_wakeup_fd(previous["wakeup"])
 
-    def _wake(self):
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"\0")
         except OSError:
             pass  # full: the waiter wakes anyway
 
-    def _select(self, timeout, messages=True):
+    def _select(self, timeout: float, messages: bool = True) -> list[int]:
         """Wait for a signal, a wake-up or (``messages``) a worker's message; return what the
         wake-up socket got."""
         socks = [self._wake_r]
@@ -407,20 +435,20 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
         readable = _wait_readable(socks, timeout)
         if self._wake_r not in readable:
             return []
-        received = _received_all(self._wake_r)
+        received: list[int] = _received_all(self._wake_r)
         if signal.SIGUSR1 in received:
             # logrotate: every worker reopens its access log.
             self._send_all(signal.SIGUSR1)
         return received
 
-    def _wait(self, timeout, messages=True):
+    def _wait(self, timeout: float, messages: bool = True) -> list[int]:
         """Wait; return the signals among SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU received."""
         wanted = (*_STOP_SIGNALS, *_CONTROL_SIGNALS)
         return [s for s in self._select(timeout, messages) if s in wanted]
 
     # --- stopping ---------------------------------------------------------------------------
 
-    def _shutdown(self):
+    def _shutdown(self) -> None:
         with self._shutdown_lock:
             if self._finished.is_set():
                 return
@@ -433,7 +461,7 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
                 self._remove_socket_file()
                 self._finished.set()
 
-    def _stop_children(self):
+    def _stop_children(self) -> None:
         self._send_all(signal.SIGTERM)
         grace = float(self.server.shutdown_timeout or 0) + STOP_MARGIN
         deadline = time.monotonic() + grace
@@ -473,18 +501,18 @@ class Supervisor(Bookkeeping, WorkerSide, Replacing, Slots):
             worker.ctl.close()
             del self.workers[pid]
 
-    def signal_workers(self, signum):
+    def signal_workers(self, signum: int) -> None:
         """Send ``signum`` to every worker (SIGUSR1: reopen the access log)."""
         self._send_all(signum)
 
-    def _send_all(self, signum):
+    def _send_all(self, signum: int) -> None:
         for pid in self.workers:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    def _remove_socket_file(self):
+    def _remove_socket_file(self) -> None:
         paths = self.socket_file
         if isinstance(paths, (str, bytes)):
             paths = [paths]

@@ -25,8 +25,29 @@ by using a PathInfoDispatcher::
     server = wsgi.Server(addr, d)
 """
 
+from __future__ import annotations
+
 from . import server
 from ._native import FileWrapper
+from ._settings import _Pool
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
+
+    from _typeshed import OptExcInfo as _OptExcInfo
+
+    from ._typing import (
+        BindAddr,
+        StartResponse,
+        StrPath,
+        WSGIApplication,
+        WSGIEnvironment,
+        WSGIVersion,
+    )
 
 __all__ = (
     "CherryPyWSGIServer",
@@ -46,33 +67,37 @@ __all__ = (
 class Server(server.HTTPServer):
     """A subclass of HTTPServer which calls a WSGI application."""
 
-    wsgi_version = (1, 0)
+    wsgi_version: WSGIVersion = (1, 0)
     """The version of WSGI to produce."""
+
+    wsgi_app: WSGIApplication | None
+    """The WSGI application served (None serves an error until one is set, as in Cheroot);
+    it may be replaced while the server runs."""
 
     def __init__(
         self,
-        bind_addr,
-        wsgi_app,
-        numthreads=10,
-        server_name=None,
-        max=-1,
-        request_queue_size=5,
-        timeout=10,
-        shutdown_timeout=5,
-        accepted_queue_size=-1,
-        accepted_queue_timeout=10,
-        peercreds_enabled=False,
-        peercreds_resolve_enabled=False,
-        reuse_port=False,
+        bind_addr: BindAddr,
+        wsgi_app: WSGIApplication | None,
+        numthreads: int = 10,
+        server_name: str | None = None,
+        max: int = -1,
+        request_queue_size: int = 5,
+        timeout: float = 10,
+        shutdown_timeout: float = 5,
+        accepted_queue_size: int = -1,
+        accepted_queue_timeout: float = 10,
+        peercreds_enabled: bool = False,
+        peercreds_resolve_enabled: bool = False,
+        reuse_port: bool = False,
         *,
-        workers=1,
-        extra_bind_addrs=(),
-        max_requests=0,
-        max_requests_jitter=0,
-        max_worker_memory=0,
-        worker_lifetime=0,
-        worker_timeout=30,
-    ):
+        workers: int = 1,
+        extra_bind_addrs: Sequence[BindAddr] = (),
+        max_requests: int = 0,
+        max_requests_jitter: int = 0,
+        max_worker_memory: float = 0,
+        worker_lifetime: float = 0,
+        worker_timeout: float = 30,
+    ) -> None:
         """Initialize WSGI Server instance.
 
         Args:
@@ -131,7 +156,7 @@ class Server(server.HTTPServer):
         self.request_queue_size = request_queue_size
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
-        self.requests = server._Pool(
+        self.requests = _Pool(
             self,
             min=numthreads or 1,
             max=max,
@@ -140,12 +165,12 @@ class Server(server.HTTPServer):
         )
 
     @property
-    def numthreads(self):
+    def numthreads(self) -> int:
         """Set minimum number of threads."""
         return self.requests.min
 
     @numthreads.setter
-    def numthreads(self, value):
+    def numthreads(self, value: int) -> None:
         self.requests.min = value
 
 
@@ -156,7 +181,10 @@ class Gateway(server.Gateway):
     that overrides their methods runs this Python implementation instead.
     """
 
-    def __init__(self, req):
+    version: WSGIVersion
+    """The WSGI version of the environ it makes (``wsgi.version``)."""
+
+    def __init__(self, req: server.HTTPRequest) -> None:
         """Initialize WSGI Gateway instance with request.
 
         Args:
@@ -165,10 +193,10 @@ class Gateway(server.Gateway):
         super().__init__(req)
         self.started_response = False
         self.env = self.get_environ()
-        self.remaining_bytes_out = None
+        self.remaining_bytes_out: int | None = None
 
     @classmethod
-    def gateway_map(cls):
+    def gateway_map(cls) -> dict[WSGIVersion, type[Gateway]]:
         """Create a mapping of gateways and their versions.
 
         Returns:
@@ -177,11 +205,11 @@ class Gateway(server.Gateway):
         """
         return {gw.version: gw for gw in cls.__subclasses__()}
 
-    def get_environ(self):
+    def get_environ(self) -> WSGIEnvironment:
         """Return a new environ dict targeting the given wsgi.version."""
         raise NotImplementedError  # pragma: no cover
 
-    def respond(self):
+    def respond(self) -> None:
         """Process the current request.
 
         From :pep:`333`:
@@ -196,7 +224,9 @@ class Gateway(server.Gateway):
         # PEP 3333's optional file wrapper, for the app only (get_environ() keeps Cheroot's
         # keys).
         self.env.setdefault("wsgi.file_wrapper", FileWrapper)
-        response = self.req.server.wsgi_app(self.env, self.start_response)
+        # A wsgi.Server's (or an attribute set on an HTTPServer whose gateway this is).
+        app: WSGIApplication = self.req.server.wsgi_app  # type: ignore[assignment]  # not None
+        response = app(self.env, self.start_response)
         try:
             for chunk in filter(None, response):
                 if not isinstance(chunk, bytes):
@@ -208,7 +238,12 @@ class Gateway(server.Gateway):
             if hasattr(response, "close"):
                 response.close()
 
-    def start_response(self, status, headers, exc_info=None):
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: _OptExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
         """WSGI callable to begin the HTTP response."""
         # "The application may call start_response more than once,
         # if and only if the exc_info argument is provided."
@@ -220,8 +255,8 @@ class Gateway(server.Gateway):
         # sent, start_response must raise an error, and should raise the
         # exc_info tuple."
         if self.req.sent_headers:
-            value = exc_info[1]
-            raise value
+            value = exc_info[1]  # type: ignore[index]  # not None: checked above
+            raise value  # type: ignore[misc]  # the app's exception
 
         if not isinstance(status, str):
             raise TypeError("WSGI response status is not of type str.")
@@ -237,7 +272,7 @@ class Gateway(server.Gateway):
             self.req.outheaders.append((k, v))
         return self.write
 
-    def write(self, chunk):
+    def write(self, chunk: bytes) -> None:
         """WSGI callable to write unbuffered data to the client.
 
         This method is also used internally by start_response (to write
@@ -251,10 +286,10 @@ class Gateway(server.Gateway):
 class Gateway_10(Gateway):
     """A Gateway class to interface HTTPServer with WSGI 1.0.x."""
 
-    version = 1, 0
+    version: WSGIVersion = 1, 0
     _engine_mode = "wsgi"  # the engine runs it itself (HTTPServer._gateway_mode)
 
-    def get_environ(self):
+    def get_environ(self) -> WSGIEnvironment:
         """Return a new environ dict targeting the given wsgi.version."""
         req = self.req
         req_conn = req.conn
@@ -312,7 +347,7 @@ class Gateway_u0(Gateway_10):
     version = "u", 0
     _engine_mode = "wsgi_u0"
 
-    def get_environ(self):
+    def get_environ(self) -> WSGIEnvironment:
         """Return a new environ dict targeting the given wsgi.version."""
         req = self.req
         env = super().get_environ()
@@ -332,29 +367,32 @@ wsgi_gateways = Gateway.gateway_map()
 class PathInfoDispatcher:
     """A WSGI dispatcher for dispatch based on the PATH_INFO."""
 
-    def __init__(self, apps):
+    def __init__(
+        self, apps: Mapping[str, WSGIApplication] | list[tuple[str, WSGIApplication]]
+    ) -> None:
         """Initialize path info WSGI app dispatcher.
 
         Args:
             apps (dict[str,object]|list[tuple[str,object]]): URI prefix
                 and WSGI app pairs
         """
+        pairs: list[tuple[str, WSGIApplication]]
         try:
-            apps = list(apps.items())
+            pairs = list(apps.items())  # type: ignore[union-attr]  # a mapping
         except AttributeError:
-            pass
+            pairs = apps  # type: ignore[assignment]  # a list of pairs
 
         # Sort the apps by len(path), descending
-        def by_path_len(app):
+        def by_path_len(app: tuple[str, WSGIApplication]) -> int:
             return len(app[0])
 
-        apps.sort(key=by_path_len, reverse=True)
+        pairs.sort(key=by_path_len, reverse=True)
 
         # The path_prefix strings must start, but not end, with a slash.
         # Use "" instead of "/".
-        self.apps = [(p.rstrip("/"), a) for p, a in apps]
+        self.apps = [(p.rstrip("/"), a) for p, a in pairs]
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Process incoming WSGI request.
 
         Ref: :pep:`3333`
@@ -388,20 +426,27 @@ class CherryPyWSGIServer(Server):
     as a :class:`PathInfoDispatcher` would.
     """
 
-    ssl_module = "builtin"
+    ssl_module: str = "builtin"
     """The adapter (``get_ssl_adapter_class`` name) made of the attributes below."""
-    ssl_certificate = None
+    ssl_certificate: StrPath | None = None
     """With ``ssl_private_key``: serve HTTPS, as the old wsgiserver did."""
-    ssl_private_key = None
-    ssl_certificate_chain = None
+    ssl_private_key: StrPath | None = None
+    ssl_certificate_chain: StrPath | None = None
 
-    def __init__(self, bind_addr, wsgi_app, *args, **kwargs):
+    def __init__(
+        self,
+        bind_addr: BindAddr,
+        wsgi_app: WSGIApplication | Sequence[tuple[str, WSGIApplication]] | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         """Initialize, accepting a list of (script_name, app) pairs as the app."""
         if isinstance(wsgi_app, (list, tuple)) and not callable(wsgi_app):
             wsgi_app = PathInfoDispatcher(list(wsgi_app))
-        super().__init__(bind_addr, wsgi_app, *args, **kwargs)
+        # A list of pairs is a PathInfoDispatcher now.
+        super().__init__(bind_addr, wsgi_app, *args, **kwargs)  # type: ignore[arg-type]
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Prepare to serve; an ``ssl_certificate`` set without an ``ssl_adapter`` makes one."""
         if self.ssl_adapter is None and self.ssl_certificate:
             adapter_class = server.get_ssl_adapter_class(self.ssl_module)

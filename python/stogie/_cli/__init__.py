@@ -14,5 +14,5 @@ class CLIError(Exception):
     """A start-up error: reported as one line on stderr, exit status 2."""
 
 
-def _say(message):
+def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)

@@ -1,6 +1,8 @@
 """The application named on the command line: ``MODULE[:ATTR]`` imported, with errors that
 say what to type instead."""
 
+from __future__ import annotations
+
 import importlib
 import os
 import sys
@@ -9,6 +11,14 @@ import traceback
 from .. import server as server_module
 from . import CLIError
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from .._typing import WSGIApplication
+
 DEMO_APP = "stogie.demo:app"
 # Names tried in order when MODULE is given without :ATTR. `application` is the
 # WSGI convention (and Cheroot's default); `app` is what Flask and most
@@ -16,7 +26,7 @@ DEMO_APP = "stogie.demo:app"
 DEFAULT_ATTRS = ("application", "app")
 
 
-def load_app(spec):
+def load_app(spec: str) -> tuple[WSGIApplication | type[server_module.Gateway], str]:
     """Import ``MODULE[:ATTR]`` and return ``(obj, 'module:attr')``.
 
     Without ATTR, ``application`` is tried, then ``app``. ATTR may be dotted
@@ -73,7 +83,7 @@ def load_app(spec):
     return obj, description
 
 
-def _print_user_traceback(exc):
+def _print_user_traceback(exc: BaseException) -> None:
     # Only the module's own frames: the import machinery's and ours are noise.
     report = traceback.TracebackException.from_exception(exc)
     report.stack = traceback.StackSummary.from_list(
@@ -87,7 +97,7 @@ def _print_user_traceback(exc):
     print("".join(report.format()), end="", file=sys.stderr)
 
 
-def _path_hint(module_name):
+def _path_hint(module_name: str) -> str:
     # People often pass the file ("app.py", "src/app.py"); say what to pass.
     if not (module_name.endswith(".py") or "/" in module_name or os.sep in module_name):
         return ""
@@ -98,13 +108,13 @@ def _path_hint(module_name):
     return f" (give a module name, not a file: {dotted!r})"
 
 
-def _getattr_path(obj, dotted):
+def _getattr_path(obj: object, dotted: str) -> object:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _is_gateway_class(obj):
+def _is_gateway_class(obj: object) -> TypeIs[type[server_module.Gateway]]:
     if not isinstance(obj, type):
         return False
     return issubclass(obj, server_module.Gateway)

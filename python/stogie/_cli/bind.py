@@ -1,7 +1,17 @@
 """``--bind`` addresses: read from the command line, and written as people read them."""
 
+from __future__ import annotations
+
 import ipaddress
 import re
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._typing import BindAddr
 
 DEFAULT_BIND = "127.0.0.1:8080"
 
@@ -15,7 +25,7 @@ _PORT_RE = re.compile(r"[0-9]+\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|unix:")
 
 
-def parse_bind(s):
+def parse_bind(s: str) -> tuple[str, int] | str | int:
     """Turn a ``--bind`` string into a ``bind_addr`` for ``stogie.wsgi.Server``.
 
     - ``HOST:PORT`` -> ``(host, port)``; an empty HOST (``:8080``) means all
@@ -92,7 +102,7 @@ def parse_bind(s):
     return host, _parse_port(port, s)
 
 
-def _parse_port(port, whole):
+def _parse_port(port: str, whole: str) -> int:
     if not port:
         raise ValueError(f"{whole!r}: the port is missing after ':'")
     if not _PORT_RE.match(port):
@@ -103,7 +113,7 @@ def _parse_port(port, whole):
     return number
 
 
-def format_bind(bind_addr):
+def format_bind(bind_addr: tuple[str, int] | list[Any] | str | bytes) -> str:
     """Return a bind address as people read it.
 
     ``http://127.0.0.1:8080``, ``http://[::1]:8080``, ``unix:/path`` or
@@ -122,7 +132,7 @@ def format_bind(bind_addr):
     return f"unix:{bind_addr}"
 
 
-def describe_served(bind_addr):
+def describe_served(bind_addr: tuple[str, int] | str | bytes) -> str:
     """:func:`format_bind`, saying it of a UNIX socket named as a host could be (``--bind
     localhost`` serves a socket file, by Cheroot's rule for an address without a port)."""
     text = format_bind(bind_addr)
@@ -131,7 +141,7 @@ def describe_served(bind_addr):
     return text
 
 
-def _describe_bind(bind_addr):
+def _describe_bind(bind_addr: BindAddr) -> str:
     if isinstance(bind_addr, int):
         return f"fd://{bind_addr}"
     return format_bind(bind_addr)

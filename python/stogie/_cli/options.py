@@ -1,6 +1,8 @@
 """The ``stogie`` command's options: the ``argparse`` table, which the environment and the
 ``--config`` file read too (:mod:`stogie.config`), and how options map to server settings."""
 
+from __future__ import annotations
+
 import argparse
 import difflib
 import inspect
@@ -11,15 +13,24 @@ from . import PROG
 from .app import DEMO_APP
 from .bind import DEFAULT_BIND
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block first; one line is enough.
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         # argparse lumps a mistyped option with the words after it ("unrecognized arguments:
         # --bnd app:app"): name the option, and the one probably meant.
         values, extras = self.parse_known_args(args, namespace)
@@ -30,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
             self.error("unrecognized arguments: " + " ".join(extras))
         return values
 
-    def _unknown_option(self, name):
+    def _unknown_option(self, name: str) -> str:
         known = [s for s in self._option_string_actions if s.startswith("--")]
         close = difflib.get_close_matches(name, known, n=1)
         return f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else "")
@@ -40,10 +51,16 @@ class _VersionAction(argparse.Action):
     # argparse's own "version" action wants the string when the parser is
     # built; importing stogie's version only when asked keeps --help working
     # even if the native module is broken.
-    def __init__(self, option_strings, dest, **kwargs):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
         from stogie import __version__
 
         # On standard output, as argparse's own version action and other tools print it.
@@ -51,8 +68,8 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
-def _int_at_least(minimum):
-    def convert(text):
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -64,14 +81,14 @@ def _int_at_least(minimum):
     return convert
 
 
-def _max_threads(text):
+def _max_threads(text: str) -> int:
     value = _int_at_least(-1)(text)
     if value == 0:
         raise argparse.ArgumentTypeError("0 is not allowed; use -1 for no limit")
     return value
 
 
-def _megabytes(text):
+def _megabytes(text: str) -> int | float:
     try:
         value = float(text)
     except ValueError:
@@ -81,7 +98,7 @@ def _megabytes(text):
     return int(value) if value.is_integer() else value
 
 
-def _seconds(text):
+def _seconds(text: str) -> int | float:
     try:
         value = float(text)
     except ValueError:
@@ -92,7 +109,7 @@ def _seconds(text):
     return int(value) if value.is_integer() else value
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """Return the ``argparse`` parser for the ``stogie`` command."""
     parser = _Parser(
         prog=PROG,
@@ -405,7 +422,7 @@ SERVER_OPTIONS = (
 RECYCLING_OPTIONS = ("max_requests", "max_requests_jitter", "max_worker_memory", "worker_lifetime")
 
 
-def defaults_in_effect():
+def defaults_in_effect() -> tuple[dict[str, Any], dict[str, str]]:
     """What the options left unset mean, for ``--print-config``: ``(defaults, notes)``.
 
     ``defaults``: the server's own (read from ``wsgi.Server`` and ``HTTPServer`` here, so
@@ -414,7 +431,7 @@ def defaults_in_effect():
     version's name, TLS settings that need a certificate).
     """
     parameters = inspect.signature(wsgi.Server).parameters
-    defaults = {"app": DEMO_APP}
+    defaults: dict[str, Any] = {"app": DEMO_APP}
     for dest in (*SERVER_OPTIONS, *RECYCLING_OPTIONS):
         defaults[dest] = parameters[dest].default
     for dest in SERVER_ATTRIBUTES:

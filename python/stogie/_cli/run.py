@@ -1,6 +1,8 @@
 """Running a prepared server until a signal stops it (one process, or a supervisor of
 workers), and the ``--pid`` file."""
 
+from __future__ import annotations
+
 import os
 import select
 import signal
@@ -14,6 +16,17 @@ from .._text import quantity
 from ..ssl import _cli as tls_cli
 from . import CLIError, _say, log
 from .bind import _describe_bind
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any
+
+    from ..server import HTTPServer
+    from ..systemd import Notifier
 
 # A second SIGINT or SIGTERM this long after the first one ends the process
 # without waiting for running requests; an earlier one is taken for a duplicate.
@@ -33,7 +46,7 @@ class _Signals:
     threads write a 0 byte to it when they finish, to wake the main thread.
     """
 
-    def __init__(self, on_hup=None):
+    def __init__(self, on_hup: Callable[[], object] | None = None) -> None:
         """Install the handlers, if this is the main thread (signals go only there).
 
         ``on_hup``: what SIGHUP does (reload the TLS certificate); it does not stop.
@@ -41,9 +54,9 @@ class _Signals:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        self._previous = {}
-        self._previous_wakeup = None
-        self.on_usr1 = None
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup: int | None = None
+        self.on_usr1: Callable[[], object] | None = None
         """Called on SIGUSR1 (it never stops the wait)."""
         self.on_hup = on_hup
         self.installed = threading.current_thread() is threading.main_thread()
@@ -60,19 +73,25 @@ class _Signals:
                 self._previous[signum] = signal.signal(signum, self._ignore)
 
     @staticmethod
-    def _ignore(signum, frame):
+    def _ignore(signum: int, frame: FrameType | None) -> None:
         # Needed all the same: set_wakeup_fd() only sees signals that have a
         # Python handler.
         pass
 
-    def wake(self):
+    def wake(self) -> None:
         """Wake the thread in :meth:`wait`; safe from any thread."""
         try:
             self._writer.send(b"\0")
         except OSError:
             pass  # the buffer is full: the waiter wakes anyway
 
-    def wait(self, done, timeout=None, tick=None, every=0.5):
+    def wait(
+        self,
+        done: threading.Event,
+        timeout: float | None = None,
+        tick: Callable[[], object] | None = None,
+        every: float = 0.5,
+    ) -> str | None:
         """Wait until ``done`` is set, a stop signal arrives, or ``timeout`` passes.
 
         ``tick()``, if given, is called at least every ``every`` seconds (the watchdog).
@@ -117,22 +136,24 @@ class _Signals:
                 return name
         return None
 
-    def close(self):
+    def close(self) -> None:
         """Put back the handlers found at start."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         if self.installed:
-            signal.set_wakeup_fd(self._previous_wakeup)
+            signal.set_wakeup_fd(self._previous_wakeup)  # type: ignore[arg-type]  # installed
         self._reader.close()
         self._writer.close()
 
 
-def _in_thread(function, name, signals):
+def _in_thread(
+    function: Callable[[], object], name: str, signals: _Signals
+) -> tuple[threading.Event, list[BaseException]]:
     """Run ``function`` in a daemon thread; return (done event, exceptions list)."""
     done = threading.Event()
-    failures = []
+    failures: list[BaseException] = []
 
-    def run():
+    def run() -> None:
         try:
             function()
         except BaseException as exc:  # reported by the main thread
@@ -145,7 +166,7 @@ def _in_thread(function, name, signals):
     return done, failures
 
 
-def serve_until_signalled(server, notifier=None):
+def serve_until_signalled(server: HTTPServer, notifier: Notifier | None = None) -> int:
     """Run a prepared server until SIGINT or SIGTERM, then stop it gracefully.
 
     ``serve()`` and ``stop()`` each run in a helper thread while the main thread
@@ -168,7 +189,7 @@ def serve_until_signalled(server, notifier=None):
     if notifier is not None:
         notifier.ready(_status_line(server))
 
-        def tick():
+        def tick() -> None:
             # The main thread pings only while the engine's runtime runs: a hung engine,
             # or an app holding the GIL, stops the pings.
             native = server._native
@@ -216,13 +237,13 @@ def serve_until_signalled(server, notifier=None):
     return 0
 
 
-def _log_startup(server):
+def _log_startup(server: HTTPServer) -> None:
     line = getattr(server, "_startup_line", None)
     if line:
         log.info("%s", line)
 
 
-def _status_line(server):
+def _status_line(server: HTTPServer) -> str:
     """What ``systemctl status`` shows while the server runs."""
     where = ", ".join(_describe_bind(a) for a in server.bound_addrs)
     supervisor = server._supervisor
@@ -231,13 +252,14 @@ def _status_line(server):
     return f"serving on {where} with {quantity(len(supervisor.slots), 'worker')}"
 
 
-def _supervise(server, notifier=None):
+def _supervise(server: HTTPServer, notifier: Notifier | None = None) -> int:
     """Run a server with worker processes: its supervisor handles the signals itself.
 
     ``serve()`` runs here, in the main thread, so the supervisor receives SIGINT and
     SIGTERM, and forks replacement workers from a process running no other thread.
     """
     supervisor = server._supervisor
+    assert supervisor is not None
     _log_startup(server)
     if notifier is not None:
         notifier.ready(_status_line(server))
@@ -256,7 +278,7 @@ def _supervise(server, notifier=None):
     return 0
 
 
-def _write_pid(path):
+def _write_pid(path: str | None) -> tuple[str, int] | None:
     if not path:
         return None
     pid = os.getpid()
@@ -271,7 +293,7 @@ def _write_pid(path):
     return path, pid
 
 
-def _remove_pid(pid_file):
+def _remove_pid(pid_file: tuple[str, int] | None) -> None:
     if pid_file is None:
         return
     path, pid = pid_file

@@ -19,7 +19,7 @@ from . import (
 from .process import _describe, _flush_stdio, _recv
 
 
-def metrics_capacity(count):
+def metrics_capacity(count: int) -> int:
     """Metrics slots for ``count`` workers: each worker process alive at a time has one, and a
     reload runs two generations at once; a few more for workers added by SIGTTIN."""
     return 2 * count + 8

@@ -9,6 +9,8 @@ is refused with a :class:`TLSError` that names it. No socket is wrapped in Pytho
 handshakes happen in the engine, off the GIL.
 """
 
+from __future__ import annotations
+
 import getpass
 import re
 import ssl as _ssl
@@ -17,6 +19,18 @@ import threading
 
 from .. import __version__
 from .._native import TLS_LIBRARY, TLSError
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, TypeVar
+
+    from .._native import NativeServer
+    from .._typing import Password, StrPath
+    from ..server import HTTPServer
+
+    _SocketT = TypeVar("_SocketT")
 
 __all__ = ("Adapter", "TLSError")
 
@@ -33,7 +47,7 @@ _VERSIONS = {
 }
 
 
-def _read(path, what):
+def _read(path: StrPath, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -41,7 +55,7 @@ def _read(path, what):
         raise TLSError(f"{what} file {path}: cannot be read: {exc.strerror or exc}") from None
 
 
-def _password_bytes(password, key_name):
+def _password_bytes(password: Password | bytearray, key_name: str) -> bytes:
     """``private_key_password`` (str, bytes or a callable returning one) as bytes."""
     if callable(password):
         password = password()
@@ -55,7 +69,7 @@ def _password_bytes(password, key_name):
     )
 
 
-def _decrypt(key_pem, password, key_name):
+def _decrypt(key_pem: bytes, password: bytes | None, key_name: str) -> bytes:
     """The first private key of ``key_pem``, decrypted, as unencrypted PKCS#8 PEM."""
     block = _KEY_BLOCK.search(key_pem)
     if block is None:
@@ -92,15 +106,34 @@ class Adapter:
     In stogie the engine does the handshakes: ``wrap`` and ``makefile`` are not called.
     """
 
+    certificate: StrPath
+    """The file name of the server's certificate (which may hold the private key too)."""
+
+    private_key: StrPath | None
+    """The file name of the server's private key, or None when the certificate file holds
+    it."""
+
+    certificate_chain: StrPath | None
+    """The file name of the intermediate certificates to send with the certificate."""
+
+    ciphers: str | None
+    """The ciphers to offer, as an OpenSSL cipher string."""
+
+    private_key_password: Password | None
+    """The password of an encrypted private key, or a callable that returns it."""
+
+    context: Any
+    """The TLS library's context, whose settings are served (the subclasses say which)."""
+
     def __init__(
         self,
-        certificate,
-        private_key,
-        certificate_chain=None,
-        ciphers=None,
+        certificate: StrPath,
+        private_key: StrPath | None,
+        certificate_chain: StrPath | None = None,
+        ciphers: str | None = None,
         *,
-        private_key_password=None,
-    ):
+        private_key_password: Password | None = None,
+    ) -> None:
         """Set up certificates, private key ciphers and reset context."""
         self.certificate = certificate
         self.private_key = private_key
@@ -109,15 +142,15 @@ class Adapter:
         self.private_key_password = private_key_password
         self.context = None
 
-    def bind(self, sock):
+    def bind(self, sock: _SocketT) -> _SocketT:
         """Wrap and return the given socket."""
         return sock
 
-    def wrap(self, sock):
+    def wrap(self, sock: object) -> NoReturn:
         """Wrap and return the given socket, plus WSGI environ entries."""
         raise NotImplementedError("stogie's engine does the TLS handshakes; nothing is wrapped")
 
-    def get_environ(self, sock=None):
+    def get_environ(self, sock: object = None) -> dict[str, str]:
         """Return the WSGI environ entries every HTTPS request has.
 
         The per-connection ones (``SSL_PROTOCOL``, ``SSL_CLIENT_*``, ...) are made by the
@@ -130,15 +163,15 @@ class Adapter:
             "SSL_VERSION_LIBRARY": TLS_LIBRARY,
         }
 
-    def makefile(self, sock, mode="r", bufsize=-1):
+    def makefile(self, sock: object, mode: str = "r", bufsize: int = -1) -> NoReturn:
         """Return socket file object."""
         raise NotImplementedError("stogie's engine does the TLS handshakes; nothing is wrapped")
 
     # --- what the engine is given (stogie) -------------------------------------------------
 
-    _password = None  # the password resolved once, kept for reloads
+    _password: bytes | None = None  # the password resolved once, kept for reloads
 
-    def _key_password(self, key_pem, key_name):
+    def _key_password(self, key_pem: bytes | None, key_name: str) -> bytes:
         """The key's password as bytes, asked for once (a callable is called once; on a
         terminal with no password given, it is prompted for, as OpenSSL does)."""
         if self._password is not None:
@@ -154,12 +187,12 @@ class Adapter:
         self._password = _password_bytes(password, key_name)
         return self._password
 
-    def _key_pem(self, key_pem, key_name):
+    def _key_pem(self, key_pem: bytes, key_name: str) -> bytes:
         if _ENCRYPTED.search(key_pem):
             return _decrypt(key_pem, self._key_password(key_pem, key_name), key_name)
         return key_pem
 
-    def _tls_identity(self, reread=False):
+    def _tls_identity(self, reread: bool = False) -> dict[str, Any]:
         """The certificate chain and key (decrypted): those loaded into the context after
         the adapter made it (``load_cert_chain()``, ``use_certificate()``...), else the
         adapter's files, read now. ``reread``: a reload, which reads files again."""
@@ -183,7 +216,7 @@ class Adapter:
                 raise TLSError("the SSL adapter has no private key file")
             key_name = f"{what} file {key_file}"
             key = self._key_pem(_read(key_file, what), key_name)
-        settings = {
+        settings: dict[str, Any] = {
             "cert": cert,
             "cert_name": cert_name,
             "key": key,
@@ -194,14 +227,14 @@ class Adapter:
             settings["chain_name"] = f"certificate chain file {self.certificate_chain}"
         return settings
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         """Called when a server starts with this adapter, before anything is read."""
 
     # A refused client certificate is logged once per reason per client address in this
     # many seconds (the ones in between are counted in the next line); tests shorten it.
-    _refusal_log_interval = 60.0
+    _refusal_log_interval: float = 60.0
 
-    def _tls_settings(self):
+    def _tls_settings(self) -> dict[str, Any]:
         """Everything ``NativeServer.set_tls`` takes, but the interface name."""
         self._prepare()
         settings = self._tls_identity()
@@ -209,7 +242,7 @@ class Adapter:
         settings["refusal_log_interval"] = self._refusal_log_interval
         return settings
 
-    def _context_settings(self):
+    def _context_settings(self) -> dict[str, Any]:
         context = self.context
         if context is None:
             return self._cipher_settings(None)
@@ -221,7 +254,7 @@ class Adapter:
             return pyopenssl_settings(context, self)
         raise TLSError(f"context: a {type(context).__name__} cannot be read; use an ssl.SSLContext")
 
-    def _cipher_settings(self, ciphers):
+    def _cipher_settings(self, ciphers: str | None) -> dict[str, Any]:
         """The cipher names an OpenSSL cipher string selects (OpenSSL itself reads it)."""
         ciphers = self.ciphers if ciphers is None else ciphers
         if not ciphers:
@@ -234,10 +267,10 @@ class Adapter:
         return {"ciphers": [c["name"] for c in probe.get_ciphers()]}
 
 
-def _ssl_context_settings(context):
+def _ssl_context_settings(context: _ssl.SSLContext) -> dict[str, Any]:
     """What an ``ssl.SSLContext`` says about client certificates, versions and ciphers; a
     setting rustls cannot honour is refused, naming it."""
-    settings = {}
+    settings: dict[str, Any] = {}
     verify = {
         _ssl.CERT_NONE: "none",
         _ssl.CERT_OPTIONAL: "optional",
@@ -296,7 +329,7 @@ def _ssl_context_settings(context):
     return settings
 
 
-def _engine_adapter(adapter):
+def _engine_adapter(adapter: Any) -> Adapter:
     """``adapter``, or one of stogie's with its files and context when it is another
     library's (a ``cheroot.ssl`` adapter left in an import that was not changed)."""
     if isinstance(adapter, Adapter):
@@ -316,7 +349,7 @@ def _engine_adapter(adapter):
     return ours
 
 
-def configure(server, native):
+def configure(server: HTTPServer, native: NativeServer) -> None:
     """Hand the server's ``ssl_adapter`` to the engine (from ``HTTPServer.prepare()``)."""
     adapter = _engine_adapter(server.ssl_adapter)
     try:
@@ -331,7 +364,7 @@ def configure(server, native):
         raise
 
 
-def reload(server):
+def reload(server: HTTPServer) -> None:
     """``HTTPServer.reload_tls()``: read the certificate and key files again."""
     adapter = server.ssl_adapter
     if adapter is None:
@@ -348,7 +381,7 @@ def reload(server):
     server.error_log(f"TLS certificate reloaded from {adapter.certificate}", level=20)
 
 
-def reload_logged(server):
+def reload_logged(server: HTTPServer) -> None:
     """A reload on SIGHUP: a failure is logged, and the old certificate stays."""
     try:
         reload(server)

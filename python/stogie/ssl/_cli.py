@@ -1,7 +1,19 @@
 """The ``stogie`` command's TLS options (gunicorn's names accepted too), and SIGHUP."""
 
+from __future__ import annotations
+
 import ssl
 import sys
+
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+    from ..server import HTTPServer
+    from .builtin import BuiltinSSLAdapter
 
 VERIFY_MODES = {
     "none": ssl.CERT_NONE,
@@ -14,7 +26,7 @@ VERSIONS = {
 }
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The TLS options, in a group of their own."""
     group = parser.add_argument_group(
         "HTTPS", "Serve HTTPS (TLS 1.2 and 1.3). SIGHUP reloads the certificate and key."
@@ -75,7 +87,7 @@ def add_arguments(parser):
     )
 
 
-def make_adapter(opts):
+def make_adapter(opts: argparse.Namespace) -> BuiltinSSLAdapter | None:
     """The ssl adapter the options ask for, or None without --ssl-certificate.
 
     Raises:
@@ -155,7 +167,7 @@ def make_adapter(opts):
     return adapter
 
 
-def sighup_handler(server):
+def sighup_handler(server: HTTPServer) -> Callable[[], None] | None:
     """What SIGHUP does to a single-process server: reload its TLS certificate (None
     without TLS: SIGHUP is then logged and ignored; with workers it is a reload)."""
     if getattr(server, "ssl_adapter", None) is None:

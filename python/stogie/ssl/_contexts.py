@@ -12,16 +12,30 @@ the engine do (a verify callback that decides differently from the verification,
 directory, CRLs) is noted too and refused by name when the server starts.
 """
 
+from __future__ import annotations
+
 import os
 import ssl
 import warnings
 
 from . import _CERT_BLOCK, _ENCRYPTED, TLSError, _decrypt
 
-try:
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    # pyOpenSSL's types, for type checkers (Any where it is not installed).
     from OpenSSL import SSL, crypto
-except ImportError:  # the pyOpenSSL adapter works without pyOpenSSL
-    SSL = crypto = None
+
+    from . import Adapter
+else:
+    try:
+        from OpenSSL import SSL, crypto
+    except ImportError:  # the pyOpenSSL adapter works without pyOpenSSL
+        SSL = crypto = None
 
 
 class Loaded:
@@ -29,10 +43,12 @@ class Loaded:
     loaded, the file it came from (read again by a reload; None for an object), the name
     messages give it, and for a key the password that opened it (bytes or None)."""
 
-    def __init__(self, pem, path, name, password=None):
+    def __init__(
+        self, pem: bytes, path: str | None, name: str, password: bytes | None = None
+    ) -> None:
         self.pem, self.path, self.name, self.password = pem, path, name, password
 
-    def text(self, reread=False):
+    def text(self, reread: bool = False) -> bytes:
         """The PEM; with ``reread``, read from its file again (a reload)."""
         if reread and self.path is not None:
             try:
@@ -42,7 +58,7 @@ class Loaded:
                 raise TLSError(f"{self.name}: cannot be read: {exc.strerror or exc}") from None
         return self.pem
 
-    def key_text(self, reread=False):
+    def key_text(self, reread: bool = False) -> bytes:
         """The key as unencrypted PEM (decrypted with the password it was loaded with)."""
         pem = self.text(reread)
         if not _ENCRYPTED.search(pem):
@@ -68,7 +84,7 @@ def _password_bytes(password):
     return None
 
 
-def loaded_identity(context):
+def loaded_identity(context: object) -> tuple[Loaded | None, Sequence[bytes], Loaded | None]:
     """What the user loaded into ``context`` (one of stogie's; the adapter's own loads are
     not noted): ``(certificate, extra chain certificates, key)``, each None (or empty) when
     nothing was, in which case the adapter's own files are served."""
@@ -111,7 +127,7 @@ class SSLContext(ssl.SSLContext):
         )
 
 
-def server_context(cafile=None):
+def server_context(cafile: str | os.PathLike[str] | None = None) -> SSLContext:
     """What ``ssl.create_default_context(Purpose.CLIENT_AUTH, cafile=cafile)`` makes, as a
     :class:`SSLContext`. (Its SSLKEYLOGFILE set-up is left out: the engine cannot write
     key logs, and refuses a context that asks for one.)"""
@@ -216,21 +232,24 @@ if SSL is not None:
         and ciphers are read from OpenSSL itself. What the engine cannot do is refused by
         name when the server starts (a :class:`stogie.ssl.TLSError`)."""
 
-        def __init__(self, method=SSL.TLS_METHOD):
+        def __init__(self, method: int = SSL.TLS_METHOD) -> None:
             super().__init__(method)
             # trustme's configure_trust()/configure_cert() recognise a pyOpenSSL context
             # by its __module__; the class keeps its own.
             self.__module__ = "OpenSSL.SSL"
-            self._stogie_cert = None
-            self._stogie_extra = []
-            self._stogie_key = None
-            self._stogie_cas = []
-            self._stogie_callback = None
+            self._stogie_cert: Loaded | None = None
+            self._stogie_extra: list[bytes] = []
+            self._stogie_key: Loaded | None = None
+            self._stogie_cas: list[bytes] = []
+            self._stogie_callback: Any = None
             self._stogie_versions = [0, 0]
-            self._stogie_refused = {}  # call -> why, for calls only verification needs
-            self._stogie_unservable = {}  # call -> why, whatever the verification
-            self._stogie_password = None
-            self._stogie_ciphers = []  # (set_cipher_list or set_tls13_ciphersuites, value)
+            # call -> why, for calls only verification needs
+            self._stogie_refused: dict[str, str] = {}
+            # call -> why, whatever the verification
+            self._stogie_unservable: dict[str, str] = {}
+            self._stogie_password: bytes | None = None
+            # (set_cipher_list or set_tls13_ciphersuites, value)
+            self._stogie_ciphers: list[tuple[str, Any]] = []
 
         def __repr__(self):
             return f"<stogie.ssl.pyopenssl.Context (an OpenSSL.SSL.Context) at {id(self):#x}>"
@@ -250,7 +269,7 @@ if SSL is not None:
 
         # -- the server's certificate and key -----------------------------------------
 
-        def set_passwd_cb(self, callback, userdata=None):
+        def set_passwd_cb(self, callback: Any, userdata: Any = None) -> None:
             """As pyOpenSSL's; the password it gives is remembered for the engine."""
 
             def remembering(maxlen, verify, data):
@@ -309,7 +328,7 @@ if SSL is not None:
 
         # -- client certificates -------------------------------------------------------
 
-        def load_verify_locations(self, cafile, capath=None):
+        def load_verify_locations(self, cafile: Any, capath: Any = None) -> None:
             super().load_verify_locations(cafile, capath)
             self._note_locations("context.load_verify_locations", cafile, capath)
 
@@ -387,7 +406,7 @@ if SSL is not None:
             )
 
 else:
-    Context = None
+    Context = None  # type: ignore[misc,unreachable]
 
 
 # What the engine takes of a pyOpenSSL context ---------------------------------------------
@@ -464,7 +483,7 @@ def _cipher_names(context):
     return SSL.Connection(context, None).get_cipher_list()
 
 
-def pyopenssl_settings(context, adapter):
+def pyopenssl_settings(context: Any, adapter: Adapter) -> dict[str, Any]:
     """What a pyOpenSSL ``SSL.Context`` says about client certificates, versions, options
     and ciphers; a setting the engine cannot honour is refused, naming the call."""
     ours = isinstance(context, Context)

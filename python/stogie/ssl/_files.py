@@ -8,6 +8,8 @@ the library the adapter mimics (``FileNotFoundError``, ``ssl.SSLError``), so cod
 for Cheroot catches what it caught.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import ssl
@@ -17,20 +19,26 @@ from . import _CERT_BLOCK, _ENCRYPTED, _KEY_BLOCK
 _CERT_HEADER = '"-----BEGIN CERTIFICATE-----"'
 _KEY_HEADER = '"-----BEGIN PRIVATE KEY-----" (or RSA, EC, ENCRYPTED)'
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._typing import StrPath
 
-def _readable(path, what):
+
+def _readable(path: str, what: str) -> bytes:
     """The file's bytes; an ``OSError`` that names it (``what``) otherwise."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        exc = FileNotFoundError(f"{what} {path}: no such file")
-        exc.errno = errno.ENOENT
-        raise exc from None
+        missing = FileNotFoundError(f"{what} {path}: no such file")
+        missing.errno = errno.ENOENT
+        raise missing from None
     except IsADirectoryError:
-        exc = IsADirectoryError(f"{what} {path}: a directory, not a file")
-        exc.errno = errno.EISDIR
-        raise exc from None
+        directory = IsADirectoryError(f"{what} {path}: a directory, not a file")
+        directory.errno = errno.EISDIR
+        raise directory from None
     except OSError as exc:
         new = type(exc)(f"{what} {path}: cannot be read: {exc.strerror or exc}")
         new.errno = exc.errno
@@ -38,13 +46,13 @@ def _readable(path, what):
 
 
 def check_pair(
-    certificate,
-    private_key,
+    certificate: StrPath,
+    private_key: StrPath | None,
     *,
-    cert_what="certificate file",
-    key_what="private key file",
-    error=ssl.SSLError,
-):
+    cert_what: str = "certificate file",
+    key_what: str = "private key file",
+    error: type[Exception] = ssl.SSLError,
+) -> bool:
     """Checks that ``certificate`` holds a certificate and that ``private_key`` (or the
     certificate file, without one) holds a private key. ``cert_what`` and ``key_what`` name
     them in messages (a command line names its options); ``error`` is the exception for a
@@ -73,12 +81,20 @@ def check_pair(
     return _ENCRYPTED.search(key) is not None
 
 
-def _error(error, msg):
+def _error(error: type[Exception], msg: str) -> Exception:
     # ssl.SSLError (an OSError) prints its strerror: it must be given one.
     return error(None, msg) if issubclass(error, OSError) else error(msg)
 
 
-def explain(exc, certificate, private_key, *, encrypted, cert_what, key_what):
+def explain(
+    exc: ssl.SSLError,
+    certificate: StrPath,
+    private_key: StrPath | None,
+    *,
+    encrypted: bool,
+    cert_what: str,
+    key_what: str,
+) -> ssl.SSLError:
     """``exc``, OpenSSL's refusal of a pair that :func:`check_pair` passed, as an
     ``ssl.SSLError`` whose message names the file and the problem (OpenSSL's ``errno``,
     ``library`` and ``reason`` kept)."""
@@ -97,5 +113,5 @@ def explain(exc, certificate, private_key, *, encrypted, cert_what, key_what):
             f"(a malformed PEM block?): {exc}"
         )
     new = ssl.SSLError(exc.errno, msg)
-    new.library, new.reason = getattr(exc, "library", None), getattr(exc, "reason", None)
+    new.library, new.reason = getattr(exc, "library", None), getattr(exc, "reason", None)  # type: ignore[assignment]
     return new

@@ -11,40 +11,52 @@ context assigned whole (CherryPy's ``server.ssl_context``) too, but for a certif
 loaded into it, which cannot be read back: the adapter's files are served.
 """
 
+from __future__ import annotations
+
 import ssl
 
 from . import Adapter
 from ._contexts import server_context
 from ._files import check_pair, explain
 
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._typing import Password, StrPath
+
 
 class BuiltinSSLAdapter(Adapter):
     """Wrapper for integrating Python's builtin :py:mod:`ssl` with stogie."""
 
-    certificate = None
+    certificate: StrPath = None  # type: ignore[assignment]  # the constructor's
     """The file name of the server SSL certificate."""
 
-    private_key = None
+    private_key: StrPath | None = None
     """The file name of the server's private key file."""
 
-    certificate_chain = None
+    certificate_chain: StrPath | None = None
     """The file name of the certificate chain file."""
 
-    ciphers = None
+    ciphers: str | None = None
     """The ciphers list of SSL."""
 
-    private_key_password = None
+    private_key_password: Password | None = None
     """Optional passphrase for password protected private key."""
+
+    context: ssl.SSLContext
+    """The :class:`ssl.SSLContext` served, whose settings are honoured when the server
+    starts."""
 
     def __init__(
         self,
-        certificate,
-        private_key,
-        certificate_chain=None,
-        ciphers=None,
+        certificate: StrPath,
+        private_key: StrPath | None,
+        certificate_chain: StrPath | None = None,
+        ciphers: str | None = None,
         *,
-        private_key_password=None,
-    ):
+        private_key_password: Password | None = None,
+    ) -> None:
         """Set up context in addition to base class properties if available."""
         super().__init__(
             certificate,
@@ -77,4 +89,4 @@ class BuiltinSSLAdapter(Adapter):
                 key_what="private key file",
             ) from None
         if self.ciphers is not None:
-            self.context.set_ciphers(ciphers)
+            self.context.set_ciphers(self.ciphers)

@@ -16,6 +16,8 @@ cannot do is refused by name when the server starts (:class:`stogie.ssl.TLSError
 pyOpenSSL, ``get_context()`` returns an :class:`ssl.SSLContext` instead.
 """
 
+from __future__ import annotations
+
 import ssl
 import warnings
 from warnings import warn as _warn
@@ -26,40 +28,60 @@ from ._contexts import Context, server_context
 __all__ = ("Context", "pyOpenSSLAdapter")
 from ._files import check_pair, explain
 
-try:
+# Not `from typing import TYPE_CHECKING`: typing is not imported at run time (import time);
+# type checkers take this name for theirs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    # pyOpenSSL's types, for type checkers (Any where it is not installed).
     from OpenSSL import SSL
-except ImportError:
-    SSL = None
+
+    from .._typing import Password, StrPath
+
+    _SocketT = TypeVar("_SocketT")
+else:
+    try:
+        from OpenSSL import SSL
+    except ImportError:
+        SSL = None
+_PYOPENSSL = SSL is not None
 
 
 class pyOpenSSLAdapter(Adapter):
     """A wrapper for integrating :doc:`pyOpenSSL <pyopenssl:index>`."""
 
-    certificate = None
+    certificate: StrPath = None  # type: ignore[assignment]  # the constructor's
     """The file name of the server's TLS certificate."""
 
-    private_key = None
+    private_key: StrPath | None = None
     """The file name of the server's private key file."""
 
-    certificate_chain = None
+    certificate_chain: StrPath | None = None
     """Optional. The file name of CA's intermediate certificate bundle."""
 
-    context = None
+    context: SSL.Context | ssl.SSLContext | None = None
     """An ``OpenSSL.SSL.Context`` (or an :class:`ssl.SSLContext` without pyOpenSSL)."""
 
-    ciphers = None
+    ciphers: str | None = None
     """The ciphers list of TLS."""
 
-    private_key_password = None
+    private_key_password: Password | None = None
     """Optional passphrase for password protected private key."""
 
-    def bind(self, sock):
+    def bind(self, sock: _SocketT) -> _SocketT:
         """Wrap and return the given socket."""
         if self.context is None:
             self.context = self.get_context()
         return sock
 
-    def _password_callback(self, password_max_length, _verify_twice, password, /):
+    def _password_callback(
+        self,
+        password_max_length: int,
+        _verify_twice: bool,
+        password: Password | None,
+        /,
+    ) -> bytes:
         """Pass a passphrase to password protected private key."""
         b_password = b""  # returning a falsy value communicates an error
         if callable(password):
@@ -81,19 +103,19 @@ class pyOpenSSLAdapter(Adapter):
 
         return b_password
 
-    def get_context(self):
+    def get_context(self) -> SSL.Context:
         """Return an ``SSL.Context`` from self attributes (an ``ssl.SSLContext`` without
         pyOpenSSL)."""
         # The files are looked at first: OpenSSL's errors do not say which one is wrong.
         encrypted = check_pair(
             self.certificate, self.private_key, error=ssl.SSLError if SSL is None else SSL.Error
         )
-        if SSL is None:
-            c = server_context(cafile=self.certificate_chain)
+        if not _PYOPENSSL:
+            context = server_context(cafile=self.certificate_chain)
             try:
                 # Not noted as loaded into the context: the adapter's attributes say it.
                 ssl.SSLContext.load_cert_chain(
-                    c, self.certificate, self.private_key, self.private_key_password
+                    context, self.certificate, self.private_key, self.private_key_password
                 )
             except ssl.SSLError as exc:
                 raise explain(
@@ -105,8 +127,8 @@ class pyOpenSSLAdapter(Adapter):
                     key_what="private key file",
                 ) from None
             if self.ciphers:
-                c.set_ciphers(self.ciphers)
-            return c
+                context.set_ciphers(self.ciphers)
+            return context  # type: ignore[return-value]  # without pyOpenSSL
         # An SSL.Context that remembers what is set on it (see Context), so that the engine
         # serves what the user sets: Cheroot's documented set-up calls pyOpenSSL on it.
         c = Context(SSL.SSLv23_METHOD)
@@ -131,7 +153,7 @@ class pyOpenSSLAdapter(Adapter):
         SSL.Context.use_certificate_file(c, self.certificate)
         return c
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         # As Cheroot's bind() at start: a wrong password or key fails here, with
         # pyOpenSSL's own error.
         self.bind(None)
