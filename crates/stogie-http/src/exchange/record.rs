@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use crate::addr::PeerAddr;
 use crate::config::ServerConfig;
-use crate::message::{RequestHead, ResponseHead};
+use crate::message::{RequestHead, ResponseHead, Version};
 use crate::ops::accesslog::{AccessLog, AccessRecord};
 use crate::ops::metrics::{method_index, METHODS};
 use crate::ops::proxy::Forwarded;
@@ -23,6 +23,8 @@ pub(crate) struct Record {
     forwarded: Option<Box<Forwarded>>,
     /// Where the request's method is counted in the metrics.
     method: usize,
+    /// Where its protocol is (`PROTOCOLS`: 0 for HTTP/1.x, 1 for HTTP/2).
+    protocol: usize,
     /// The status sent (0 until one is).
     pub status: u16,
     /// Body bytes sent.
@@ -42,6 +44,7 @@ impl Record {
             head: log.map(|log| for_the_log(head, log)),
             forwarded: log.and_then(|_| forwarded.map(|f| Box::new(f.clone()))),
             method: method_index(&head.method),
+            protocol: usize::from(head.version == Version::Http2),
             status: 0,
             sent: 0,
             response_headers: Vec::new(),
@@ -61,9 +64,19 @@ impl Record {
             }),
             forwarded: None,
             method: METHODS.len() - 1,
+            protocol: 0,
             status: 0,
             sent: 0,
             response_headers: Vec::new(),
+        }
+    }
+
+    /// The record of a request refused before its head could be read, on HTTP/2.
+    #[inline]
+    pub fn unread_http2(cfg: &ServerConfig) -> Record {
+        Record {
+            protocol: 1,
+            ..Record::unread(cfg, None)
         }
     }
 
@@ -71,7 +84,9 @@ impl Record {
     #[inline]
     pub fn answer(&mut self, stats: &Stats, status: u16) {
         self.status = status;
-        stats.metrics().request(self.method, status);
+        stats
+            .metrics()
+            .request_on(self.protocol, self.method, status);
     }
 
     /// Keeps the fields of the response head that the access log shows.
@@ -92,7 +107,7 @@ impl Record {
     /// client left before any answer is counted and logged as nginx's 499, under its method.
     pub fn finish(self, cfg: &ServerConfig, stats: &Stats, peer: &PeerAddr) {
         let status = if self.status == 0 {
-            stats.metrics().request(self.method, 499);
+            stats.metrics().request_on(self.protocol, self.method, 499);
             499
         } else {
             self.status

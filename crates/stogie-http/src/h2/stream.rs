@@ -77,7 +77,7 @@ pub(crate) async fn serve(
     let head = match request_head(&parts, &limits) {
         Ok(h) => h,
         Err(e) => {
-            let mut record = Record::unread(&cfg, None);
+            let mut record = Record::unread_http2(&cfg);
             answer_error(&mut respond, &e, &cfg, &ctx, &mut record);
             record.finish(&cfg, &ctx.shared.stats, &ctx.peer);
             return;

@@ -18,6 +18,8 @@ use crate::error::Refusal;
 pub const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
 ];
+/// Protocols requests are counted by (label `protocol`): HTTP/1.x and HTTP/2.
+pub const PROTOCOLS: [&str; 2] = ["h1", "h2"];
 /// Upper bounds of the request duration histogram, in seconds (`+Inf` follows).
 pub const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -38,7 +40,7 @@ const REFUSALS: [(Refusal, &str); 4] = [
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Counters {
-    requests: [[AtomicU64; 5]; METHODS.len()],
+    requests: [[[AtomicU64; 5]; METHODS.len()]; PROTOCOLS.len()],
     /// Per bucket (not cumulative); the last is `+Inf`.
     duration_buckets: [AtomicU64; BUCKETS.len() + 1],
     duration_micros: AtomicU64,
@@ -70,8 +72,14 @@ impl Counters {
     /// Counts a request (its method's [`method_index`]) answered with `status`: when the
     /// answer is about to go out, so that a client that has it sees it counted.
     pub fn request(&self, method: usize, status: u16) {
+        self.request_on(0, method, status);
+    }
+
+    /// [`Counters::request`] for a request of `protocol` (its place in [`PROTOCOLS`]).
+    pub fn request_on(&self, protocol: usize, method: usize, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[method.min(METHODS.len() - 1)][class].fetch_add(1, Relaxed);
+        self.requests[protocol.min(PROTOCOLS.len() - 1)][method.min(METHODS.len() - 1)][class]
+            .fetch_add(1, Relaxed);
     }
 
     /// Adds a request's duration, once its answer is complete, to the histogram.
@@ -147,6 +155,7 @@ impl Counters {
         self.requests
             .iter()
             .flatten()
+            .flatten()
             .map(|c| c.load(Relaxed))
             .sum()
     }
@@ -154,6 +163,7 @@ impl Counters {
     fn counters(&self) -> impl Iterator<Item = &AtomicU64> {
         self.requests
             .iter()
+            .flatten()
             .flatten()
             .chain(&self.duration_buckets)
             .chain([

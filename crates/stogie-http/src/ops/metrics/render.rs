@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
-use super::{Counters, MetricsRegion, BUCKETS, METHODS, REFUSALS};
+use super::{Counters, MetricsRegion, BUCKETS, METHODS, PROTOCOLS, REFUSALS};
 
 /// Counts that only the process serving `/metrics` knows.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,16 +35,18 @@ pub fn render(region: &MetricsRegion, supervisor: Option<SupervisorCounts>) -> S
         &mut out,
         "requests_total",
         "counter",
-        "Requests answered, by method and status class.",
+        "Requests answered, by method, status class and protocol (h1: HTTP/1.x, h2: HTTP/2).",
     );
-    for (m, method) in METHODS.iter().enumerate() {
-        for class in 0..5 {
-            let n = sum(&|c| c.requests[m][class].load(Relaxed));
-            let _ = writeln!(
-                out,
-                "stogie_requests_total{{method=\"{method}\",status=\"{}xx\"}} {n}",
-                class + 1
-            );
+    for (p, protocol) in PROTOCOLS.iter().enumerate() {
+        for (m, method) in METHODS.iter().enumerate() {
+            for class in 0..5 {
+                let n = sum(&|c| c.requests[p][m][class].load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "stogie_requests_total{{method=\"{method}\",status=\"{}xx\",protocol=\"{protocol}\"}} {n}",
+                    class + 1
+                );
+            }
         }
     }
 
@@ -231,21 +233,21 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"GET\",status=\"2xx\"}"
+                "stogie_requests_total{method=\"GET\",status=\"2xx\",protocol=\"h1\"}"
             ),
             2.0
         );
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"GET\",status=\"4xx\"}"
+                "stogie_requests_total{method=\"GET\",status=\"4xx\",protocol=\"h1\"}"
             ),
             1.0
         );
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"other\",status=\"5xx\"}"
+                "stogie_requests_total{method=\"other\",status=\"5xx\",protocol=\"h1\"}"
             ),
             1.0
         );
@@ -300,7 +302,7 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"GET\",status=\"2xx\"}"
+                "stogie_requests_total{method=\"GET\",status=\"2xx\",protocol=\"h1\"}"
             ),
             2.0
         );
@@ -320,14 +322,14 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"POST\",status=\"2xx\"}"
+                "stogie_requests_total{method=\"POST\",status=\"2xx\",protocol=\"h1\"}"
             ),
             1.0
         );
         assert_eq!(
             value(
                 &text,
-                "stogie_requests_total{method=\"GET\",status=\"2xx\"}"
+                "stogie_requests_total{method=\"GET\",status=\"2xx\",protocol=\"h1\"}"
             ),
             2.0
         );
