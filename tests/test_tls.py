@@ -78,11 +78,17 @@ def test_requests_and_http_client_over_https(pki, tls_serve):
             r = s.get(f"https://127.0.0.1:{srv.bind_addr[1]}/", verify=pki.ca_file)
             assert (r.status_code, r.text) == (200, "Hello, World!")
     ctx = pki.client_context()
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(["http/1.1"])
     status, body, facts = https_get(srv.bind_addr, ctx)
     assert (status, body) == (200, b"Hello, World!")
     assert facts["alpn"] == "http/1.1"
     assert facts["version"] == "TLSv1.3"
+    # A client that offers HTTP/2 too gets it (it is preferred): test_http2*.py speak it.
+    ctx = pki.client_context()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(srv.bind_addr, timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "h2"
 
 
 def test_environ_has_cheroots_ssl_variables(pki, tls_serve):
