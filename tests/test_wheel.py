@@ -94,44 +94,26 @@ def stop(proc):
             proc.kill()
 
 
-def test_the_installed_wheel_is_the_one_imported(venv, tmp_path):
+def output(venv, program, *args, cwd):
+    """What ``program`` of the virtualenv prints, run there with the PATH without Rust."""
     root, env = venv
-    out = subprocess.run(
-        [
-            str(root / "bin" / "python"),
-            "-c",
-            "import stogie, stogie._native; print(stogie.__file__)",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
+    argv = [str(root / "bin" / program), *args]
+    return subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert Path(out).is_relative_to(root), out
-    version = subprocess.run(
-        [str(root / "bin" / "stogie"), "--version"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert wheel_version() in version, version
-    typed = subprocess.run(
-        [
-            str(root / "bin" / "python"),
-            "-c",
-            "import importlib.resources as r;"
-            "print(r.files('stogie').joinpath('py.typed').is_file())",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert typed == "True"
+
+
+def test_the_installed_wheel_is_the_one_imported(venv, tmp_path):
+    root, _ = venv
+    where = output(
+        venv, "python", "-c", "import stogie._native; print(stogie.__file__)", cwd=tmp_path
+    )
+    assert Path(where).is_relative_to(root), where
+    assert wheel_version() in output(venv, "stogie", "--version", cwd=tmp_path)
+    typed = (
+        "import importlib.resources as r; print(r.files('stogie').joinpath('py.typed').is_file())"
+    )
+    assert output(venv, "python", "-c", typed, cwd=tmp_path) == "True"
 
 
 def test_the_wheel_serves_the_demo_page(venv, tmp_path):

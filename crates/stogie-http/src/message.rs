@@ -156,6 +156,25 @@ pub fn has_bad_byte(s: &[u8]) -> bool {
     s.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
+/// Why a response header field the application gave cannot be sent: a name that is not a
+/// token, or a value with a control character (which would break the head, or inject
+/// fields). Both codecs refuse such a head (the app's request then gets a 500).
+pub fn response_field_error(name: &[u8], value: &[u8]) -> Option<String> {
+    if !is_token(name) {
+        return Some(format!(
+            "response header name {:?} is not a token",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    if has_bad_byte(value) {
+        return Some(format!(
+            "response header {} has a value with a control character (CR, LF, NUL...)",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    None
+}
+
 /// A Content-Length value as a client reads it: ASCII digits, optionally surrounded by
 /// spaces. `+5` or a Unicode space would parse with `str::parse` and then be framed
 /// differently, or refused, by the client.

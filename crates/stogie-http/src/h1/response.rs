@@ -8,7 +8,7 @@ use bytes::BufMut;
 
 use crate::error::HttpError;
 use crate::message::{
-    content_length_value, has_bad_byte, is_token, status_code, ResponseHead, Version,
+    content_length_value, response_field_error, status_code, ResponseHead, Version,
 };
 
 /// How the response body is delimited on the wire.
@@ -70,17 +70,8 @@ pub fn encode_head(
     let mut has_date = false;
     let mut has_server = false;
     for (name, value) in head.headers() {
-        if !is_token(name) {
-            return Err(format!(
-                "response header name {:?} is not a token",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if has_bad_byte(value) {
-            return Err(format!(
-                "response header {} has a value with a control character (CR, LF, NUL...)",
-                String::from_utf8_lossy(name)
-            ));
+        if let Some(e) = response_field_error(name, value) {
+            return Err(e);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             match content_length_value(value) {

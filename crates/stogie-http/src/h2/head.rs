@@ -9,8 +9,8 @@ use http::request::Parts;
 
 use crate::error::HttpError;
 use crate::message::{
-    content_length_value, has_bad_byte, is_token, is_valid_host, status_code, HeadLimits, Header,
-    RequestHead, ResponseHead, Version,
+    content_length_value, has_bad_byte, is_token, is_valid_host, response_field_error, status_code,
+    HeadLimits, Header, RequestHead, ResponseHead, Version,
 };
 
 /// What a stream's head came to.
@@ -229,17 +229,8 @@ pub(crate) fn response_head(
         .headers_mut()
         .ok_or("the response head is invalid")?;
     for (name, value) in head.headers() {
-        if !is_token(name) {
-            return Err(format!(
-                "response header name {:?} is not a token",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if has_bad_byte(value) {
-            return Err(format!(
-                "response header {} has a value with a control character (CR, LF, NUL...)",
-                String::from_utf8_lossy(name)
-            ));
+        if let Some(e) = response_field_error(name, value) {
+            return Err(e);
         }
         if connection_specific(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             continue;
