@@ -6,29 +6,13 @@ import asyncio
 import re
 import statistics
 import time
-from dataclasses import dataclass
 
 from harness.base import HELLO, HOST, WrongResponse
 from harness.procs import tree_rss
+from harness.results import Idle
 
 # --------------------------------------------------------------------------------------------
 # The idle keep-alive test
-
-
-@dataclass
-class Idle:
-    wanted: int = 0
-    opened: int = 0
-    still_open: int = 0
-    open_errors: str = ""
-    open_seconds: float = 0.0
-    rss_before: int = 0
-    rss_after: int = 0
-    probe_p50: float = float("nan")  # ms
-    probe_max: float = float("nan")
-    probe_failed: int = 0
-    variant: str = ""
-    fail: str | None = None
 
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,14 +15,15 @@ from harness.base import BIN, LOGS, PY, ROOT, TLS_CERT, TLS_KEY, dist_version, l
 # Setup: packages, the stogie build, the ceiling binary
 
 
-def pip_install(args, log_name):
+def pip_install(args, log_name, python=PY, env=None):
     log_path = LOGS / log_name
     with open(log_path, "w") as log:
         rc = subprocess.call(
-            [PY, "-m", "pip", "install", "--disable-pip-version-check", *args],
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
     return None if rc == 0 else f"pip install failed: {last_line(log_path, 60)}"
 
@@ -39,6 +41,11 @@ def tls_files():
     return None if out.returncode == 0 else f"openssl req failed: {out.stderr.strip()[:60]}"
 
 
+def uses_checkout(s):
+    """Whether the server runs the stogie built from this checkout into bench/.venv."""
+    return s.key.startswith("stogie") and s.build in (None, "checkout")
+
+
 def setup(servers, workloads, opts):
     """Installs what the selected servers need. Returns {server key: why it cannot run}."""
     broken: dict = {}
@@ -47,9 +54,14 @@ def setup(servers, workloads, opts):
         if why:
             say(f"no TLS workloads: {why}")
             workloads[:] = [w for w in workloads if not w.tls]
+    if any(w.h2 and not w.idle for w in workloads) and not shutil.which("h2load"):
+        say("no HTTP/2 load workloads: h2load is not installed (Debian: nghttp2-client)")
+        workloads[:] = [w for w in workloads if w.idle or not w.h2]
     needed = {pkg for s in servers for pkg in s.packages}
-    if any(w.key == "flask" for w in workloads):
+    if any(w.app == "flask_app" for w in workloads):
         needed.add("flask")
+    if any(w.h2 for w in workloads):
+        needed.add("h2")  # the harness's HTTP/2 client, and gunicorn's HTTP/2
     for pkg in sorted(needed):
         if dist_version(pkg) or opts.no_install:
             continue
@@ -63,7 +75,7 @@ def setup(servers, workloads, opts):
         if missing:
             broken[s.key] = f"{', '.join(missing)} not installed"
 
-    if any(s.family == "stogie" for s in servers):
+    if any(uses_checkout(s) for s in servers):
         if not opts.no_build:
             say("building stogie in release mode from this checkout (pip install .)")
             t0 = time.monotonic()
@@ -71,11 +83,11 @@ def setup(servers, workloads, opts):
             say(f"  {'done' if not why else why} in {time.monotonic() - t0:.0f} s")
             if why:
                 for s in servers:
-                    if s.family == "stogie":
+                    if uses_checkout(s):
                         broken[s.key] = f"build failed, see {LOGS / 'pip-stogie.log'}"
         if not (BIN / "stogie").exists():
             for s in servers:
-                if s.family == "stogie":
+                if uses_checkout(s):
                     broken.setdefault(s.key, "stogie not installed")
 
     hello_bin = target_dir() / "release" / "examples" / "hello"

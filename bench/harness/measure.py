@@ -7,7 +7,6 @@ import re
 import ssl
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from harness.base import (
     BENCH,
@@ -22,8 +21,11 @@ from harness.base import (
     mb,
     say,
 )
-from harness.idle import Idle, idle_test
+from harness.h2client import check_h2, idle_h2_test
+from harness.h2load import run_h2load
+from harness.idle import idle_test
 from harness.procs import RssSampler, children_cpu, free_port, kill_server, start_server, tree_cpu
+from harness.results import Idle, Run
 
 # --------------------------------------------------------------------------------------------
 # Checking a response, and waiting for readiness
@@ -64,15 +66,17 @@ def check_response(port, w, timeout=5.0):
         conn.close()
 
 
-def wait_ready(proc, port, w, log_path, timeout=60.0):
-    """None when the server answers correctly, else why not."""
+def wait_ready(proc, port, w, log_path, timeout=60.0, h1=False):
+    """None when the server answers correctly, else why not. On an HTTP/2 workload the check
+    speaks HTTP/2 (h2client.check_h2), unless ``h1``: HTTP/1.1 over the same transport."""
+    check = check_h2 if w.h2 and not h1 else check_response
     deadline = time.monotonic() + timeout
     while True:
         rc = proc.poll()
         if rc is not None:
             return f"exited ({rc}): {last_line(log_path)}"
         try:
-            check_response(port, w)
+            check(port, w)
             return None
         except WrongResponse as e:
             return str(e)
@@ -85,21 +89,6 @@ def wait_ready(proc, port, w, log_path, timeout=60.0):
 
 # --------------------------------------------------------------------------------------------
 # wrk
-
-
-@dataclass
-class Run:
-    rps: float = 0.0
-    p50: float = 0.0  # ms
-    p99: float = 0.0
-    rss: int = 0  # peak bytes
-    cpu_server: float = float("nan")  # % of one CPU over the run, the server's process tree
-    cpu_wrk: float = float("nan")  # % of one CPU over the run, wrk
-    cpu_us: float = float("nan")  # the server tree's CPU time per response, microseconds
-    requests: int = 0
-    errors: str = ""
-    variant: str = ""
-    fail: str | None = None  # why there is no number
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -157,12 +146,6 @@ def run_wrk(port, w, duration, log):
 # Running everything
 
 
-@dataclass
-class Results:
-    runs: dict = field(default_factory=dict)  # (server, workload) -> Run | Idle
-    tried: dict = field(default_factory=dict)  # (server, workload) -> [Run | Idle] per variant
-
-
 def bench_one(server, variant, w, opts):
     """Starts one configuration, measures one workload, kills it."""
     port = free_port()
@@ -170,26 +153,38 @@ def bench_one(server, variant, w, opts):
     slug = re.sub(r"[^a-z0-9]+", "-", f"{server.key}-{variant.label}-{w.key}".lower())
     log_path = LOGS / f"{slug}.log"
     proc = start_server(argv, log_path)
-    cls = Idle if w.key == "idle" else Run
+    cls = Idle if w.idle else Run
     try:
-        why = wait_ready(proc, port, w, log_path)
+        why = wait_ready(proc, port, w, log_path, h1=variant.h1)
         if why:
             return cls(variant=variant.label, fail=why)
         time.sleep(0.5)  # every worker of a multi-process server up
-        if w.key == "idle":
-            result = idle_test(port, proc, opts.idle_connections, opts.idle_quiet)
+        if w.idle:
+            if w.h2:
+                n = opts.h2_idle_connections
+                result = idle_h2_test(port, proc, w, n, opts.idle_quiet)
+            else:
+                result = idle_test(port, proc, opts.idle_connections, opts.idle_quiet)
             result.variant = variant.label
             return result
-        with open(LOGS / f"{slug}.wrk.txt", "w") as wlog:
+        if w.h2:
+            client, suffix = (lambda d, log: run_h2load(port, w, d, log, variant.h1)), "h2load"
+        else:
+            client, suffix = (lambda d, log: run_wrk(port, w, d, log)), "wrk"
+        with open(LOGS / f"{slug}.{suffix}.txt", "w") as wlog:
             if opts.warmup > 0:
-                run_wrk(port, w, opts.warmup, wlog)
+                warm = client(opts.warmup, wlog)
+                if warm.fail:
+                    return Run(variant=variant.label, fail=warm.fail)
             sampler = RssSampler(proc.pid)
             sampler.start()
             cpu0, wrk0, t0 = tree_cpu(proc.pid), children_cpu(), time.monotonic()
             try:
-                run = run_wrk(port, w, opts.duration, wlog)
+                run = client(opts.duration, wlog)
             finally:
                 peak = sampler.stop()
+            if run.fail:
+                return Run(variant=variant.label, fail=run.fail)
             # Where the machine's time went: a server that is far from its CPUs' limit is
             # waiting on something, one at the limit is spending it.
             wall = time.monotonic() - t0
@@ -220,8 +215,12 @@ def describe(result):
             f"new client {fmt_ms(result.probe_p50)}/{fmt_ms(result.probe_max)} ms"
         )
     err = f", errors: {result.errors}" if result.errors else ""
+    if result.lat_mean == result.lat_mean:  # h2load's
+        lat = f"mean {fmt_ms(result.lat_mean)} ms, max {fmt_ms(result.lat_max)} ms"
+    else:
+        lat = f"p50 {fmt_ms(result.p50)} ms, p99 {fmt_ms(result.p99)} ms"
     return (
-        f"{fmt_rps(result.rps)} req/s, p50 {fmt_ms(result.p50)} ms, p99 {fmt_ms(result.p99)} ms,"
+        f"{fmt_rps(result.rps)} req/s, {lat}, CPU {result.cpu_us:.0f} us/response,"
         f" peak RSS {mb(result.rss)} MB{err}"
     )
 
@@ -244,7 +243,7 @@ def run_all(servers, workloads, broken, ctx, opts, results):
             if s.key in broken:
                 results.runs[(s.key, w.key)] = Run(fail=broken[s.key])
                 continue
-            if w.key == "flask" and not dist_version("flask"):
+            if w.app == "flask_app" and not dist_version("flask"):
                 results.runs[(s.key, w.key)] = Run(fail="flask not installed")
                 continue
             variants = s.variants(w, ctx)

@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 
 from harness.base import BENCH, BIN, PY, ROOT, dist_version, fmt_ms, fmt_rps, mb
-from harness.idle import Idle
-from harness.measure import Run
+from harness.h2load import h2load_version
+from harness.install import uses_checkout
+from harness.results import Idle, Run
+from harness.targets import (
+    best_peer,
+    h2_ratio,
+    h2_target_rows,
+    per_connection,
+    target_rows,
+)
 
 # --------------------------------------------------------------------------------------------
 # Reporting
@@ -26,25 +34,6 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
-def best_peer(results, servers, w):
-    best = None
-    for s in servers:
-        r = results.runs.get((s.key, w.key))
-        if s.peer and isinstance(r, Run) and not r.fail and (best is None or r.rps > best[1].rps):
-            best = (s, r)
-    return best
-
-
-def best_stogie(results, servers, w):
-    best = None
-    for s in servers:
-        r = results.runs.get((s.key, w.key))
-        if s.family == "stogie" and isinstance(r, Run) and not r.fail:
-            if best is None or r.rps > best[1].rps:
-                best = (s, r)
-    return best
-
-
 def cell(r, fmt):
     if r is None:
         return ""
@@ -53,96 +42,136 @@ def cell(r, fmt):
     return fmt(r)
 
 
+def shown(results, servers, workloads):
+    """The servers with something to say about these workloads (not "-" throughout)."""
+    out = []
+    for s in servers:
+        rs = [results.runs.get((s.key, w.key)) for w in workloads]
+        if any(r is not None and r.fail != "-" for r in rs):
+            out.append(s)
+    return out
+
+
+def load_tables(results, servers, workloads, h2):
+    """The five tables of load runs: req/s (with the ratios), latency, RSS, CPU, CPU per
+    response. HTTP/2 workloads have tables of their own (h2load's numbers differ in kind)."""
+    parts = []
+    stogies = [s for s in servers if s.family == "stogie"]
+    client = "h2load" if h2 else "wrk"
+    pre = "HTTP/2: " if h2 else ""
+    header = ["workload"] + [s.title for s in servers]
+    if any(s.peer for s in servers):
+        header += ["best peer"] + [f"{s.title} / best peer" for s in stogies]
+    with_h1 = h2 and any(s.key == "stogie-h1" for s in servers)
+    if with_h1:
+        header.append("stogie HTTP/2 / HTTP/1.1")
+    rows = []
+    for w in workloads:
+        row = [w.title] + [cell(results.runs.get((s.key, w.key)), rps_cell) for s in servers]
+        if any(s.peer for s in servers):
+            bp = best_peer(results, servers, w)
+            row.append(f"{bp[0].title} {fmt_rps(bp[1].rps)}" if bp else "")
+            for s in stogies:
+                r = results.runs.get((s.key, w.key))
+                ok = bp and isinstance(r, Run) and not r.fail and bp[1].rps > 0
+                row.append(f"{r.rps / bp[1].rps:.2f}x" if ok else "")
+        if with_h1:
+            ratio = h2_ratio(results, w)
+            row.append(f"{ratio:.0%}" if ratio is not None else "")
+        rows.append(row)
+    title = "### Requests per second"
+    if h2:
+        conns = sorted({(w.connections, w.streams) for w in workloads})
+        how = ", ".join(f"-c {c} -m {m}" for c, m in conns)
+        title = (
+            f"### HTTP/2: requests per second (h2load -t1 {how}; stogie, HTTP/1.1: the same"
+            " server without HTTP/2, h2load --h1 with the same connections, one request in"
+            " flight on each)"
+        )
+    parts.append(title + "\n\n" + md_table(header, rows))
+
+    header = ["workload"] + [s.title for s in servers]
+
+    def table(fmt):
+        return md_table(
+            header,
+            [
+                [w.title] + [cell(results.runs.get((s.key, w.key)), fmt) for s in servers]
+                for w in workloads
+            ],
+        )
+
+    if h2:
+        parts.append(
+            "### HTTP/2: latency mean / max (ms; h2load gives no percentiles)\n\n"
+            + table(lat_mean_cell)
+        )
+    else:
+        parts.append("### Latency p50 / p99 (ms)\n\n" + table(lat_cell))
+    parts.append(f"### {pre}Peak RSS of the server's process tree (MB)\n\n" + table(rss_cell))
+    cpus = os.cpu_count()
+    parts.append(
+        f"### {pre}CPU used during the run, % of one CPU: server / {client} (the machine has"
+        f" {cpus})\n\n" + table(cpu_cell)
+    )
+    parts.append(
+        f"### {pre}Server CPU time per response (us; its whole process tree)\n\n"
+        + table(cpu_us_cell)
+    )
+    return parts
+
+
+def idle_table(results, servers, idle_w):
+    header = [
+        "server",
+        "answered",
+        "open after quiet",
+        "RSS before (MB)",
+        "RSS after (MB)",
+        "added per connection",
+        "new client p50 / max (ms)",
+        "open errors",
+    ]
+    rows = []
+    for s in servers:
+        r = results.runs.get((s.key, idle_w.key))
+        if r is None or r.fail == "-":
+            continue
+        if r.fail:
+            rows.append([s.title, cell(r, str), "", "", "", "", "", ""])
+            continue
+        probe = f"{fmt_ms(r.probe_p50)} / {fmt_ms(r.probe_max)}"
+        if r.probe_failed:
+            probe += f" ({r.probe_failed} failed)"
+        rows.append(
+            [
+                s.title,
+                f"{r.opened} / {r.wanted}",
+                f"{r.still_open} / {r.wanted}",
+                mb(r.rss_before),
+                mb(r.rss_after),
+                f"{per_connection(r) / 1024:.2f} KB",
+                probe,
+                r.open_errors or "-",
+            ]
+        )
+    how = "one request each, then quiet"
+    if idle_w.h2:
+        how = "one request each, then quiet; open: a PING still answered"
+    return (
+        f"### {idle_w.title} ({results_idle_n(results, servers, idle_w)} connections, {how})"
+        "\n\n" + md_table(header, rows)
+    )
+
+
 def report(results, servers, workloads):
     parts = []
-    load_workloads = [w for w in workloads if w.key != "idle"]
-    stogies = [s for s in servers if s.family == "stogie"]
-    if load_workloads:
-        header = ["workload"] + [s.title for s in servers]
-        if any(s.peer for s in servers):
-            header += ["best peer"] + [f"{s.title} / best peer" for s in stogies]
-        rows = []
-        for w in load_workloads:
-            row = [w.title] + [cell(results.runs.get((s.key, w.key)), rps_cell) for s in servers]
-            if any(s.peer for s in servers):
-                bp = best_peer(results, servers, w)
-                row.append(f"{bp[0].title} {fmt_rps(bp[1].rps)}" if bp else "")
-                for s in stogies:
-                    r = results.runs.get((s.key, w.key))
-                    ok = bp and isinstance(r, Run) and not r.fail and bp[1].rps > 0
-                    row.append(f"{r.rps / bp[1].rps:.2f}x" if ok else "")
-            rows.append(row)
-        parts.append("### Requests per second\n\n" + md_table(header, rows))
-
-        header = ["workload"] + [s.title for s in servers]
-        rows = [
-            [w.title] + [cell(results.runs.get((s.key, w.key)), lat_cell) for s in servers]
-            for w in load_workloads
-        ]
-        parts.append("### Latency p50 / p99 (ms)\n\n" + md_table(header, rows))
-        rows = [
-            [w.title] + [cell(results.runs.get((s.key, w.key)), rss_cell) for s in servers]
-            for w in load_workloads
-        ]
-        parts.append("### Peak RSS of the server's process tree (MB)\n\n" + md_table(header, rows))
-        rows = [
-            [w.title] + [cell(results.runs.get((s.key, w.key)), cpu_cell) for s in servers]
-            for w in load_workloads
-        ]
-        cpus = os.cpu_count()
-        parts.append(
-            f"### CPU used during the run, % of one CPU: server / wrk (the machine has {cpus})"
-            "\n\n" + md_table(header, rows)
-        )
-        rows = [
-            [w.title] + [cell(results.runs.get((s.key, w.key)), cpu_us_cell) for s in servers]
-            for w in load_workloads
-        ]
-        parts.append(
-            "### Server CPU time per response (us; its whole process tree)\n\n"
-            + md_table(header, rows)
-        )
-
-    idle_w = next((w for w in workloads if w.key == "idle"), None)
-    if idle_w:
-        header = [
-            "server",
-            "answered",
-            "open after quiet",
-            "RSS before (MB)",
-            "RSS after (MB)",
-            "added per connection",
-            "new client p50 / max (ms)",
-            "open errors",
-        ]
-        rows = []
-        for s in servers:
-            r = results.runs.get((s.key, "idle"))
-            if r is None:
-                continue
-            if r.fail:
-                rows.append([s.title, cell(r, str), "", "", "", "", "", ""])
-                continue
-            per = (r.rss_after - r.rss_before) / max(r.opened, 1)
-            probe = f"{fmt_ms(r.probe_p50)} / {fmt_ms(r.probe_max)}"
-            if r.probe_failed:
-                probe += f" ({r.probe_failed} failed)"
-            rows.append(
-                [
-                    s.title,
-                    f"{r.opened} / {r.wanted}",
-                    f"{r.still_open} / {r.wanted}",
-                    mb(r.rss_before),
-                    mb(r.rss_after),
-                    f"{per / 1024:.2f} KB",
-                    probe,
-                    r.open_errors or "-",
-                ]
-            )
-        parts.append(
-            f"### {idle_w.title} ({results_idle_n(results, servers)} connections, one request"
-            " each, then quiet)\n\n" + md_table(header, rows)
-        )
+    for h2 in (False, True):
+        load = [w for w in workloads if not w.idle and w.h2 == h2]
+        if load:
+            parts += load_tables(results, shown(results, servers, load), load, h2)
+    for idle_w in [w for w in workloads if w.idle]:
+        parts.append(idle_table(results, servers, idle_w))
 
     plain = results.runs.get(("stogie", "hello"))
     logged = results.runs.get(("stogie-log", "hello"))
@@ -159,6 +188,12 @@ def report(results, servers, workloads):
     if targets:
         parts.append(
             "### Targets (issue 4; stogie = its best mode in this run)\n\n"
+            + md_table(["target", "required", "measured", "met"], targets)
+        )
+    targets = h2_target_rows(results, servers, workloads)
+    if targets:
+        parts.append(
+            "### HTTP/2 targets (issue 18; stogie = its best mode in this run)\n\n"
             + md_table(["target", "required", "measured", "met"], targets)
         )
 
@@ -185,8 +220,9 @@ def report(results, servers, workloads):
     if configs:
         parts.append("### Configurations (the best of those tried)\n\n" + "\n".join(configs))
     if errors:
+        by = " and h2load" if any(w.h2 and not w.idle for w in workloads) else ""
         parts.append(
-            "### Errors reported by wrk\n\n"
+            f"### Errors reported by wrk{by}\n\n"
             "A server that closes the connection after each response (gunicorn sync, pyruvate)"
             " shows up as read errors.\n\n" + "\n".join(errors)
         )
@@ -214,9 +250,9 @@ def commands(servers, workloads, ctx):
     )
 
 
-def results_idle_n(results, servers):
+def results_idle_n(results, servers, idle_w):
     for s in servers:
-        r = results.runs.get((s.key, "idle"))
+        r = results.runs.get((s.key, idle_w.key))
         if isinstance(r, Idle) and r.wanted:
             return f"{r.wanted:,}"
     return "?"
@@ -238,6 +274,10 @@ def lat_cell(r):
     return f"{fmt_ms(r.p50)} / {fmt_ms(r.p99)}"
 
 
+def lat_mean_cell(r):
+    return f"{fmt_ms(r.lat_mean)} / {fmt_ms(r.lat_max)}"
+
+
 def rss_cell(r):
     return mb(r.rss)
 
@@ -248,107 +288,6 @@ def cpu_cell(r):
 
 def cpu_us_cell(r):
     return f"{r.cpu_us:.0f}" if r.cpu_us == r.cpu_us else "?"
-
-
-def target_rows(results, servers, workloads):
-    rows = []
-    keys = {w.key: w for w in workloads}
-    ratios = {"hello": 1.1, "hello-256": 1.1, "post": 1.1, "flask": 1.1, "big": 1.2, "stream": 2.0}
-    for key, need in ratios.items():
-        w = keys.get(key)
-        if not w:
-            continue
-        bs, bp = best_stogie(results, servers, w), best_peer(results, servers, w)
-        if bs and bp and bp[1].rps:
-            ratio = bs[1].rps / bp[1].rps
-            rows.append(
-                [
-                    f"{w.title}: stogie / best peer ({bp[0].title})",
-                    f">= {need}x",
-                    f"{ratio:.2f}x ({bs[0].title})",
-                    yes(ratio >= need),
-                ]
-            )
-    w = keys.get("hello")
-    if w:
-        bs = best_stogie(results, servers, w)
-        ceil = results.runs.get(("ceiling", "hello"))
-        if bs and isinstance(ceil, Run) and not ceil.fail and ceil.rps:
-            share = bs[1].rps / ceil.rps
-            rows.append(["hello: stogie / ceiling", ">= 80%", f"{share:.0%}", yes(share >= 0.8)])
-        bp = best_peer(results, servers, w)
-        if bs and bp:
-            rows.append(
-                [
-                    f"hello p99: stogie vs best peer ({bp[0].title})",
-                    f"<= {fmt_ms(bp[1].p99)} ms",
-                    f"{fmt_ms(bs[1].p99)} ms",
-                    yes(bs[1].p99 <= bp[1].p99),
-                ]
-            )
-    # Issue 11: TLS keep-alive >= 1.3x the best peer and within 20% of stogie's plain hello;
-    # handshakes at least as fast as the best peer's.
-    for key, need in (("tls", 1.3), ("tls-handshake", 1.0)):
-        w = keys.get(key)
-        bs = best_stogie(results, servers, w) if w else None
-        bp = best_peer(results, servers, w) if w else None
-        if bs and bp and bp[1].rps:
-            ratio = bs[1].rps / bp[1].rps
-            rows.append(
-                [
-                    f"{w.title}: stogie / best peer ({bp[0].title})",
-                    f">= {need}x",
-                    f"{ratio:.2f}x ({bs[0].title}, {fmt_rps(bs[1].rps)})",
-                    yes(ratio >= need),
-                ]
-            )
-    if "tls" in keys and "hello" in keys:
-        bt = best_stogie(results, servers, keys["tls"])
-        bh = best_stogie(results, servers, keys["hello"])
-        if bt and bh and bh[1].rps:
-            share = bt[1].rps / bh[1].rps
-            label = "hello over TLS: stogie / its plain hello"
-            rows.append([label, ">= 80%", f"{share:.0%}", yes(share >= 0.8)])
-    w = keys.get("sleep")
-    if w:
-        bs = best_stogie(results, servers, w)
-        gr = results.runs.get(("granian", "sleep"))
-        if bs and isinstance(gr, Run) and not gr.fail and gr.rps:
-            ratio = bs[1].rps / gr.rps
-            rows.append(
-                [
-                    "sleep 10 ms, 256 conns: stogie / Granian",
-                    ">= 0.95x",
-                    f"{ratio:.2f}x ({fmt_rps(bs[1].rps)})",
-                    yes(ratio >= 0.95),
-                ]
-            )
-    if "idle" in keys:
-        for s in servers:
-            r = results.runs.get((s.key, "idle"))
-            if s.family != "stogie" or not isinstance(r, Idle) or r.fail:
-                continue
-            added = r.rss_after - r.rss_before
-            rows.append(
-                [
-                    f"idle ({s.title}): all stay open",
-                    f"{r.wanted}",
-                    f"{r.still_open}",
-                    yes(r.still_open == r.wanted),
-                ]
-            )
-            rows.append(
-                [f"idle ({s.title}): RSS added", "<= 10 MB", f"{mb(added)} MB", yes(added <= 10e6)]
-            )
-            ok = r.probe_failed == 0 and r.probe_max <= 5
-            rows.append(
-                [f"idle ({s.title}): new client", "<= 5 ms", f"{fmt_ms(r.probe_max)} ms", yes(ok)]
-            )
-    return rows
-
-
-def yes(ok):
-    return "yes" if ok else "**no**"
 
 
 def machine_info():
@@ -383,10 +322,14 @@ def versions(servers, workloads, rev):
     for s in servers:
         for p in s.packages:
             out[p] = dist_version(p) or "not installed"
-    if any(s.family == "stogie" for s in servers):
+    if any(uses_checkout(s) for s in servers):
         out["stogie"] = f"{dist_version('stogie') or 'not installed'} ({rev})"
-    if any(w.key == "flask" for w in workloads):
+    if any(w.app == "flask_app" for w in workloads):
         out["flask"] = dist_version("flask") or "not installed"
+    if any(w.h2 for w in workloads):
+        out["h2"] = dist_version("h2") or "not installed"
+        if any(not w.idle for w in workloads if w.h2):
+            out["h2load"] = h2load_version() or "not installed"
     try:
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
         first = (wrk.stdout + wrk.stderr).split("\n")[0].split(" [")[0].strip()
