@@ -99,7 +99,7 @@ def prepare(spec, name):
     revision once (even with --no-build, which spares only this checkout's rebuild)."""
     if spec == CHECKOUT:
         return Build(BIN / "stogie", CHECKOUT)  # described by the caller: git_rev()
-    path = Path(spec).expanduser()
+    path = Path(spec).expanduser().resolve()  # servers run in bench/
     if path.is_dir():
         stogie = path / "bin" / "stogie"
         if not stogie.exists():

@@ -152,8 +152,11 @@ def bench_one(server, variant, w, opts):
     argv = [a.replace("{port}", str(port)).replace("{app}", w.app) for a in variant.argv]
     slug = re.sub(r"[^a-z0-9]+", "-", f"{server.key}-{variant.label}-{w.key}".lower())
     log_path = LOGS / f"{slug}.log"
-    proc = start_server(argv, log_path)
     cls = Idle if w.idle else Run
+    try:
+        proc = start_server(argv, log_path)
+    except OSError as e:
+        return cls(variant=variant.label, fail=f"could not start: {e}"[:90])
     try:
         why = wait_ready(proc, port, w, log_path, h1=variant.h1)
         if why:

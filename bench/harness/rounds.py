@@ -120,11 +120,12 @@ def load_table(w, entries, runs):
         lat = [x for x in lat if x == x]
         med = (statistics.median(rps), statistics.median(cpu) if cpu else None)
         if base is None:
-            base, base_name = med, s.title
+            base, base_name, base_family = med, s.title, s.family
             vs = ("A", "A")
         else:
             vs = (_change(med[0], base[0]), _change(med[1], base[1]))
-            if med[1] is not None and base[1]:
+            # Two builds of stogie: the verdict an engine change is judged by.
+            if s.family == base_family == "ab" and med[1] is not None and base[1]:
                 delta = med[1] / base[1] - 1
                 if abs(delta) <= WITHIN:
                     verdict = f"within {WITHIN:.0%}"
