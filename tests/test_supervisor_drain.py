@@ -194,3 +194,20 @@ def test_max_requests_means_about_n(app_dir):
             assert total == counts.get(pid, 0), (pid, total, counts)
         assert re.search(r"reached its limit of 5\d requests: replacing it", running.stderr)
         stop_within_shutdown_timeout(running)
+
+
+def test_workers_started_after_metrics_exit_when_the_supervisor_dies(app_dir):
+    """The workers of a reload (forked while /metrics was served, as in the bug report) end
+    with a supervisor that was killed: none is left serving old code, orphaned."""
+    port = free_port()
+    with start(app_dir, port, True) as running:
+        wait_until_serving(running, lambda: connect_tcp(port))
+        serving(running)
+        old = workers_of(running, 2)
+        running.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reloaded:" in running.stderr, 10), running.stderr
+        gone_within(old, DRAIN_DEADLINE)
+        new = workers_of(running, 2)
+        running.proc.kill()
+        running.proc.wait(5)
+        gone_within(new, DRAIN_DEADLINE)
