@@ -161,18 +161,11 @@ pub(crate) async fn serve(
         record,
     };
     let pump = exchange(&mut respond, resp_rx, pump, &mut out, &cfg, &ctx).await;
-    if let Some(p) = pump {
-        if !p.recv.is_end_stream() {
-            // The answer is complete while the client still sends (RFC 9113 §8.1): it may
-            // stop without error. Dropping the stream gives its unread window back to the
-            // connection.
-            if let Some(send) = out.send.as_mut() {
-                send.send_reset(Reason::NO_ERROR);
-            } else {
-                respond.send_reset(Reason::NO_ERROR);
-            }
-        }
-    }
+    // An answer complete while the client still sends (RFC 9113 §8.1): the crate resets the
+    // stream with NO_ERROR when its handles (the body's among them) are dropped, after the
+    // answer's frames, and gives the unread window back to the connection. (An explicit
+    // send_reset would drop the answer still queued: the client would get the reset alone.)
+    drop(pump);
     out.record.finish(&cfg, &ctx.shared.stats, &ctx.peer);
 }
 
