@@ -14,7 +14,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::head::{error_head, request_head, response_head};
+use super::head::{error_head, request_head, response_head, Refused};
 use crate::addr::PeerAddr;
 use crate::config::ServerConfig;
 use crate::error::{BodyError, HttpError};
@@ -76,9 +76,27 @@ pub(crate) async fn serve(
     let limits = HeadLimits::from(&*cfg);
     let head = match request_head(&parts, &limits) {
         Ok(h) => h,
-        Err(e) => {
+        Err(refused) => {
             let mut record = Record::unread(&cfg, None);
-            answer_error(&mut respond, &e, &cfg, &ctx, &mut record);
+            match refused {
+                Refused::Answer(e) => answer_error(&mut respond, &e, &cfg, &ctx, &mut record),
+                Refused::Malformed(why) => {
+                    // Counted and logged as the 400 HTTP/1 would answer; the client gets
+                    // the stream error HTTP/2 prescribes (RFC 9113 §8.1.1).
+                    let err = HttpError::BadRequest(why);
+                    if let Some(r) = err.refusal() {
+                        ctx.shared.stats.metrics().refused(r);
+                    }
+                    record.answer(&ctx.shared.stats, err.code());
+                    if ctx.shared.log.enabled(LogLevel::Debug) {
+                        ctx.shared.log.log(
+                            LogLevel::Debug,
+                            &format!("{}: HTTP/2 stream refused: {why}", ctx.peer),
+                        );
+                    }
+                    respond.send_reset(Reason::PROTOCOL_ERROR);
+                }
+            }
             record.finish(&cfg, &ctx.shared.stats, &ctx.peer);
             return;
         }
