@@ -209,6 +209,45 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
     })
 }
 
+/// What the access log and the metrics show of a stream refused before the app: its
+/// method, target and fields as sent (the log's `%(H)s` says HTTP/2.0).
+pub(crate) fn refused_head(parts: &Parts) -> RequestHead {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Bytes::copy_from_slice(pq.as_str().as_bytes()))
+        .unwrap_or_default();
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (target.slice(..q), target.slice(q + 1..)),
+        None => (target.clone(), Bytes::new()),
+    };
+    let mut headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: Bytes::copy_from_slice(n.as_str().as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        })
+        .collect();
+    if let Some(a) = parts.uri.authority() {
+        if !parts.headers.contains_key(http::header::HOST) {
+            headers.push(Header {
+                name: Bytes::from_static(b"host"),
+                value: Bytes::copy_from_slice(a.as_str().as_bytes()),
+            });
+        }
+    }
+    RequestHead {
+        method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+        target,
+        path,
+        query,
+        version: Version::Http2,
+        headers,
+        ..RequestHead::empty()
+    }
+}
+
 /// How a response's body goes out.
 pub(crate) struct ResponseFrame {
     /// The head the `h2` crate sends.

@@ -14,7 +14,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::head::{error_head, request_head, response_head, Refused};
+use super::head::{error_head, refused_head, request_head, response_head, Refused};
 use crate::addr::PeerAddr;
 use crate::config::ServerConfig;
 use crate::error::{BodyError, HttpError};
@@ -77,7 +77,7 @@ pub(crate) async fn serve(
     let head = match request_head(&parts, &limits) {
         Ok(h) => h,
         Err(refused) => {
-            let mut record = Record::unread(&cfg, None);
+            let mut record = Record::begin(&cfg, &refused_head(&parts), None);
             match refused {
                 Refused::Answer(e) => answer_error(&mut respond, &e, &cfg, &ctx, &mut record),
                 Refused::Malformed(why) => {
