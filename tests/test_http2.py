@@ -18,12 +18,24 @@ import time
 
 import pytest
 from h2kit import (
+    ACK,
+    END_HEADERS,
+    FRAME_SIZE_ERROR,
     INTERNAL_ERROR,
     NO_ERROR,
+    PING,
     PREFACE,
+    PRIORITY,
     PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
     H2Client,
+    frame,
+    goaway_code,
     h2_context,
+    read_frames,
     settings_frame,
     stogie_h2,
 )
@@ -308,6 +320,34 @@ def test_forwarded_headers_only_from_trusted_peers(h2c, tls, pki):
     with H2Client.connect(srv.bind_addr, h2_context(pki)) as c:
         env = env_of(c, headers=fwd)
         assert env["REMOTE_ADDR"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "bad,code",
+    [
+        (frame(PING, 0, 0, b"123456"), FRAME_SIZE_ERROR),
+        (frame(SETTINGS, 0, 0, b"12345"), FRAME_SIZE_ERROR),
+        (frame(SETTINGS, ACK, 0, b"123456"), FRAME_SIZE_ERROR),
+        (frame(WINDOW_UPDATE, 0, 0, b"123"), FRAME_SIZE_ERROR),
+        (frame(RST_STREAM, 0, 1, b"12345"), FRAME_SIZE_ERROR),
+        (frame(PRIORITY, 0, 1, b"1234"), FRAME_SIZE_ERROR),
+        (frame(PUSH_PROMISE, END_HEADERS, 1, b"\0\0\0\2\x88"), PROTOCOL_ERROR),
+    ],
+    ids=["ping", "settings", "settings-ack", "window-update", "rst", "priority", "push"],
+)
+def test_a_frame_the_protocol_forbids_ends_the_connection_with_its_error(h2c, bad, code):
+    # RFC 9113's codes (§4.2, §8.4): the h2 crate would say PROTOCOL_ERROR for a frame of
+    # the wrong size, and wait for the rest of a client's PUSH_PROMISE.
+    srv, app = h2c()
+    with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+        sock.sendall(PREFACE + settings_frame())
+        read_frames(sock, 2, until=lambda kind, flags, *_: kind == SETTINGS and not flags)
+        sock.sendall(bad + frame(PING, 0, 0, b"after it"))
+        frames, closed = read_frames(sock, 5)
+    assert goaway_code(frames) == code, frames
+    assert closed
+    # Nothing after the frame was taken (no PING answered).
+    assert not [f for f in frames if f[0] == PING and f[3] == b"after it"], frames
 
 
 # --- who gets HTTP/2 -------------------------------------------------------------------------
