@@ -144,7 +144,7 @@ class H2Client:
         if settings:
             self.conn.update_settings(settings)
         self.streams = {}
-        self.goaway = None  # (error code, last stream id)
+        self.goaway = None  # (error code, last stream id) of the latest GOAWAY
         self.closed = False
         self.events = []
         self.flush()

@@ -738,3 +738,21 @@ def test_reload_and_stop_with_workers_let_streams_in_flight_finish(tmp_path, sig
             assert wait_for(lambda: pid_over_h2(port) != old, 10)
         else:
             assert running.proc.wait(10) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork")
+def test_a_recycled_worker_sends_goaway_and_finishes_its_streams(tmp_path):
+    # --max-requests counts streams: the worker that reaches it drains like a reload.
+    args = ["--workers", "1", "--max-requests", "3", "--shutdown-timeout", "5"]
+    with stogie_h2(tmp_path, *args, app=RELOAD_APP) as (running, port):
+        assert wait_for(lambda: "serving h2app" in running.stderr, 10), running.stderr
+        with H2Client.connect(("127.0.0.1", port)) as c:
+            first = {int(c.get("/").body) for _ in range(2)}
+            assert len(first) == 1
+            sid = c.request("GET", "/slow")
+            r = c.response(sid, 10)
+            assert (r.status, {int(r.body)}) == (200, first)
+            # A graceful GOAWAY: first for every stream (2^31-1), then, once the client
+            # answered its PING, for the last one the server took.
+            assert c.wait(lambda: c.goaway == (NO_ERROR, sid), 5), c.goaway
+        assert wait_for(lambda: pid_over_h2(port) not in first, 10)
