@@ -23,11 +23,16 @@ from conftest import Proc, free_port, wait_until_serving
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # The h2 package closes the whole connection when it receives a GOAWAY, but a graceful one
-# (RFC 9113 §6.8) lets the streams in flight go on (with a PING to answer): the client
-# stays open, and notes the GOAWAY (H2Client.goaway).
-h2.connection.H2ConnectionStateMachine._transitions[
-    (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY)
-] = (None, h2.connection.ConnectionState.CLIENT_OPEN)
+# (RFC 9113 §6.8) lets the streams in flight go on (with a PING to answer): H2Client's
+# connections stay open, and note the GOAWAY (H2Client.goaway). Its own copy of the
+# package's table: other users of h2 (httpx) keep theirs.
+_TRANSITIONS = {
+    **h2.connection.H2ConnectionStateMachine._transitions,
+    (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY): (
+        None,
+        h2.connection.ConnectionState.CLIENT_OPEN,
+    ),
+}
 
 # Frame types and flags (RFC 9113 §6).
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -140,6 +145,7 @@ class H2Client:
             validate_inbound_headers=True,
         )
         self.conn = h2.connection.H2Connection(config=config)
+        self.conn.state_machine._transitions = _TRANSITIONS
         self.conn.initiate_connection()
         if settings:
             self.conn.update_settings(settings)
