@@ -77,6 +77,8 @@ def test_requests_and_http_client_over_https(pki, tls_serve):
         for _ in range(3):  # one kept-alive connection
             r = s.get(f"https://127.0.0.1:{srv.bind_addr[1]}/", verify=pki.ca_file)
             assert (r.status_code, r.text) == (200, "Hello, World!")
+    # http.client speaks HTTP/1.1 only, and offers it alone (a client offering h2 gets it:
+    # test_http2.py).
     ctx = pki.client_context()
     ctx.set_alpn_protocols(["http/1.1"])
     status, body, facts = https_get(srv.bind_addr, ctx)

@@ -387,6 +387,11 @@ def _start(
         server.ssl_adapter = tls_cli.make_adapter(opts)
     except ValueError as exc:
         raise CLIError(f"bad TLS settings: {exc}") from None
+    try:
+        # Checked here, with the certificate known: prepare() would raise the same.
+        server._check_protocols()
+    except ValueError as exc:
+        raise CLIError(f"bad server settings: {exc}") from None
     if supervised:
         server._app_loader = functools.partial(load_app, spec)
     server._notifier = notifier

@@ -730,7 +730,12 @@ impl NativeServer {
         if let Some(on) = stats_enabled {
             self.stats.set_enabled(on);
         }
+        let alpn = next.protocols.alpn();
         self.config.update(|c| *c = next);
+        if let Some(tls) = &self.tls {
+            // What new handshakes offer follows the protocols (`http_protocols` is live).
+            tls.set_alpn(alpn);
+        }
         Ok(())
     }
 

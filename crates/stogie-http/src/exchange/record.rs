@@ -71,15 +71,6 @@ impl Record {
         }
     }
 
-    /// The record of a request refused before its head could be read, on HTTP/2.
-    #[inline]
-    pub fn unread_http2(cfg: &ServerConfig) -> Record {
-        Record {
-            protocol: 1,
-            ..Record::unread(cfg, None)
-        }
-    }
-
     /// Counts the request as answered with `status`, before the answer goes out.
     #[inline]
     pub fn answer(&mut self, stats: &Stats, status: u16) {

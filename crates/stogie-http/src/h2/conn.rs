@@ -104,12 +104,25 @@ pub(crate) async fn serve<S: Transport>(io: S, peer: PeerAddr, shared: Arc<Share
         let became_idle = live.idle.notified();
         tokio::select! {
             biased;
-            _ = tripped.wait(), if !calmed => {
-                shared.log.log(
-                    LogLevel::Warning,
-                    &format!("{peer}: HTTP/2 connection closed: too many frames that carry no request (PING, SETTINGS, RST_STREAM, PRIORITY, empty DATA)"),
-                );
-                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            refused = tripped.wait(), if !calmed => {
+                match refused {
+                    None => {
+                        shared.log.log(
+                            LogLevel::Warning,
+                            &format!("{peer}: HTTP/2 connection closed: too many frames that carry no request (PING, SETTINGS, RST_STREAM, PRIORITY, empty DATA)"),
+                        );
+                        conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                    }
+                    Some(reason) => {
+                        if shared.log.enabled(LogLevel::Debug) {
+                            shared.log.log(
+                                LogLevel::Debug,
+                                &format!("{peer}: HTTP/2 connection ended: a frame the protocol forbids ({reason:?})"),
+                            );
+                        }
+                        conn.abrupt_shutdown(reason);
+                    }
+                }
                 calmed = true;
                 closing = true;
             }

@@ -23,19 +23,39 @@ pub(crate) struct StreamHead {
     pub scheme: Option<&'static str>,
 }
 
-fn bad(msg: &'static str) -> HttpError {
-    HttpError::BadRequest(msg)
+/// Why a stream's head is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A malformed request (RFC 9113 §8.1.1): a stream error of type PROTOCOL_ERROR, with
+    /// no answer; the reason is for the log.
+    Malformed(&'static str),
+    /// Answered as HTTP/1 answers it (400, 405, 413, 414, 431).
+    Answer(HttpError),
+}
+
+impl From<HttpError> for Refused {
+    fn from(e: HttpError) -> Self {
+        Refused::Answer(e)
+    }
+}
+
+fn bad(msg: &'static str) -> Refused {
+    Refused::Answer(HttpError::BadRequest(msg))
 }
 
 /// The head of a request stream, checked as an HTTP/1 head is (the codec already refused
 /// upper-case names, connection-specific fields and missing pseudo-fields).
-pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamHead, HttpError> {
+pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamHead, Refused> {
     let method = Bytes::copy_from_slice(parts.method.as_str().as_bytes());
     if !is_token(&method) {
         return Err(bad("Malformed Request-Line: bad method"));
     }
     if &method[..] == b"CONNECT" {
-        return Err(HttpError::MethodNotAllowed);
+        if parts.uri.authority().is_none() {
+            // RFC 9113 §8.5: CONNECT names the host to tunnel to in :authority.
+            return Err(Refused::Malformed("CONNECT without :authority"));
+        }
+        return Err(HttpError::MethodNotAllowed.into());
     }
     let uri = &parts.uri;
     let target = match uri.path_and_query() {
@@ -43,7 +63,7 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
         None => return Err(bad("Missing :path")),
     };
     if target.len() > limits.max_request_line {
-        return Err(HttpError::UriTooLong);
+        return Err(HttpError::UriTooLong.into());
     }
     if target.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
         return Err(bad("Malformed Request-URI"));
@@ -66,7 +86,7 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
 
     let fields = parts.headers.len();
     if fields > limits.max_header_count {
-        return Err(HttpError::HeaderFieldsTooLarge);
+        return Err(HttpError::HeaderFieldsTooLarge.into());
     }
     let mut headers = Vec::with_capacity(fields + 1);
     let mut total = 0usize;
@@ -83,12 +103,20 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
         if size > limits.max_header_field
             || (limits.max_request_header_size > 0 && total > limits.max_request_header_size)
         {
-            return Err(HttpError::HeaderFieldsTooLarge);
+            return Err(HttpError::HeaderFieldsTooLarge.into());
         }
         if has_bad_byte(value) {
             return Err(bad("Illegal header value"));
         }
-        let value = Bytes::copy_from_slice(value.trim_ascii());
+        let blank = |b: Option<&u8>| b.is_some_and(|&b| b == b' ' || b == b'\t');
+        if blank(value.first()) || blank(value.last()) {
+            // RFC 9113 §8.2.1: HTTP/1's optional whitespace around a value has no place in
+            // HTTP/2, where a field is never a line to parse.
+            return Err(Refused::Malformed(
+                "a field value with leading or trailing whitespace",
+            ));
+        }
+        let value = Bytes::copy_from_slice(value);
         match name_bytes {
             b"host" => {
                 if host.is_some() {
@@ -106,7 +134,7 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
                     return Err(bad("Multiple differing Content-Length headers"));
                 }
                 if limits.max_request_body_size > 0 && n > limits.max_request_body_size {
-                    return Err(HttpError::PayloadTooLarge);
+                    return Err(HttpError::PayloadTooLarge.into());
                 }
                 content_length = Some(n);
             }
@@ -135,7 +163,9 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
     // RFC 9113 §8.3.1: `:authority` is the host; a Host field that says otherwise is an
     // attempt to have the app and a proxy in front see different hosts.
     let host = match (authority, host) {
-        (Some(a), Some(h)) if a != h => return Err(bad("Host differs from :authority")),
+        (Some(a), Some(h)) if a != h => {
+            return Err(Refused::Malformed("Host differs from :authority"))
+        }
         (Some(a), _) => {
             if !is_valid_host(&a) {
                 return Err(bad("Invalid :authority"));
@@ -177,6 +207,45 @@ pub(crate) fn request_head(parts: &Parts, limits: &HeadLimits) -> Result<StreamH
         content_length,
         scheme,
     })
+}
+
+/// What the access log and the metrics show of a stream refused before the app: its
+/// method, target and fields as sent (the log's `%(H)s` says HTTP/2.0).
+pub(crate) fn refused_head(parts: &Parts) -> RequestHead {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Bytes::copy_from_slice(pq.as_str().as_bytes()))
+        .unwrap_or_default();
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (target.slice(..q), target.slice(q + 1..)),
+        None => (target.clone(), Bytes::new()),
+    };
+    let mut headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: Bytes::copy_from_slice(n.as_str().as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        })
+        .collect();
+    if let Some(a) = parts.uri.authority() {
+        if !parts.headers.contains_key(http::header::HOST) {
+            headers.push(Header {
+                name: Bytes::from_static(b"host"),
+                value: Bytes::copy_from_slice(a.as_str().as_bytes()),
+            });
+        }
+    }
+    RequestHead {
+        method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+        target,
+        path,
+        query,
+        version: Version::Http2,
+        headers,
+        ..RequestHead::empty()
+    }
 }
 
 /// How a response's body goes out.
@@ -328,8 +397,22 @@ mod tests {
     fn the_rules_of_http1_apply() {
         let limits = HeadLimits::default();
         let refused = |b: http::request::Builder| request_head(&parts(b), &limits).err();
-        // A Host that differs from :authority.
-        assert!(refused(get("https://a/").header("host", "b")).is_some());
+        // A Host that differs from :authority: malformed (a stream error, no answer).
+        assert!(matches!(
+            refused(get("https://a/").header("host", "b")),
+            Some(Refused::Malformed(_))
+        ));
+        assert!(refused(get("https://a/").header("host", "a")).is_none());
+        // So is a value with whitespace around it, which HTTP/1 would trim.
+        for v in [" v", "v ", "\tv", "v\t"] {
+            assert!(
+                matches!(
+                    refused(get("https://a/").header("x-a", v)),
+                    Some(Refused::Malformed(_))
+                ),
+                "{v:?}"
+            );
+        }
         // Names with `_` are dropped, not passed on as their `-` twin.
         let h = request_head(
             &parts(get("https://a/").header("x_forwarded_for", "1.2.3.4")),
@@ -343,7 +426,7 @@ mod tests {
         for i in 0..=limits.max_header_count {
             b = b.header(format!("x-{i}"), "v");
         }
-        assert_eq!(refused(b), Some(HttpError::HeaderFieldsTooLarge));
+        assert_eq!(refused(b), Some(HttpError::HeaderFieldsTooLarge.into()));
         // A body larger than allowed: 413.
         let small = HeadLimits {
             max_request_body_size: 10,
@@ -357,7 +440,7 @@ mod tests {
         );
         assert_eq!(
             request_head(&p, &small).err(),
-            Some(HttpError::PayloadTooLarge)
+            Some(HttpError::PayloadTooLarge.into())
         );
         assert_eq!(
             refused(
@@ -365,8 +448,13 @@ mod tests {
                     .method("CONNECT")
                     .uri("https://a:1/")
             ),
-            Some(HttpError::MethodNotAllowed)
+            Some(HttpError::MethodNotAllowed.into())
         );
+        // CONNECT without :authority is malformed (RFC 9113 §8.5).
+        assert!(matches!(
+            refused(http::Request::builder().method("CONNECT").uri("/")),
+            Some(Refused::Malformed(_))
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::head::{error_head, request_head, response_head};
+use super::head::{error_head, refused_head, request_head, response_head, Refused};
 use crate::addr::PeerAddr;
 use crate::config::ServerConfig;
 use crate::error::{BodyError, HttpError};
@@ -76,9 +76,27 @@ pub(crate) async fn serve(
     let limits = HeadLimits::from(&*cfg);
     let head = match request_head(&parts, &limits) {
         Ok(h) => h,
-        Err(e) => {
-            let mut record = Record::unread_http2(&cfg);
-            answer_error(&mut respond, &e, &cfg, &ctx, &mut record);
+        Err(refused) => {
+            let mut record = Record::begin(&cfg, &refused_head(&parts), None);
+            match refused {
+                Refused::Answer(e) => answer_error(&mut respond, &e, &cfg, &ctx, &mut record),
+                Refused::Malformed(why) => {
+                    // Counted and logged as the 400 HTTP/1 would answer; the client gets
+                    // the stream error HTTP/2 prescribes (RFC 9113 §8.1.1).
+                    let err = HttpError::BadRequest(why);
+                    if let Some(r) = err.refusal() {
+                        ctx.shared.stats.metrics().refused(r);
+                    }
+                    record.answer(&ctx.shared.stats, err.code());
+                    if ctx.shared.log.enabled(LogLevel::Debug) {
+                        ctx.shared.log.log(
+                            LogLevel::Debug,
+                            &format!("{}: HTTP/2 stream refused: {why}", ctx.peer),
+                        );
+                    }
+                    respond.send_reset(Reason::PROTOCOL_ERROR);
+                }
+            }
             record.finish(&cfg, &ctx.shared.stats, &ctx.peer);
             return;
         }
@@ -161,18 +179,11 @@ pub(crate) async fn serve(
         record,
     };
     let pump = exchange(&mut respond, resp_rx, pump, &mut out, &cfg, &ctx).await;
-    if let Some(p) = pump {
-        if !p.recv.is_end_stream() {
-            // The answer is complete while the client still sends (RFC 9113 §8.1): it may
-            // stop without error. Dropping the stream gives its unread window back to the
-            // connection.
-            if let Some(send) = out.send.as_mut() {
-                send.send_reset(Reason::NO_ERROR);
-            } else {
-                respond.send_reset(Reason::NO_ERROR);
-            }
-        }
-    }
+    // An answer complete while the client still sends (RFC 9113 §8.1): the crate resets the
+    // stream with NO_ERROR when its handles (the body's among them) are dropped, after the
+    // answer's frames, and gives the unread window back to the connection. (An explicit
+    // send_reset would drop the answer still queued: the client would get the reset alone.)
+    drop(pump);
     out.record.finish(&cfg, &ctx.shared.stats, &ctx.peer);
 }
 
