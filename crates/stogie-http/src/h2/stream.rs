@@ -442,7 +442,7 @@ async fn on_event(
             // A body-less answer's body is still taken from the app (and dropped) to its end.
             push(out, body, cfg).await?;
             if end {
-                finish(out, ctx);
+                finish(out, ctx).await;
             }
             Ok(())
         }
@@ -456,7 +456,7 @@ async fn on_event(
         }
         ResponseEvent::File { file, offset, len } => send_file(out, file, offset, len, cfg).await,
         ResponseEvent::End => {
-            finish(out, ctx);
+            finish(out, ctx).await;
             Ok(())
         }
     }
@@ -489,7 +489,7 @@ fn reset(respond: &mut SendResponse<Bytes>, out: &mut Out, reason: Reason) {
 
 /// The response is complete: its end goes out, or a reset when it fell short of its
 /// Content-Length (a clean end would tell the client a short body is whole).
-fn finish(out: &mut Out, ctx: &StreamCtx) {
+async fn finish(out: &mut Out, ctx: &StreamCtx) {
     out.done = true;
     if out.ended {
         return;
@@ -506,6 +506,12 @@ fn finish(out: &mut Out, ctx: &StreamCtx) {
                     "Response ended {n} bytes short of its Content-Length; resetting the stream"
                 ),
             );
+            // A reset drops the stream's frames not yet written: the connection's task is
+            // let run first, so that the head and the bytes sent reach the client (which
+            // then sees a status and a body cut short, not a bare reset).
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
             send.send_reset(Reason::INTERNAL_ERROR);
         }
         _ => {
