@@ -24,7 +24,15 @@ from harness.base import (
 from harness.h2client import check_h2, idle_h2_test
 from harness.h2load import run_h2load
 from harness.idle import idle_test
-from harness.procs import RssSampler, children_cpu, free_port, kill_server, start_server, tree_cpu
+from harness.procs import (
+    RssSampler,
+    children_cpu,
+    free_port,
+    kill_server,
+    start_server,
+    tree_cpu,
+    tree_switches,
+)
 from harness.results import Idle, Run
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +190,7 @@ def bench_one(server, variant, w, opts):
             sampler = RssSampler(proc.pid)
             sampler.start()
             cpu0, wrk0, t0 = tree_cpu(proc.pid), children_cpu(), time.monotonic()
+            sw0 = tree_switches(proc.pid)
             try:
                 run = client(opts.duration, wlog)
             finally:
@@ -194,6 +203,8 @@ def bench_one(server, variant, w, opts):
             cpu = tree_cpu(proc.pid) - cpu0
             run.cpu_server = 100 * cpu / wall
             run.cpu_us = 1e6 * cpu / run.requests if run.requests else float("nan")
+            switches = tree_switches(proc.pid) - sw0
+            run.switches = switches / run.requests if run.requests else float("nan")
             run.cpu_wrk = 100 * (children_cpu() - wrk0) / wall
             run.rss = peak
         if proc.poll() is not None:
@@ -223,7 +234,8 @@ def describe(result):
     else:
         lat = f"p50 {fmt_ms(result.p50)} ms, p99 {fmt_ms(result.p99)} ms"
     return (
-        f"{fmt_rps(result.rps)} req/s, {lat}, CPU {result.cpu_us:.0f} us/response,"
+        f"{fmt_rps(result.rps)} req/s, {lat}, CPU {result.cpu_us:.1f} us/response,"
+        f" {result.switches:.2f} switches/response,"
         f" peak RSS {mb(result.rss)} MB{err}"
     )
 

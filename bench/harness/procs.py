@@ -66,6 +66,26 @@ def tree_cpu(root):
     return total / TICK
 
 
+def tree_switches(root):
+    """Context switches (voluntary + involuntary) so far by the threads now in the tree under
+    ``root``: a request that makes one thread wake another costs one or two of them."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if "ctxt_switches:" in line:
+                            total += int(line.split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 def children_cpu():
     """CPU seconds used by the children this process has waited for (wrk, here)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -16,6 +16,7 @@ class Run:
     cpu_server: float = float("nan")  # % of one CPU over the run, the server's process tree
     cpu_wrk: float = float("nan")  # % of one CPU over the run, wrk or h2load
     cpu_us: float = float("nan")  # the server tree's CPU time per response, microseconds
+    switches: float = float("nan")  # the server tree's context switches per response
     requests: int = 0
     errors: str = ""
     variant: str = ""

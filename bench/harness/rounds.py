@@ -71,6 +71,10 @@ def _us(x):
     return f"{x:.1f}" if x < 100 else f"{x:.0f}"
 
 
+def _sw(x):
+    return f"{x:.2f}"
+
+
 def _pct(x):
     return f"{x:.0f}"
 
@@ -99,6 +103,7 @@ def load_table(w, entries, runs):
         "server (configuration)",
         "req/s",
         "CPU per response (us)",
+        "switches per response",
         "latency mean (ms)" if w.h2 else "p99 (ms)",
         "server CPU %",
         "rounds",
@@ -112,10 +117,11 @@ def load_table(w, entries, runs):
         name = f"{s.title} ({v.label})"
         if not good:
             why = results[0].fail if results else "not run"
-            rows.append([name, f"n/a ({why})", "", "", "", f"0/{len(results)}", "", ""])
+            rows.append([name, f"n/a ({why})", "", "", "", "", f"0/{len(results)}", "", ""])
             continue
         rps = [r.rps for r in good]
         cpu = [r.cpu_us for r in good if r.cpu_us == r.cpu_us]
+        switches = [r.switches for r in good if r.switches == r.switches]
         lat = [r.lat_mean if w.h2 else r.p99 for r in good]
         lat = [x for x in lat if x == x]
         med = (statistics.median(rps), statistics.median(cpu) if cpu else None)
@@ -140,6 +146,7 @@ def load_table(w, entries, runs):
                 name,
                 _median_cell(rps, fmt_rps),
                 _median_cell(cpu, _us),
+                _median_cell(switches, _sw),
                 _median_cell(lat, fmt_ms),
                 _median_cell([r.cpu_server for r in good], _pct),
                 f"{len(good)}/{len(results)}{_fails(results)}",
@@ -175,6 +182,54 @@ def idle_table(w, entries, runs):
     return f"#### {w.title}\n\n" + md_table(header, rows)
 
 
+def _medians(runs, key, label, wkey):
+    good = [r for r in _good(runs.get((key, label, wkey), [])) if isinstance(r, Run)]
+    cpu = [r.cpu_us for r in good if r.cpu_us == r.cpu_us]
+    if not good or not cpu:
+        return None
+    return statistics.median(r.rps for r in good), statistics.median(cpu)
+
+
+# Issue 19: stogie (one process) against bjoern in the same rounds: CPU per response at most
+# bjoern's and req/s at least bjoern's at hello and POST 4 KiB echo; CPU per response at most
+# 0.95x bjoern's at Flask JSON.
+BJOERN_TARGETS = {"hello": (1.0, True), "post": (1.0, True), "flask": (0.95, False)}
+
+
+def bjoern_target_rows(entries, runs):
+    rows = []
+    for wkey, (cpu_need, rps_too) in BJOERN_TARGETS.items():
+        pairs = entries.get(wkey) or []
+        ours = [(s, v) for s, v in pairs if s.key == "stogie"]
+        theirs = [(s, v) for s, v in pairs if s.key == "bjoern"]
+        if not ours or not theirs:
+            continue
+        a = _medians(runs, "stogie", ours[0][1].label, wkey)
+        b = _medians(runs, "bjoern", theirs[0][1].label, wkey)
+        if not a or not b:
+            continue
+        cpu = a[1] / b[1]
+        rows.append(
+            [
+                f"{wkey}: CPU per response, stogie / bjoern",
+                f"<= {cpu_need:.2f}x",
+                f"{cpu:.2f}x ({_us(a[1])} / {_us(b[1])} us)",
+                "yes" if cpu <= cpu_need else "**no**",
+            ]
+        )
+        if rps_too:
+            rps = a[0] / b[0]
+            rows.append(
+                [
+                    f"{wkey}: req/s, stogie / bjoern",
+                    ">= 1.00x",
+                    f"{rps:.2f}x ({fmt_rps(a[0])} / {fmt_rps(b[0])})",
+                    "yes" if rps >= 1.0 else "**no**",
+                ]
+            )
+    return rows
+
+
 def rounds_report(workloads, entries, skipped, runs, servers, opts):
     parts = [
         f"### Alternating rounds: {opts.rounds} rounds of {opts.duration} s, the order reversed"
@@ -188,6 +243,10 @@ def rounds_report(workloads, entries, skipped, runs, servers, opts):
             continue
         table = idle_table if w.idle else load_table
         parts.append(table(w, entries[w.key], runs))
+    targets = bjoern_target_rows(entries, runs)
+    if targets:
+        header = ["target (issue 19), medians of the rounds", "needs", "measured", "met"]
+        parts.append(md_table(header, targets))
     notes = []
     titles = {s.key: s.title for s in servers}
     for (skey, wkey), why in skipped.items():
