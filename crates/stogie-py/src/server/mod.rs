@@ -7,131 +7,27 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyDict;
 use stogie_http::ops::accesslog::{AccessFormat, AccessLog, Destination};
 use stogie_http::ops::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
 use stogie_http::ops::proxy::TrustedPeers;
 use stogie_http::{
-    BindAddr, EngineOptions, ErrorLog, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
-    LogLevel, MetricsEndpoint, ServerConfig, Stats,
+    BindAddr, EngineOptions, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
+    MetricsEndpoint, ServerConfig, Stats,
 };
 
+mod listen;
+mod pylog;
+mod settings;
+
+use listen::{local_to_py, os_error, ListenerGroup};
+use pylog::PyLog;
+use settings::{bounded, header_text, limits, parse_mode, secs, size_setting};
+
 use crate::gil;
-use crate::handler::{AppHandler, Mode};
-use crate::pool::{Pool, PoolLimits, PoolStats};
+use crate::handler::AppHandler;
+use crate::pool::{Pool, PoolStats};
 use crate::wsgi::environ;
-
-/// Sends engine messages to a Python callable `log(message, levelno)`.
-/// Messages below `threshold` (a `logging` level number) are dropped without taking the GIL.
-struct PyLog(Py<PyAny>, std::sync::atomic::AtomicU8);
-
-fn levelno(level: LogLevel) -> u8 {
-    match level {
-        LogLevel::Debug => 10,
-        LogLevel::Info => 20,
-        LogLevel::Warning => 30,
-        LogLevel::Error => 40,
-    }
-}
-
-impl ErrorLog for PyLog {
-    fn enabled(&self, level: LogLevel) -> bool {
-        levelno(level) >= self.1.load(Relaxed)
-    }
-
-    fn log(&self, level: LogLevel, msg: &str) {
-        if !self.enabled(level) {
-            return;
-        }
-        let levelno = levelno(level);
-        // Called on the engine's I/O threads: they keep a thread state between messages.
-        let logged = gil::attach(|py| {
-            if let Err(e) = self.0.call1(py, (msg, levelno)) {
-                e.print(py);
-            }
-        });
-        if logged.is_none() {
-            // The interpreter is exiting.
-            eprintln!("stogie: {msg}");
-        }
-    }
-}
-
-fn parse_mode(mode: &str) -> PyResult<Mode> {
-    match mode {
-        "wsgi" => Ok(Mode::Wsgi),
-        "wsgi_u0" => Ok(Mode::WsgiU0),
-        "native" => Ok(Mode::Native),
-        _ => Err(PyValueError::new_err(format!(
-            "unknown gateway mode {mode:?}"
-        ))),
-    }
-}
-
-fn limits(
-    min: isize,
-    max: isize,
-    queue: isize,
-    queue_timeout: f64,
-    idle_timeout: f64,
-) -> PoolLimits {
-    let min = min.max(1) as usize;
-    PoolLimits {
-        min,
-        max: if max < 0 {
-            usize::MAX
-        } else {
-            (max as usize).max(min)
-        },
-        queue: if queue < 0 {
-            None
-        } else {
-            Some(queue as usize)
-        },
-        queue_timeout: Duration::from_secs_f64(queue_timeout.max(0.0)),
-        idle_timeout: secs(idle_timeout).max(Duration::from_millis(10)),
-    }
-}
-
-/// A size limit between `min` (a limit of 0 bytes would refuse every request) and 1 GiB
-/// (the limits add up to the largest buffered head, which must not overflow).
-fn size_setting(key: &str, v: &Bound<'_, PyAny>, min: i64) -> PyResult<usize> {
-    const MAX: i64 = 1 << 30;
-    let n: i64 = v.extract()?;
-    if !(min..=MAX).contains(&n) {
-        return Err(PyValueError::new_err(format!(
-            "{key} must be between {min} and {MAX}, not {n}"
-        )));
-    }
-    Ok(n as usize)
-}
-
-/// A whole number setting within `min..=max`, or a ValueError saying so.
-fn bounded(key: &str, v: &Bound<'_, PyAny>, min: u64, max: u64) -> PyResult<u64> {
-    let n: i128 = v.extract()?;
-    if !(i128::from(min)..=i128::from(max)).contains(&n) {
-        return Err(PyValueError::new_err(format!(
-            "{key} must be between {min} and {max}, not {n}"
-        )));
-    }
-    Ok(n as u64)
-}
-
-/// A value that goes into a response header: control characters would break the head (or
-/// inject headers), so they are refused here, where the setting is made.
-fn header_text(key: &str, v: String) -> PyResult<String> {
-    // ASCII: the engine writes the text's bytes as they are.
-    if !v.is_ascii() || stogie_http::message::has_bad_byte(v.as_bytes()) {
-        return Err(PyValueError::new_err(format!(
-            "{key} {v:?} cannot go into a header: use printable ASCII text"
-        )));
-    }
-    Ok(v)
-}
-
-fn secs(v: f64) -> Duration {
-    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { 0.0 })
-}
 
 /// The engine, pool and app of one server.
 #[pyclass(module = "stogie._native")]
@@ -883,21 +779,6 @@ impl NativeServer {
     }
 }
 
-/// The listeners bound for one address.
-struct ListenerGroup {
-    /// One, shared; or one per worker slot (`None`: a slot closed in this process).
-    listeners: Vec<Option<Listener>>,
-    /// Whether the listeners are an SO_REUSEPORT group, one per slot.
-    grouped: bool,
-    /// An inherited socket (systemd's): its socket file is not ours to remove.
-    inherited: bool,
-    opts: ListenOptions,
-}
-
-fn os_error(e: std::io::Error) -> PyErr {
-    PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string()))
-}
-
 impl NativeServer {
     /// What renders the metrics of this process: a supervisor's sums over its workers'
     /// shared slots, or this process's own counters (its gauges brought up to date first).
@@ -921,23 +802,4 @@ impl NativeServer {
             render(stats.metrics().region(), None)
         })
     }
-}
-
-fn local_to_py<'py>(py: Python<'py>, local: &LocalAddr) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match local {
-        LocalAddr::Tcp(a) => PyTuple::new(
-            py,
-            [
-                a.ip().to_string().into_pyobject(py)?.into_any(),
-                a.port().into_pyobject(py)?.into_any(),
-            ],
-        )?
-        .into_any(),
-        LocalAddr::Unix(p) => p.to_string_lossy().into_pyobject(py)?.into_any(),
-        LocalAddr::Abstract(name) => {
-            let mut s = String::from("\0");
-            s.push_str(&String::from_utf8_lossy(name));
-            s.into_pyobject(py)?.into_any()
-        }
-    })
 }
