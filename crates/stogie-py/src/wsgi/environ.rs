@@ -10,12 +10,16 @@ use pyo3::types::{PyDict, PyString};
 use stogie_http::ops::proxy::Forwarded;
 use stogie_http::{PeerAddr, RequestHead, TlsInfo};
 
+use super::respond::Checked;
+
 /// `HTTP_*` key objects by header name spelling, and the last client address as a string,
-/// per worker thread.
+/// per worker thread; and the strings its apps gave `start_response` (lent to each request's).
 #[derive(Default)]
 pub struct KeyCache {
     keys: HashMap<Bytes, Py<PyString>>,
     addr: Option<(std::net::IpAddr, Py<PyString>)>,
+    /// Lent to the request in progress.
+    pub checked: Option<Box<Checked>>,
 }
 
 const KEY_CACHE_LIMIT: usize = 512;
