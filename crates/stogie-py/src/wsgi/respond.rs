@@ -220,14 +220,14 @@ impl Responder {
 }
 
 /// Appends `s`, a `str` from the app, to `buf` as ISO-8859-1 (PEP 3333's header encoding)
-/// and returns where it landed, and whether `s` was plain ASCII (its bytes are then its own
-/// UTF-8 buffer's, see [`Checked`]). `what` names it in the error for a wrong type or
-/// character.
-fn push_latin1(
+/// and returns where it landed, and, when `s` is plain ASCII, its own UTF-8 buffer (the
+/// same bytes, valid while `s` lives; see [`Checked`]). `what` names it in the error for a
+/// wrong type or character.
+fn push_latin1<'a>(
     buf: &mut Vec<u8>,
-    s: &Bound<'_, PyAny>,
+    s: &'a Bound<'_, PyAny>,
     what: &str,
-) -> PyResult<(Range<usize>, bool)> {
+) -> PyResult<(Range<usize>, Option<&'a [u8]>)> {
     let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "WSGI {what} {} is not of type str.",
@@ -243,7 +243,7 @@ fn push_latin1(
         .all(|c| c < 0x80 && c != 0 && c != b'\n' && c != b'\r')
     {
         buf.extend_from_slice(text.as_bytes());
-        return Ok((start..buf.len(), true));
+        return Ok((start..buf.len(), Some(text.as_bytes())));
     }
     for c in text.chars() {
         let c = c as u32;
@@ -259,7 +259,7 @@ fn push_latin1(
         }
         buf.push(c as u8);
     }
-    Ok((start..buf.len(), false))
+    Ok((start..buf.len(), None))
 }
 
 /// What a string from the app was checked as.
@@ -274,15 +274,17 @@ const CHECKED_MAX_LEN: usize = 256;
 /// Strings from the app's `start_response` calls already checked, by identity: an app
 /// passes the same status and header name (and often value) objects, its code's constants,
 /// request after request, and such a string needs neither its type, its characters nor its
-/// token-ness looked at again. Per worker thread; only exact, plain-ASCII `str`s that
-/// something besides the headers list holds (a fresh `str(len(body))` is never seen again).
-/// Each is held, so that its address stays its own and its text (`text`, its UTF-8 buffer,
-/// which is its Latin-1 bytes) stays valid.
+/// token-ness looked at again. Per worker thread; only exact, plain-ASCII `str`s. Each is
+/// held, so that its address stays its own and its text (`text`, its UTF-8 buffer, which is
+/// its Latin-1 bytes) stays valid. A string made for one response (`str(len(body))`) is
+/// never seen again: one that nothing but a pair made for this response holds is not kept,
+/// and the one replaced is the first not used since the last pass (a clock), so that the
+/// constants stay.
 #[derive(Default)]
 pub struct Checked {
     slots: Vec<Slot>,
-    /// The slot replaced next once all are taken.
-    next: usize,
+    /// Where the clock's hand is.
+    hand: usize,
 }
 
 struct Slot {
@@ -290,6 +292,7 @@ struct Slot {
     text: *const u8,
     len: usize,
     roles: u8,
+    used: bool,
 }
 
 // SAFETY: `text` points into the string `obj` holds, which is immutable; it is read only
@@ -299,15 +302,25 @@ unsafe impl Sync for Checked {}
 
 impl Checked {
     /// The bytes of `s`, if it was checked as `role` before.
-    fn get(&self, s: &Bound<'_, PyAny>, role: u8) -> Option<&[u8]> {
+    fn get(&mut self, s: &Bound<'_, PyAny>, role: u8) -> Option<&[u8]> {
         let p = s.as_ptr();
-        let slot = self.slots.iter().find(|slot| slot.obj.as_ptr() == p)?;
+        let slot = self.slots.iter_mut().find(|slot| slot.obj.as_ptr() == p)?;
+        if slot.roles & role == 0 {
+            return None;
+        }
+        slot.used = true;
         // SAFETY: see `Slot`: `obj` is alive and immutable.
-        (slot.roles & role != 0).then(|| unsafe { std::slice::from_raw_parts(slot.text, slot.len) })
+        Some(unsafe { std::slice::from_raw_parts(slot.text, slot.len) })
     }
 
-    /// Remembers that `s` passed as `role`; `held`: references to it the caller holds.
-    fn remember(&mut self, s: &Bound<'_, PyAny>, role: u8, held: isize) {
+    /// Remembers that `s`, whose text is `text`, passed as `role`. `lasting`: what holds
+    /// `s` (a constant tuple) outlives the response, whatever `s`'s own count says.
+    fn remember(&mut self, s: &Bound<'_, PyAny>, text: &[u8], role: u8, lasting: bool) {
+        // SAFETY: a live object. Held by its pair (or the caller's frame) alone: made for
+        // this response.
+        if !lasting && unsafe { pyo3::ffi::Py_REFCNT(s.as_ptr()) } <= 1 {
+            return;
+        }
         if let Some(slot) = self
             .slots
             .iter_mut()
@@ -316,16 +329,7 @@ impl Checked {
             slot.roles |= role;
             return;
         }
-        // SAFETY: a live object.
-        let refs = unsafe { pyo3::ffi::Py_REFCNT(s.as_ptr()) };
-        // Held by its container alone (and the caller): made for this response.
-        if refs <= held + 1 {
-            return;
-        }
         let Ok(s) = s.cast_exact::<PyString>() else {
-            return;
-        };
-        let Ok(text) = s.to_str() else {
             return;
         };
         if text.len() > CHECKED_MAX_LEN {
@@ -336,50 +340,58 @@ impl Checked {
             text: text.as_ptr(),
             len: text.len(),
             roles: role,
+            used: false,
         };
         if self.slots.len() < CHECKED_SLOTS {
             self.slots.push(slot);
-        } else {
-            self.slots[self.next] = slot;
-            self.next = (self.next + 1) % CHECKED_SLOTS;
+            return;
+        }
+        loop {
+            let old = &mut self.slots[self.hand];
+            self.hand = (self.hand + 1) % CHECKED_SLOTS;
+            if !std::mem::take(&mut old.used) {
+                *old = slot;
+                return;
+            }
         }
     }
 }
 
 /// Appends `s` (see [`push_latin1`]) as `role`, looked at only if `checked` has not seen it;
 /// `valid` is the role's own test of the bytes (a token, a status), `Ok(())` or the error
-/// to raise. `held`: references to `s` the caller holds.
+/// to raise. `lasting`: see [`Checked::remember`].
 fn push_checked(
     buf: &mut Vec<u8>,
     s: &Bound<'_, PyAny>,
     what: &str,
     role: u8,
-    held: isize,
+    lasting: bool,
     checked: &mut Option<&mut Checked>,
     valid: impl FnOnce(&[u8]) -> PyResult<()>,
 ) -> PyResult<Range<usize>> {
-    if let Some(text) = checked.as_deref().and_then(|c| c.get(s, role)) {
+    if let Some(text) = checked.as_deref_mut().and_then(|c| c.get(s, role)) {
         let start = buf.len();
         buf.extend_from_slice(text);
         return Ok(start..buf.len());
     }
-    let (at, ascii) = push_latin1(buf, s, what)?;
+    let (at, text) = push_latin1(buf, s, what)?;
     valid(&buf[at.clone()])?;
-    if ascii {
-        if let Some(c) = checked.as_deref_mut() {
-            c.remember(s, role, held);
-        }
+    if let (Some(c), Some(text)) = (checked.as_deref_mut(), text) {
+        c.remember(s, text, role, lasting);
     }
     Ok(at)
 }
 
 /// One `(name, value)` item of the app's headers: a tuple or list of two (the usual
 /// case, read without iterating), or any other iterable of exactly two, as Cheroot's
-/// `for k, v in headers` takes. A `str` or `bytes` is never a pair. `f` gets the two and
-/// how many references to each the caller holds (none for a tuple's, read borrowed).
+/// `for k, v in headers` takes. A `str` or `bytes` is never a pair. `f` gets the two (a
+/// tuple's read borrowed: their counts are then those of the app's objects) and whether
+/// they are held beyond the response: always said of a list or an iterator, of a tuple
+/// when something besides its container and the caller holds it (a constant of the app's
+/// code).
 fn with_header_pair<'py, R>(
     item: &Bound<'py, PyAny>,
-    f: impl FnOnce(&Bound<'py, PyAny>, &Bound<'py, PyAny>, isize) -> PyResult<R>,
+    f: impl FnOnce(&Bound<'py, PyAny>, &Bound<'py, PyAny>, bool) -> PyResult<R>,
 ) -> PyResult<R> {
     let not_pair = || {
         PyTypeError::new_err(format!(
@@ -393,11 +405,13 @@ fn with_header_pair<'py, R>(
         }
         // A tuple cannot change: its items live as long as it does.
         let (name, value) = (t.get_borrowed_item(0)?, t.get_borrowed_item(1)?);
-        return f(&name, &value, 0);
+        // SAFETY: a live object.
+        let lasting = unsafe { pyo3::ffi::Py_REFCNT(t.as_ptr()) } > 2;
+        return f(&name, &value, lasting);
     }
     if let Ok(l) = item.cast_exact::<PyList>() {
         return if l.len() == 2 {
-            f(&l.get_item(0)?, &l.get_item(1)?, 1)
+            f(&l.get_item(0)?, &l.get_item(1)?, true)
         } else {
             Err(not_pair())
         };
@@ -409,7 +423,7 @@ fn with_header_pair<'py, R>(
     let (Some(name), Some(value), None) = (it.next(), it.next(), it.next()) else {
         return Err(not_pair());
     };
-    f(&name?, &value?, 1)
+    f(&name?, &value?, true)
 }
 
 /// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
@@ -431,7 +445,7 @@ pub fn head_from_py(
         status,
         "response status",
         AS_STATUS,
-        0,
+        false,
         &mut checked,
         |status| {
             stogie_http::message::status_code(status)
@@ -445,13 +459,13 @@ pub fn head_from_py(
         },
     )?;
     let mut push = |item: &Bound<'_, PyAny>| -> PyResult<()> {
-        with_header_pair(item, |name, value, held| {
+        with_header_pair(item, |name, value, lasting| {
             let name = push_checked(
                 &mut text,
                 name,
                 "response header key",
                 AS_NAME,
-                held,
+                lasting,
                 &mut checked,
                 |name| {
                     if stogie_http::message::is_token(name) {
@@ -469,7 +483,7 @@ pub fn head_from_py(
                 value,
                 "response header value",
                 AS_VALUE,
-                held,
+                lasting,
                 &mut checked,
                 |_| Ok(()),
             )?;
