@@ -251,6 +251,60 @@ def test_each_request_gets_a_fresh_environ(env_server):
     assert first["REMOTE_PORT"] == second["REMOTE_PORT"]
 
 
+def test_what_a_worker_keeps_between_requests_never_leaks_into_the_next(serve):
+    # One worker keeps the last requests' header fields by position, PATH_INFO and the
+    # connections' ports as strings, and the template holds GET, HTTP/1.1 and an empty
+    # query: each request must still see exactly its own.
+    seen = []
+    server = serve(capturing_app(seen), numthreads=1, max=1)
+    long_value = "v" * 600
+    requests = [
+        (b"GET /same HTTP/1.1\r\nHost: a\r\nX-V: one\r\n\r\n", {"HTTP_X_V": "one"}),
+        (
+            b"POST /same?q=1 HTTP/1.0\r\nHost: a\r\nX-V: two\r\nContent-Length: 0\r\n"
+            b"Connection: keep-alive\r\n\r\n",
+            {"HTTP_X_V": "two", "REQUEST_METHOD": "POST", "QUERY_STRING": "q=1"},
+        ),
+        (b"GET /other HTTP/1.1\r\nX-V: one\r\nHost: b\r\n\r\n", {"HTTP_HOST": "b"}),
+        (
+            b"GET /same HTTP/1.1\r\nHost: a\r\nX-V: " + long_value.encode() + b"\r\n\r\n",
+            {"HTTP_X_V": long_value},
+        ),
+        (b"GET /same HTTP/1.1\r\nHost: a\r\nX-V: \r\n\r\n", {"HTTP_X_V": ""}),
+        (b"GET /same HTTP/1.1\r\nHost: a\r\nX-V: \xe9\r\n\r\n", {"HTTP_X_V": "\xe9"}),
+        (
+            b"PUT /%C3%A9 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            {"REQUEST_METHOD": "PUT"},
+        ),
+        (b"GET /same HTTP/1.1\r\nHost: a\r\n\r\n", {}),
+    ]
+    defaults = {"REQUEST_METHOD": "GET", "QUERY_STRING": "", "HTTP_HOST": "a"}
+    ports = []
+    for _ in range(2):
+        with socket.create_connection(server.bind_addr, timeout=5) as sock:
+            ports.append(str(sock.getsockname()[1]))
+            reader = ResponseReader(sock)
+            for raw, _ in requests:
+                sock.sendall(raw)
+                assert reader.read_response()[0].split()[1] == b"200"
+    assert len(seen) == 2 * len(requests)
+    for i, env in enumerate(seen):
+        raw, expected = requests[i % len(requests)]
+        expected = {**defaults, **expected}
+        protocol = "HTTP/1.0" if b"HTTP/1.0" in raw.split(b"\r\n")[0] else "HTTP/1.1"
+        target = raw.split(b" ")[1].decode()
+        assert env["SERVER_PROTOCOL"] == protocol
+        assert env["REQUEST_URI"] == target
+        assert env["PATH_INFO"] == target.split("?")[0].replace("%C3%A9", "\xc3\xa9")
+        assert env["REMOTE_PORT"] == ports[i // len(requests)]
+        for key, value in expected.items():
+            assert env[key] == value, (i, key)
+        if b"X-V" not in raw:
+            assert "HTTP_X_V" not in env
+        if b"Content-Length" not in raw:
+            assert "CONTENT_LENGTH" not in env
+
+
 @pytest.fixture
 def u0_server(serve):
     seen = []

@@ -676,6 +676,32 @@ def test_bad_header_types_are_500(serve, caplog, headers):
     assert no_app_errors(caplog)
 
 
+def test_strings_checked_before_are_checked_again_in_another_role(serve, caplog):
+    # The worker remembers the status and header strings it has checked (by identity): one
+    # accepted as a value is still no header name, nor a status.
+    value = "text/plain; charset=x"
+    uses = iter(
+        [
+            ("200 OK", [("Content-Type", value)]),
+            ("200 OK", [("Content-Type", value)]),
+            ("200 OK", [(value, "x")]),
+            (value, [("Content-Type", "text/plain")]),
+            ("200 OK", [("Content-Type", value)]),
+        ]
+    )
+
+    def app(environ, start_response):
+        start_response(*next(uses))
+        return [b"body"]
+
+    server = serve(app)
+    with caplog.at_level(logging.ERROR, logger="stogie.error"):
+        statuses = [get_raw(server)[0] for _ in range(5)]
+    ok, error = b"HTTP/1.1 200 OK", b"HTTP/1.1 500 Internal Server Error"
+    assert statuses == [ok, ok, error, error, ok]
+    assert len(no_app_errors(caplog)) == 2
+
+
 @pytest.mark.parametrize(
     "result",
     [

@@ -134,64 +134,87 @@ impl AppHandler {
             head_room,
             ..
         } = request;
-        let sr = match Bound::new(py, StartResponse::new(response, head_room)) {
+        let sr = match Bound::new(
+            py,
+            StartResponse::new(
+                response,
+                head_room,
+                Some(cache.checked.take().unwrap_or_default()),
+            ),
+        ) {
             Ok(s) => s,
             // The response sender went with the failed object: the connection, seeing the
             // response dropped unfinished, answers 500.
             Err(e) => return self.report(py, "Error preparing a request", e),
         };
-        let template = read_py(py, &self.template);
-        let parts = EnvironParts {
-            head: &head,
-            peer: &peer,
-            scheme,
-            u0,
-            peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
-            resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
-            tls: tls.as_deref(),
-            local_port: match &local {
-                stogie_http::LocalAddr::Tcp(a) => a.port(),
-                _ => 0,
-            },
-            main_port: self.main_port.load(std::sync::atomic::Ordering::Relaxed) as u16,
-            forwarded: forwarded.as_deref(),
-        };
-        let env = match environ::build(py, template.bind(py), cache, &parts) {
-            Ok(env) => env,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer),
-        };
-        let input = match Bound::new(py, Input::new(body)) {
-            Ok(i) => i,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer),
-        };
-        if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
-            return self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
-        }
-        let app = read_py(py, &self.app);
-        let result = match app.bind(py).call1((env, &sr)) {
-            Ok(r) => r,
-            Err(e) => return self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e, &peer),
-        };
-        let sent = send_result(py, &sr, &result, can_sendfile);
-        // PEP 3333: close() is called however the iteration ended. Plain lists and tuples
-        // have none (looking it up raises and clears an AttributeError each time).
-        let closed = if result.is_exact_instance_of::<PyList>()
-            || result.is_exact_instance_of::<PyTuple>()
-        {
-            Ok(())
-        } else {
-            call_close(&result)
-        };
-        let mut me = sr.borrow_mut();
-        match sent {
-            Err(Unsent::NotBytes(what)) => self.fail_result(py, &mut me.responder, &app, &what),
-            Err(Unsent::Raised(e)) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
-            Ok(()) => match closed {
-                Ok(()) => {
-                    let _ = me.responder.finish(py);
+        // The worker's checked strings are lent to the request's start_response.
+        'run: {
+            let template = read_py(py, &self.template);
+            let parts = EnvironParts {
+                head: &head,
+                peer: &peer,
+                scheme,
+                u0,
+                peercreds: self.peercreds.load(std::sync::atomic::Ordering::Relaxed),
+                resolve_peer: self.resolve_peer.load(std::sync::atomic::Ordering::Relaxed),
+                tls: tls.as_deref(),
+                local_port: match &local {
+                    stogie_http::LocalAddr::Tcp(a) => a.port(),
+                    _ => 0,
+                },
+                main_port: self.main_port.load(std::sync::atomic::Ordering::Relaxed) as u16,
+                forwarded: forwarded.as_deref(),
+            };
+            let env = match environ::build(py, template.bind(py), cache, &parts) {
+                Ok(env) => env,
+                Err(e) => {
+                    self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
+                    break 'run;
                 }
-                Err(e) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
-            },
+            };
+            let input = match Bound::new(py, Input::new(body)) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
+                    break 'run;
+                }
+            };
+            if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
+                self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
+                break 'run;
+            }
+            let app = read_py(py, &self.app);
+            let result = match app.bind(py).call1((env, &sr)) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(py, &mut sr.borrow_mut().responder, Some(&input), e, &peer);
+                    break 'run;
+                }
+            };
+            let sent = send_result(py, &sr, &result, can_sendfile);
+            // PEP 3333: close() is called however the iteration ended. Plain lists and tuples
+            // have none (looking it up raises and clears an AttributeError each time).
+            let closed = if result.is_exact_instance_of::<PyList>()
+                || result.is_exact_instance_of::<PyTuple>()
+            {
+                Ok(())
+            } else {
+                call_close(&result)
+            };
+            let mut me = sr.borrow_mut();
+            match sent {
+                Err(Unsent::NotBytes(what)) => self.fail_result(py, &mut me.responder, &app, &what),
+                Err(Unsent::Raised(e)) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
+                Ok(()) => match closed {
+                    Ok(()) => {
+                        let _ = me.responder.finish(py);
+                    }
+                    Err(e) => self.fail(py, &mut me.responder, Some(&input), e, &peer),
+                },
+            }
+        }
+        if let Ok(mut me) = sr.try_borrow_mut() {
+            cache.checked = me.checked.take();
         }
     }
 

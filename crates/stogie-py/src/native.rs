@@ -117,7 +117,7 @@ impl NativeRequest {
                 "headers were already sent",
             ));
         }
-        self.responder.set_head_from_py(status, headers)
+        self.responder.set_head_from_py(status, headers, None)
     }
 
     /// Whether the head went out.

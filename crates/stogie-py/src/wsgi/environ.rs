@@ -10,15 +10,45 @@ use pyo3::types::{PyDict, PyString};
 use stogie_http::ops::proxy::Forwarded;
 use stogie_http::{PeerAddr, RequestHead, TlsInfo};
 
-/// `HTTP_*` key objects by header name spelling, and the last client address as a string,
-/// per worker thread.
+use super::respond::Checked;
+
+/// What a worker keeps between requests to build the next environ with fewer new objects:
+/// `HTTP_*` key objects by header name spelling, the last requests' header fields by
+/// position, client addresses and ports as strings; and the strings its apps gave
+/// `start_response` (lent to each request's).
 #[derive(Default)]
 pub struct KeyCache {
     keys: HashMap<Bytes, Py<PyString>>,
+    fields: Vec<Field>,
     addr: Option<(std::net::IpAddr, Py<PyString>)>,
+    /// REMOTE_PORT strings, at `port % PORTS_KEPT`.
+    ports: Vec<Option<(u16, Py<PyString>)>>,
+    /// The last PATH_INFO.
+    path: Option<(Vec<u8>, Py<PyString>)>,
+    /// Lent to the request in progress.
+    pub checked: Option<Box<Checked>>,
 }
 
 const KEY_CACHE_LIMIT: usize = 512;
+
+/// A header field of the last requests at one position: a client sends the same fields in
+/// the same order request after request, most with the same values, so that the field's
+/// key and its value's `str` are those of last time, found without hashing or decoding.
+struct Field {
+    name: Vec<u8>,
+    key: Py<PyString>,
+    /// The value, and `text`, its `str`; a value longer than [`VALUE_KEPT_MAX`] is kept as
+    /// the empty one (whose `str` is the empty one too).
+    value: Vec<u8>,
+    text: Py<PyString>,
+}
+
+/// Header fields kept by position, and the longest value kept.
+const FIELDS_KEPT: usize = 32;
+const VALUE_KEPT_MAX: usize = 512;
+/// REMOTE_PORT strings kept: one per connection on keep-alive, and a client's connections
+/// mostly have consecutive ports.
+const PORTS_KEPT: usize = 256;
 
 impl KeyCache {
     /// REMOTE_ADDR: most requests come from the address the previous one came from.
@@ -33,7 +63,86 @@ impl KeyCache {
         s
     }
 
-    fn key<'py>(&mut self, py: Python<'py>, name: &Bytes) -> Bound<'py, PyString> {
+    /// REMOTE_PORT: the connection's, as it was for its last request.
+    fn port<'py>(&mut self, py: Python<'py>, port: u16) -> Bound<'py, PyString> {
+        if self.ports.is_empty() {
+            self.ports.resize_with(PORTS_KEPT, || None);
+        }
+        let slot = &mut self.ports[port as usize % PORTS_KEPT];
+        if let Some((p, s)) = slot {
+            if *p == port {
+                return s.bind(py).clone();
+            }
+        }
+        let s = decimal(py, port);
+        *slot = Some((port, s.clone().unbind()));
+        s
+    }
+
+    /// PATH_INFO read as ISO-8859-1: the same path as the last request's is the same `str`.
+    fn path<'py>(&mut self, py: Python<'py>, path: &[u8]) -> PyResult<Bound<'py, PyString>> {
+        if let Some((last, s)) = &self.path {
+            if last[..] == *path {
+                return Ok(s.bind(py).clone());
+            }
+        }
+        let s = latin1(py, path)?;
+        if path.len() <= VALUE_KEPT_MAX {
+            match &mut self.path {
+                Some((last, text)) => {
+                    last.clear();
+                    last.extend_from_slice(path);
+                    *text = s.clone().unbind();
+                }
+                None => self.path = Some((path.to_vec(), s.clone().unbind())),
+            }
+        }
+        Ok(s)
+    }
+
+    /// The environ key and the value's `str` of the header field at position `i`.
+    fn field<'py>(
+        &mut self,
+        py: Python<'py>,
+        i: usize,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+        if let Some(f) = self.fields.get_mut(i).filter(|f| f.name == name) {
+            let key = f.key.bind(py).clone();
+            if f.value == value {
+                return Ok((key, f.text.bind(py).clone()));
+            }
+            let text = latin1(py, value)?;
+            keep_value(py, f, value, &text);
+            return Ok((key, text));
+        }
+        let key = self.key(py, name);
+        let text = latin1(py, value)?;
+        if i < FIELDS_KEPT {
+            // Positions before `i` were just filled: `i` is at most the length.
+            let mut f = Field {
+                name: name.to_vec(),
+                key: key.clone().unbind(),
+                value: Vec::new(),
+                text: intern!(py, "").clone().unbind(),
+            };
+            keep_value(py, &mut f, value, &text);
+            match self.fields.get_mut(i) {
+                Some(old) => *old = f,
+                None => self.fields.push(f),
+            }
+        }
+        Ok((key, text))
+    }
+
+    fn key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            return intern!(py, "CONTENT_TYPE").clone();
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            return intern!(py, "CONTENT_LENGTH").clone();
+        }
         if let Some(k) = self.keys.get(name) {
             return k.bind(py).clone();
         }
@@ -48,9 +157,22 @@ impl KeyCache {
         }));
         let k = PyString::intern(py, &s);
         if self.keys.len() < KEY_CACHE_LIMIT {
-            self.keys.insert(name.clone(), k.clone().unbind());
+            // A copy: a slice would hold the whole buffer the head came in.
+            self.keys
+                .insert(Bytes::copy_from_slice(name), k.clone().unbind());
         }
         k
+    }
+}
+
+/// Keeps `value` and its `str` in `f` (a long one as the empty value).
+fn keep_value(py: Python<'_>, f: &mut Field, value: &[u8], text: &Bound<'_, PyString>) {
+    f.value.clear();
+    if value.len() <= VALUE_KEPT_MAX {
+        f.value.extend_from_slice(value);
+        f.text = text.clone().unbind();
+    } else {
+        f.text = intern!(py, "").clone().unbind();
     }
 }
 
@@ -156,14 +278,31 @@ const EVERY_REQUEST: [&str; 6] = [
 /// a dict has the original's table; the 16 keys of the template left room for 5 more, and a
 /// request's seventh new key made CPython rebuild the table (at hello: the worker's CPU 1.98
 /// -> 1.87 us per request, +2% req/s). With the placeholders the table is built for 22 keys,
-/// with room for 20 header fields more.
+/// with room for 20 header fields more. REQUEST_METHOD, QUERY_STRING and SERVER_PROTOCOL
+/// hold `GET`, `` and `HTTP/1.1`, which most requests leave as they are.
+///
+/// Every `str` key is the interned one, the very object [`build`]'s `intern!` keys are: a
+/// lookup then finds its slot by identity. (The placeholders were made from `&str`, new
+/// objects: every request's set_item compared their text, 130 instructions a key.)
 pub fn with_room(template: &Bound<'_, PyDict>) -> PyResult<Py<PyDict>> {
     let py = template.py();
+    let interned = PyDict::new(py);
+    for (key, value) in template.iter() {
+        match key.cast_exact::<PyString>().map(|s| s.to_str()) {
+            Ok(Ok(s)) => interned.set_item(PyString::intern(py, s), value)?,
+            _ => interned.set_item(key, value)?,
+        }
+    }
     let env = PyDict::new(py);
     for key in EVERY_REQUEST {
-        env.set_item(key, py.None())?;
+        env.set_item(PyString::intern(py, key), py.None())?;
     }
-    env.update(template.as_mapping())?;
+    // One merge, as the table is sized for (the keys one by one left no room).
+    env.update(interned.as_mapping())?;
+    // The likeliest values: [`build`] sets these keys only for a request that differs.
+    env.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "GET"))?;
+    env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
     Ok(env.unbind())
 }
 
@@ -177,16 +316,18 @@ pub fn build<'py>(
     let env = template.copy()?;
     let head = parts.head;
     let method = match &head.method[..] {
-        b"GET" => intern!(py, "GET").clone(),
-        b"POST" => intern!(py, "POST").clone(),
-        b"HEAD" => intern!(py, "HEAD").clone(),
-        b"PUT" => intern!(py, "PUT").clone(),
-        b"DELETE" => intern!(py, "DELETE").clone(),
-        b"PATCH" => intern!(py, "PATCH").clone(),
-        b"OPTIONS" => intern!(py, "OPTIONS").clone(),
-        other => latin1(py, other)?,
+        b"GET" => None, // the template's
+        b"POST" => Some(intern!(py, "POST").clone()),
+        b"HEAD" => Some(intern!(py, "HEAD").clone()),
+        b"PUT" => Some(intern!(py, "PUT").clone()),
+        b"DELETE" => Some(intern!(py, "DELETE").clone()),
+        b"PATCH" => Some(intern!(py, "PATCH").clone()),
+        b"OPTIONS" => Some(intern!(py, "OPTIONS").clone()),
+        other => Some(latin1(py, other)?),
     };
-    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    if let Some(method) = method {
+        env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    }
     let path = decode_path(&head.path);
     let mut url_fallback = false;
     if parts.u0 {
@@ -201,13 +342,15 @@ pub fn build<'py>(
     }
     let mut uri = None;
     if !parts.u0 || url_fallback {
-        let path_info = latin1(py, &path)?;
+        let path_info = cache.path(py, &path)?;
         if head.target == path[..] {
             // No query, nothing percent-encoded: the target is PATH_INFO's very text.
             uri = Some(path_info.clone());
         }
         env.set_item(intern!(py, "PATH_INFO"), path_info)?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
+        if !head.query.is_empty() || url_fallback {
+            env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
+        }
         if url_fallback {
             env.set_item(intern!(py, "wsgi.url_encoding"), intern!(py, "ISO-8859-1"))?;
         }
@@ -218,11 +361,13 @@ pub fn build<'py>(
     };
     env.set_item(intern!(py, "REQUEST_URI"), uri)?;
     let protocol = match head.version {
-        stogie_http::Version::Http10 => intern!(py, "HTTP/1.0"),
-        stogie_http::Version::Http11 => intern!(py, "HTTP/1.1"),
-        stogie_http::Version::Http2 => intern!(py, "HTTP/2.0"),
+        stogie_http::Version::Http10 => Some(intern!(py, "HTTP/1.0")),
+        stogie_http::Version::Http11 => None, // the template's
+        stogie_http::Version::Http2 => Some(intern!(py, "HTTP/2.0")),
     };
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    if let Some(protocol) = protocol {
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    }
     if parts.local_port != parts.main_port {
         // Another listener than the first: its own port (none for a UNIX socket).
         let port = if parts.local_port == 0 {
@@ -244,7 +389,7 @@ pub fn build<'py>(
         PeerAddr::Tcp(_) if parts.forwarded.is_some_and(|f| f.client.is_some()) => {}
         PeerAddr::Tcp(addr) => {
             env.set_item(intern!(py, "REMOTE_ADDR"), cache.addr(py, addr.ip()))?;
-            env.set_item(intern!(py, "REMOTE_PORT"), decimal(py, addr.port()))?;
+            env.set_item(intern!(py, "REMOTE_PORT"), cache.port(py, addr.port()))?;
         }
         PeerAddr::Unix(cred) => {
             if let Some(c) = cred.filter(|_| parts.peercreds) {
@@ -267,15 +412,9 @@ pub fn build<'py>(
     let few = head.headers.len() <= SEEN;
     let mut seen = [std::ptr::null_mut(); SEEN];
     let mut n_seen = 0;
-    for h in &head.headers {
+    for (i, h) in head.headers.iter().enumerate() {
         let name = &h.name;
-        let key = if name.eq_ignore_ascii_case(b"content-type") {
-            intern!(py, "CONTENT_TYPE").clone()
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            intern!(py, "CONTENT_LENGTH").clone()
-        } else {
-            cache.key(py, name)
-        };
+        let (key, value) = cache.field(py, i, name, &h.value)?;
         // Looked up only when the field may have come before.
         let prev = if !few || seen[..n_seen].contains(&key.as_ptr()) {
             env.get_item(&key)?
@@ -298,11 +437,11 @@ pub fn build<'py>(
                     "{}{}{}",
                     prev.cast::<PyString>()?.to_cow()?,
                     sep,
-                    latin1(py, &h.value)?.to_cow()?
+                    value.to_cow()?
                 );
                 env.set_item(key, joined)?;
             }
-            None => env.set_item(key, latin1(py, &h.value)?)?,
+            None => env.set_item(key, value)?,
         }
     }
     if let Some(f) = parts.forwarded {

@@ -1,7 +1,7 @@
 //! `wsgi.input`: a file-like reader over the request body that never blocks past the body's
 //! end and waits for the client with the GIL released.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -21,10 +21,15 @@ pyo3::create_exception!(
 );
 
 /// The request body as a binary file-like object.
+///
+/// What was received and not yet read is `piece`, a piece of the body as the engine gave
+/// it (read from without a copy: a body that came with its head is one piece), or, once a
+/// read needs more than one piece, `joined`, the pieces copied one after the other.
 #[pyclass(module = "stogie._native", name = "InputStream")]
 pub struct Input {
     body: Option<RequestBody>,
-    buf: BytesMut,
+    piece: Bytes,
+    joined: BytesMut,
     eof: bool,
     error: Option<BodyError>,
 }
@@ -34,7 +39,8 @@ impl Input {
     pub fn new(body: RequestBody) -> Self {
         Input {
             body: Some(body),
-            buf: BytesMut::new(),
+            piece: Bytes::new(),
+            joined: BytesMut::new(),
             eof: false,
             error: None,
         }
@@ -70,10 +76,14 @@ impl Input {
         };
         match next {
             Some(Ok(data)) => {
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::from(data);
+                if self.piece.is_empty() && self.joined.is_empty() {
+                    self.piece = data;
                 } else {
-                    self.buf.extend_from_slice(&data);
+                    if !self.piece.is_empty() {
+                        self.joined.extend_from_slice(&self.piece);
+                        self.piece.clear();
+                    }
+                    self.joined.extend_from_slice(&data);
                 }
                 Ok(true)
             }
@@ -89,11 +99,27 @@ impl Input {
         }
     }
 
+    /// What was received and not yet read.
+    fn buffered(&self) -> &[u8] {
+        if self.piece.is_empty() {
+            &self.joined
+        } else {
+            &self.piece
+        }
+    }
+
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
-        let n = n.min(self.buf.len());
-        let out = PyBytes::new(py, &self.buf[..n]);
-        self.buf.advance(n);
-        out
+        if self.piece.is_empty() {
+            let n = n.min(self.joined.len());
+            let out = PyBytes::new(py, &self.joined[..n]);
+            self.joined.advance(n);
+            out
+        } else {
+            let n = n.min(self.piece.len());
+            let out = PyBytes::new(py, &self.piece[..n]);
+            self.piece.advance(n);
+            out
+        }
     }
 
     fn read_line<'py>(
@@ -103,17 +129,17 @@ impl Input {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
-            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+            let buf = self.buffered();
+            if let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + pos + 1;
                 return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
             }
-            scanned = self.buf.len();
-            if limit.is_some_and(|l| self.buf.len() >= l) {
+            scanned = buf.len();
+            if limit.is_some_and(|l| buf.len() >= l) {
                 return Ok(self.take(py, limit.unwrap_or(0)));
             }
             if !self.fill(py)? {
-                let n = self.buf.len();
-                return Ok(self.take(py, n));
+                return Ok(self.take(py, usize::MAX));
             }
         }
     }
@@ -130,13 +156,12 @@ impl Input {
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         match size_arg(size) {
             Some(n) => {
-                while self.buf.len() < n && self.fill(py)? {}
+                while self.buffered().len() < n && self.fill(py)? {}
                 Ok(self.take(py, n))
             }
             None => {
                 while self.fill(py)? {}
-                let n = self.buf.len();
-                Ok(self.take(py, n))
+                Ok(self.take(py, usize::MAX))
             }
         }
     }

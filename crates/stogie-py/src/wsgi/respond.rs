@@ -50,6 +50,17 @@ pub fn body_bytes(data: &Bound<'_, PyBytes>) -> Bytes {
     })
 }
 
+/// A Content-Length value as apps nearly always give it, a few plain digits, read without
+/// the general parse (`None` for anything else, which that then reads).
+fn digits_value(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
 /// The response state shared by `start_response`, `write()` and the result loop.
 pub struct Responder {
     sender: ResponseSender,
@@ -84,13 +95,15 @@ impl Responder {
 
     /// Converts `status` and `headers` from the app (see [`head_from_py`]) and sets them as
     /// the head (or, before anything was sent, replaces the head set before).
+    /// `checked`: strings seen before, which need no second look.
     pub fn set_head_from_py(
         &mut self,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
+        checked: Option<&mut Checked>,
     ) -> PyResult<()> {
         let room = self.room.take().unwrap_or_default();
-        self.set_head(head_from_py(status, headers, room)?);
+        self.set_head(head_from_py(status, headers, room, checked)?);
         Ok(())
     }
 
@@ -100,7 +113,7 @@ impl Responder {
         self.left = head
             .headers()
             .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
-            .and_then(|(_, v)| content_length_value(v));
+            .and_then(|(_, v)| digits_value(v).or_else(|| content_length_value(v)));
         self.head = Some(head);
     }
 
@@ -218,8 +231,14 @@ impl Responder {
 }
 
 /// Appends `s`, a `str` from the app, to `buf` as ISO-8859-1 (PEP 3333's header encoding)
-/// and returns where it landed. `what` names it in the error for a wrong type or character.
-fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<Range<usize>> {
+/// and returns where it landed, and, when `s` is plain ASCII, its own UTF-8 buffer (the
+/// same bytes, valid while `s` lives; see [`Checked`]). `what` names it in the error for a
+/// wrong type or character.
+fn push_latin1<'a>(
+    buf: &mut Vec<u8>,
+    s: &'a Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<(Range<usize>, Option<&'a [u8]>)> {
     let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "WSGI {what} {} is not of type str.",
@@ -235,7 +254,7 @@ fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<
         .all(|c| c < 0x80 && c != 0 && c != b'\n' && c != b'\r')
     {
         buf.extend_from_slice(text.as_bytes());
-        return Ok(start..buf.len());
+        return Ok((start..buf.len(), Some(text.as_bytes())));
     }
     for c in text.chars() {
         let c = c as u32;
@@ -251,13 +270,140 @@ fn push_latin1(buf: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<
         }
         buf.push(c as u8);
     }
-    Ok(start..buf.len())
+    Ok((start..buf.len(), None))
+}
+
+/// What a string from the app was checked as.
+const AS_STATUS: u8 = 1;
+const AS_NAME: u8 = 2;
+const AS_VALUE: u8 = 4;
+
+/// Most strings stored in [`Checked`], and the longest.
+const CHECKED_SLOTS: usize = 32;
+const CHECKED_MAX_LEN: usize = 256;
+
+/// Strings from the app's `start_response` calls already checked, by identity: an app
+/// passes the same status and header name (and often value) objects, its code's constants,
+/// request after request, and such a string needs neither its type, its characters nor its
+/// token-ness looked at again. Per worker thread; only exact, plain-ASCII `str`s. Each is
+/// held, so that its address stays its own and its text (`text`, its UTF-8 buffer, which is
+/// its Latin-1 bytes) stays valid. A string made for one response (`str(len(body))`) is
+/// never seen again: one that nothing but a pair made for this response holds is not kept,
+/// and the one replaced is the first not used since the last pass (a clock), so that the
+/// constants stay.
+#[derive(Default)]
+pub struct Checked {
+    slots: Vec<Slot>,
+    /// Where the clock's hand is.
+    hand: usize,
+}
+
+struct Slot {
+    obj: Py<PyString>,
+    text: *const u8,
+    len: usize,
+    roles: u8,
+    used: bool,
+}
+
+// SAFETY: `text` points into the string `obj` holds, which is immutable; it is read only
+// with the GIL held, like `obj`.
+unsafe impl Send for Checked {}
+unsafe impl Sync for Checked {}
+
+impl Checked {
+    /// The bytes of `s`, if it was checked as `role` before.
+    fn get(&mut self, s: &Bound<'_, PyAny>, role: u8) -> Option<&[u8]> {
+        let p = s.as_ptr();
+        let slot = self.slots.iter_mut().find(|slot| slot.obj.as_ptr() == p)?;
+        if slot.roles & role == 0 {
+            return None;
+        }
+        slot.used = true;
+        // SAFETY: see `Slot`: `obj` is alive and immutable.
+        Some(unsafe { std::slice::from_raw_parts(slot.text, slot.len) })
+    }
+
+    /// Remembers that `s`, whose text is `text`, passed as `role`. `lasting`: what holds
+    /// `s` (a constant tuple) outlives the response, whatever `s`'s own count says.
+    fn remember(&mut self, s: &Bound<'_, PyAny>, text: &[u8], role: u8, lasting: bool) {
+        // SAFETY: a live object. Held by its pair (or the caller's frame) alone: made for
+        // this response.
+        if !lasting && unsafe { pyo3::ffi::Py_REFCNT(s.as_ptr()) } <= 1 {
+            return;
+        }
+        if let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|slot| slot.obj.as_ptr() == s.as_ptr())
+        {
+            slot.roles |= role;
+            return;
+        }
+        let Ok(s) = s.cast_exact::<PyString>() else {
+            return;
+        };
+        if text.len() > CHECKED_MAX_LEN {
+            return;
+        }
+        let slot = Slot {
+            obj: s.clone().unbind(),
+            text: text.as_ptr(),
+            len: text.len(),
+            roles: role,
+            used: false,
+        };
+        if self.slots.len() < CHECKED_SLOTS {
+            self.slots.push(slot);
+            return;
+        }
+        loop {
+            let old = &mut self.slots[self.hand];
+            self.hand = (self.hand + 1) % CHECKED_SLOTS;
+            if !std::mem::take(&mut old.used) {
+                *old = slot;
+                return;
+            }
+        }
+    }
+}
+
+/// Appends `s` (see [`push_latin1`]) as `role`, looked at only if `checked` has not seen it;
+/// `valid` is the role's own test of the bytes (a token, a status), `Ok(())` or the error
+/// to raise. `lasting`: see [`Checked::remember`].
+fn push_checked(
+    buf: &mut Vec<u8>,
+    s: &Bound<'_, PyAny>,
+    what: &str,
+    role: u8,
+    lasting: bool,
+    checked: &mut Option<&mut Checked>,
+    valid: impl FnOnce(&[u8]) -> PyResult<()>,
+) -> PyResult<Range<usize>> {
+    if let Some(text) = checked.as_deref_mut().and_then(|c| c.get(s, role)) {
+        let start = buf.len();
+        buf.extend_from_slice(text);
+        return Ok(start..buf.len());
+    }
+    let (at, text) = push_latin1(buf, s, what)?;
+    valid(&buf[at.clone()])?;
+    if let (Some(c), Some(text)) = (checked.as_deref_mut(), text) {
+        c.remember(s, text, role, lasting);
+    }
+    Ok(at)
 }
 
 /// One `(name, value)` item of the app's headers: a tuple or list of two (the usual
 /// case, read without iterating), or any other iterable of exactly two, as Cheroot's
-/// `for k, v in headers` takes. A `str` or `bytes` is never a pair.
-fn header_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+/// `for k, v in headers` takes. A `str` or `bytes` is never a pair. `f` gets the two (a
+/// tuple's read borrowed: their counts are then those of the app's objects) and whether
+/// they are held beyond the response: always said of a list or an iterator, of a tuple
+/// when something besides its container and the caller holds it (a constant of the app's
+/// code).
+fn with_header_pair<'py, R>(
+    item: &Bound<'py, PyAny>,
+    f: impl FnOnce(&Bound<'py, PyAny>, &Bound<'py, PyAny>, bool) -> PyResult<R>,
+) -> PyResult<R> {
     let not_pair = || {
         PyTypeError::new_err(format!(
             "WSGI response header {} is not a (name, value) pair.",
@@ -265,15 +411,18 @@ fn header_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bo
         ))
     };
     if let Ok(t) = item.cast_exact::<PyTuple>() {
-        return if t.len() == 2 {
-            Ok((t.get_item(0)?, t.get_item(1)?))
-        } else {
-            Err(not_pair())
-        };
+        if t.len() != 2 {
+            return Err(not_pair());
+        }
+        // A tuple cannot change: its items live as long as it does.
+        let (name, value) = (t.get_borrowed_item(0)?, t.get_borrowed_item(1)?);
+        // SAFETY: a live object.
+        let lasting = unsafe { pyo3::ffi::Py_REFCNT(t.as_ptr()) } > 2;
+        return f(&name, &value, lasting);
     }
     if let Ok(l) = item.cast_exact::<PyList>() {
         return if l.len() == 2 {
-            Ok((l.get_item(0)?, l.get_item(1)?))
+            f(&l.get_item(0)?, &l.get_item(1)?, true)
         } else {
             Err(not_pair())
         };
@@ -285,40 +434,73 @@ fn header_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bo
     let (Some(name), Some(value), None) = (it.next(), it.next(), it.next()) else {
         return Err(not_pair());
     };
-    Ok((name?, value?))
+    f(&name?, &value?, true)
 }
 
 /// Converts `status` and `headers` from a WSGI app into a head, checking types. The status
 /// and every name and value are copied into the one buffer the head is made of, `room`'s.
-/// `headers` may be any iterable of pairs (a list of tuples is the fast path).
+/// `headers` may be any iterable of pairs (a list of tuples is the fast path). Strings
+/// `checked` has seen pass without a second look.
 pub fn head_from_py(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
     room: HeadRoom,
+    mut checked: Option<&mut Checked>,
 ) -> PyResult<ResponseHead> {
     let HeadRoom {
         mut text,
         fields: mut ranges,
     } = room;
-    let status_at = push_latin1(&mut text, status, "response status")?;
-    stogie_http::message::status_code(&text[status_at.clone()]).map_err(|e| {
-        PyValueError::new_err(format!(
-            "WSGI response status {:?}: {e}",
-            String::from_utf8_lossy(&text[status_at.clone()])
-        ))
-    })?;
+    let status_at = push_checked(
+        &mut text,
+        status,
+        "response status",
+        AS_STATUS,
+        false,
+        &mut checked,
+        |status| {
+            stogie_http::message::status_code(status)
+                .map(|_| ())
+                .map_err(|e| {
+                    PyValueError::new_err(format!(
+                        "WSGI response status {:?}: {e}",
+                        String::from_utf8_lossy(status)
+                    ))
+                })
+        },
+    )?;
     let mut push = |item: &Bound<'_, PyAny>| -> PyResult<()> {
-        let (name, value) = header_pair(item)?;
-        let name = push_latin1(&mut text, &name, "response header key")?;
-        if !stogie_http::message::is_token(&text[name.clone()]) {
-            return Err(PyValueError::new_err(format!(
-                "WSGI response header name {:?} is not a valid token.",
-                String::from_utf8_lossy(&text[name])
-            )));
-        }
-        let value = push_latin1(&mut text, &value, "response header value")?;
-        ranges.push((name, value));
-        Ok(())
+        with_header_pair(item, |name, value, lasting| {
+            let name = push_checked(
+                &mut text,
+                name,
+                "response header key",
+                AS_NAME,
+                lasting,
+                &mut checked,
+                |name| {
+                    if stogie_http::message::is_token(name) {
+                        Ok(())
+                    } else {
+                        Err(PyValueError::new_err(format!(
+                            "WSGI response header name {:?} is not a valid token.",
+                            String::from_utf8_lossy(name)
+                        )))
+                    }
+                },
+            )?;
+            let value = push_checked(
+                &mut text,
+                value,
+                "response header value",
+                AS_VALUE,
+                lasting,
+                &mut checked,
+                |_| Ok(()),
+            )?;
+            ranges.push((name, value));
+            Ok(())
+        })
     };
     if let Ok(list) = headers.cast_exact::<PyList>() {
         for item in list.iter() {
@@ -353,6 +535,8 @@ pub struct StartResponse {
     /// The response in progress.
     pub responder: Responder,
     started: bool,
+    /// The worker's strings checked before (lent for the request).
+    pub checked: Option<Box<Checked>>,
 }
 
 impl StartResponse {
@@ -368,10 +552,11 @@ impl StartResponse {
     }
 
     /// A start_response for one request.
-    pub fn new(sender: ResponseSender, room: HeadRoom) -> Self {
+    pub fn new(sender: ResponseSender, room: HeadRoom, checked: Option<Box<Checked>>) -> Self {
         StartResponse {
             responder: Responder::new(sender, room),
             started: false,
+            checked,
         }
     }
 }
@@ -400,7 +585,9 @@ impl StartResponse {
                     return Err(PyErr::from_value(exc));
                 }
             }
-            me.responder.set_head_from_py(status, headers)?;
+            let me = &mut *me;
+            me.responder
+                .set_head_from_py(status, headers, me.checked.as_deref_mut())?;
             me.started = true;
         }
         slf.getattr(intern!(slf.py(), "write"))
@@ -486,4 +673,35 @@ pub fn sendfile_source(py: Python<'_>, wrapper: &FileWrapper) -> Option<(std::fs
     let file = unsafe { std::fs::File::from_raw_fd(dup) };
     let meta = file.metadata().ok()?;
     meta.is_file().then_some((file, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digits_value;
+    use stogie_http::message::content_length_value;
+
+    #[test]
+    fn digits_value_agrees_with_content_length_value() {
+        for v in [
+            &b"0"[..],
+            b"13",
+            b"007",
+            b"123456789012345678",
+            b"1234567890123456789",
+            b"18446744073709551616",
+            b" 13",
+            b"13 ",
+            b"",
+            b"1a",
+            b"-1",
+            b"+1",
+        ] {
+            let fast = digits_value(v);
+            assert!(fast.is_none() || fast == content_length_value(v), "{v:?}");
+            assert_eq!(
+                fast.or_else(|| content_length_value(v)),
+                content_length_value(v)
+            );
+        }
+    }
 }
