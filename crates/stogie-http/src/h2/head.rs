@@ -327,6 +327,24 @@ fn stamp(headers: &mut http::HeaderMap, has_date: bool, has_server: bool, server
     });
 }
 
+/// The name of a response field: the common ones, as apps spell them, without parsing
+/// (`from_bytes` lower-cases and looks the name up, a few hundred instructions a field).
+fn field_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header;
+    Ok(match name {
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
+        b"Location" | b"location" => header::LOCATION,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"ETag" | b"Etag" | b"etag" => header::ETAG,
+        b"Vary" | b"vary" => header::VARY,
+        b"Content-Encoding" | b"content-encoding" => header::CONTENT_ENCODING,
+        _ => HeaderName::from_bytes(name)?,
+    })
+}
+
 /// The app's response head as HTTP/2 sends it, with the fields it must not carry left out
 /// (and the ones `Connection` names), a Date and a Server unless the app set its own; or
 /// why it cannot be sent.
@@ -356,7 +374,7 @@ pub(crate) fn response_head(
     for (name, value) in head.headers() {
         // `from_bytes` takes exactly the RFC 9110 tokens (and lower-cases the name, as
         // HTTP/2 requires); the value is checked whole, before it is trimmed.
-        let field = match HeaderName::from_bytes(name) {
+        let field = match field_name(name) {
             Ok(n) if !has_bad_byte(value) => n,
             _ => {
                 return Err(response_field_error(name, value)
@@ -524,6 +542,19 @@ mod tests {
         let f = response_head(&ResponseHead::new("200 OK", [("A", "b")]), false, "").unwrap();
         assert!(f.head.headers().contains_key("date"));
         assert!(!f.head.headers().contains_key("server"));
+        for name in [
+            "Content-Type",
+            "content-type",
+            "ETag",
+            "Vary",
+            "X-Custom",
+            "set-cookie",
+        ] {
+            assert_eq!(
+                field_name(name.as_bytes()).unwrap(),
+                HeaderName::from_bytes(name.as_bytes()).unwrap()
+            );
+        }
         let e = error_head(&HttpError::ServiceUnavailable, "Other");
         assert_eq!(e.headers()["server"], "Other");
     }
