@@ -10,6 +10,7 @@
 //! connection's task; a stream is polled only when woken (as a task would be).
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -147,7 +148,10 @@ impl StreamSet {
                 continue;
             };
             let mut scx = Context::from_waker(&slot.as_waker);
-            if stream.as_mut().poll(&mut scx).is_ready() {
+            // A stream that panics ends alone, as a task of its own would (tokio catches a
+            // task's panic): its connection and the other streams go on.
+            let polled = panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll(&mut scx)));
+            if polled.map_or(true, |p| p.is_ready()) {
                 slot.stream = None;
                 self.free.push(self.batch[i]);
                 self.live -= 1;
@@ -207,6 +211,11 @@ mod tests {
         tx.send(()).unwrap();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the connection is woken");
         assert!(set.poll_all_ended(&mut cx).is_ready());
+        // A stream that panics ends; the others go on.
+        set.push(Box::pin(async { panic!("a stream's bug") }));
+        set.push(Box::pin(async {}));
+        assert_eq!(set.poll(&mut cx), 2);
+        assert!(set.is_empty());
         // The place is used again.
         set.push(Box::pin(async {}));
         assert_eq!(set.slots.len(), 2);
