@@ -1,43 +1,26 @@
 //! One HTTP/2 connection: the handshake (with the server's timeout), the settings that make
 //! the `h2` crate safe to face the internet (its defaults allow unlimited streams and
-//! 16 MiB of headers), streams handed to their own tasks, and the connection's end:
+//! 16 MiB of headers), streams run in the connection's task ([`super::streams`]), and the connection's end:
 //! GOAWAY when the server drains or stops, when the connection has been idle for the
 //! timeout, or (ENHANCE_YOUR_CALM) when the client floods it with frames of no request.
 
-use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::Reason;
-use tokio::sync::{Notify, Semaphore};
-use tokio::time::{sleep, timeout};
+use tokio::sync::Semaphore;
+use tokio::time::{sleep, timeout, Instant};
 
 use super::meter::{Metered, Tripped};
 use super::stream::{self, StreamCtx};
+use super::streams::StreamSet;
 use crate::addr::PeerAddr;
 use crate::log::LogLevel;
 use crate::shared::{Open, Shared};
 use crate::transport::Transport;
-
-/// Streams of one connection alive (in their tasks), and a wake-up for the connection when
-/// the last one ends (its idle time starts then).
-#[derive(Default)]
-struct Live {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-/// A stream counted in [`Live`] for as long as its task runs.
-struct LiveStream(Arc<Live>);
-
-impl Drop for LiveStream {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_one();
-        }
-    }
-}
 
 /// Serves an HTTP/2 connection until it closes. `open` counts it among the server's open
 /// connections for as long as it lives.
@@ -90,21 +73,18 @@ pub(crate) async fn serve<S: Transport>(io: S, peer: PeerAddr, shared: Arc<Share
         jobs: Arc::new(Semaphore::new(p.max_concurrent_streams.max(1) as usize)),
         trusted,
     });
-    let live = Arc::new(Live::default());
+    let mut streams = StreamSet::new();
     let mut closing = false;
     let mut calmed = false;
-    loop {
-        let ending = shared.stop.ending_notified();
-        if shared.stop.is_ending() && !closing {
-            // A drain or a stop: streams in flight finish, no new ones start.
-            conn.graceful_shutdown();
-            closing = true;
-        }
-        let idle = live.count.load(Ordering::Acquire) == 0;
-        let became_idle = live.idle.notified();
-        tokio::select! {
-            biased;
-            refused = tripped.wait(), if !calmed => {
+    let mut trip = pin!(tripped.wait());
+    let mut ending = pin!(shared.stop.ending_notified());
+    // Armed once and moved on only when it fires early: a connection that is never idle
+    // for long costs no timer work per request.
+    let mut idle_timer = pin!(sleep(cfg.timeout));
+    let mut idle_since = Some(Instant::now());
+    let ended = poll_fn(|cx| {
+        if !calmed {
+            if let Poll::Ready(refused) = trip.as_mut().poll(cx) {
                 match refused {
                     None => {
                         shared.log.log(
@@ -126,33 +106,63 @@ pub(crate) async fn serve<S: Transport>(io: S, peer: PeerAddr, shared: Arc<Share
                 calmed = true;
                 closing = true;
             }
-            _ = ending, if !closing => {}
-            accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
-                    live.count.fetch_add(1, Ordering::AcqRel);
-                    let alive = LiveStream(live.clone());
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        stream::serve(req, respond, ctx).await;
-                        drop(alive);
-                    });
+        }
+        if !closing && (ending.as_mut().poll(cx).is_ready() || shared.stop.is_ending()) {
+            // A drain or a stop: streams in flight finish, no new ones start.
+            conn.graceful_shutdown();
+            closing = true;
+        }
+        loop {
+            // The streams first, then the connection: it writes what they all queued at
+            // once, and reads (and takes) the next requests.
+            streams.poll(cx);
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    streams.push(Box::pin(stream::serve(req, respond, ctx.clone())));
                 }
-                Some(Err(e)) => {
-                    log_end(&shared, &peer, &e);
-                    break;
-                }
-                None => break,
-            },
-            _ = became_idle, if !idle => {}
-            _ = sleep(cfg.timeout), if idle && !closing => {
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(e)),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => break,
+            }
+        }
+        if !streams.is_empty() || closing {
+            idle_since = None;
+            return Poll::Pending;
+        }
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        while idle_timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= since + cfg.timeout {
                 // Idle for the timeout: told to go away (and reconnect when it needs to).
                 conn.graceful_shutdown();
                 closing = true;
+                cx.waker().wake_by_ref();
+                break;
             }
+            idle_timer.as_mut().reset(since + cfg.timeout);
         }
+        Poll::Pending
+    })
+    .await;
+    if let Some(e) = ended {
+        log_end(&shared, &peer, &e);
     }
-    // What the connection still has to send (a GOAWAY) goes before it closes.
-    let _ = timeout(cfg.timeout, poll_fn(|cx| conn.poll_closed(cx))).await;
+    // What the connection still has to send (a GOAWAY) goes before it closes; the streams
+    // still waiting for their app finish (their answers have nowhere to go, but they are
+    // logged and counted).
+    let mut closed = false;
+    let mut deadline = pin!(sleep(cfg.timeout));
+    poll_fn(|cx| {
+        let done = streams.poll_all_ended(cx).is_ready();
+        if !closed {
+            closed = deadline.as_mut().poll(cx).is_ready() || conn.poll_closed(cx).is_ready();
+        }
+        if done && closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 fn log_end(shared: &Shared, peer: &PeerAddr, err: &h2::Error) {

@@ -3,6 +3,9 @@
 //! clients forge `SCRIPT_NAME` and `HTTP_*` that its HTTP/1 path refused); and a response
 //! head into what the `h2` crate sends, without the fields HTTP/2 forbids.
 
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
@@ -262,13 +265,84 @@ pub(crate) struct ResponseFrame {
 
 /// Whether a field is connection-specific (RFC 9113 §8.2.2): HTTP/2 forbids them, so they
 /// are dropped from what an app (written for HTTP/1) sets.
+/// `name` is lower-case.
 fn connection_specific(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"connection")
-        || name.eq_ignore_ascii_case(b"keep-alive")
-        || name.eq_ignore_ascii_case(b"proxy-connection")
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"upgrade")
-        || name.eq_ignore_ascii_case(b"te")
+    matches!(
+        name,
+        b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"te"
+    )
+}
+
+/// The Date and Server values of the answers this thread sends, made once (a second, and
+/// a server name) and then shared: each answer used to format and allocate both.
+struct Stamps {
+    second: u64,
+    date: Option<HeaderValue>,
+    server_name: String,
+    server: Option<HeaderValue>,
+}
+
+thread_local! {
+    static STAMPS: RefCell<Stamps> = const {
+        RefCell::new(Stamps { second: 0, date: None, server_name: String::new(), server: None })
+    };
+}
+
+/// Adds Date (unless `has_date`) and Server (unless `has_server` or `server` is empty).
+fn stamp(headers: &mut http::HeaderMap, has_date: bool, has_server: bool, server: &str) {
+    let add_server = !has_server && !server.is_empty();
+    if has_date && !add_server {
+        return;
+    }
+    STAMPS.with(|cell| {
+        let mut st = cell.borrow_mut();
+        if !has_date {
+            let now = SystemTime::now();
+            let second = now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if st.second != second || st.date.is_none() {
+                st.second = second;
+                st.date = HeaderValue::from_str(&httpdate::fmt_http_date(now)).ok();
+            }
+            if let Some(date) = &st.date {
+                headers.insert(http::header::DATE, date.clone());
+            }
+        }
+        if add_server {
+            if st.server_name != server || st.server.is_none() {
+                st.server_name = server.to_owned();
+                st.server = HeaderValue::from_str(server).ok();
+            }
+            if let Some(v) = &st.server {
+                headers.insert(http::header::SERVER, v.clone());
+            }
+        }
+    });
+}
+
+/// The name of a response field: the common ones, as apps spell them, without parsing
+/// (`from_bytes` lower-cases and looks the name up, a few hundred instructions a field).
+fn field_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header;
+    Ok(match name {
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
+        b"Location" | b"location" => header::LOCATION,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"ETag" | b"Etag" | b"etag" => header::ETAG,
+        b"Vary" | b"vary" => header::VARY,
+        b"Content-Encoding" | b"content-encoding" => header::CONTENT_ENCODING,
+        _ => HeaderName::from_bytes(name)?,
+    })
 }
 
 /// The app's response head as HTTP/2 sends it, with the fields it must not carry left out
@@ -282,7 +356,8 @@ pub(crate) fn response_head(
     let status = head.status();
     let code =
         status_code(status).map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(status)))?;
-    let mut builder = http::Response::builder().status(code);
+    let mut response = http::Response::new(());
+    *response.status_mut() = http::StatusCode::from_u16(code).map_err(|e| e.to_string())?;
     // The fields `Connection` names are connection-specific too.
     let named: Vec<&[u8]> = head
         .headers()
@@ -294,17 +369,24 @@ pub(crate) fn response_head(
     let mut content_length = None;
     let mut has_date = false;
     let mut has_server = false;
-    let headers = builder
-        .headers_mut()
-        .ok_or("the response head is invalid")?;
+    let headers = response.headers_mut();
+    headers.reserve(head.headers().len() + 2);
     for (name, value) in head.headers() {
-        if let Some(e) = response_field_error(name, value) {
-            return Err(e);
-        }
-        if connection_specific(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        // `from_bytes` takes exactly the RFC 9110 tokens (and lower-cases the name, as
+        // HTTP/2 requires); the value is checked whole, before it is trimmed.
+        let field = match field_name(name) {
+            Ok(n) if !has_bad_byte(value) => n,
+            _ => {
+                return Err(response_field_error(name, value)
+                    .unwrap_or_else(|| "a response header name is too long".to_string()))
+            }
+        };
+        if connection_specific(field.as_str().as_bytes())
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if field == http::header::CONTENT_LENGTH {
             match content_length_value(value) {
                 Some(n) if content_length.is_none_or(|m| m == n) => content_length = Some(n),
                 _ => {
@@ -314,32 +396,18 @@ pub(crate) fn response_head(
                     ))
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"date") {
+        } else if field == http::header::DATE {
             has_date = true;
-        } else if name.eq_ignore_ascii_case(b"server") {
+        } else if field == http::header::SERVER {
             has_server = true;
         }
-        // `from_bytes` lower-cases the name, as HTTP/2 requires.
-        let name = HeaderName::from_bytes(name).map_err(|e| e.to_string())?;
         let value = HeaderValue::from_bytes(value.trim_ascii()).map_err(|e| e.to_string())?;
-        headers.append(name, value);
+        headers.append(field, value);
     }
-    if !has_date {
-        let mut date = None;
-        crate::h1::response::with_date(|d| date = HeaderValue::from_bytes(d).ok());
-        if let Some(date) = date {
-            headers.insert(http::header::DATE, date);
-        }
-    }
-    if !has_server && !server.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(server) {
-            headers.insert(http::header::SERVER, v);
-        }
-    }
+    stamp(headers, has_date, has_server, server);
     let no_body = is_head || code < 200 || code == 204 || code == 304;
-    let head = builder.body(()).map_err(|e| e.to_string())?;
     Ok(ResponseFrame {
-        head,
+        head: response,
         code,
         content_length,
         no_body,
@@ -352,16 +420,11 @@ pub(crate) fn error_head(err: &HttpError, server: &str) -> http::Response<()> {
     let mut response = http::Response::builder()
         .status(err.code())
         .header(http::header::CONTENT_TYPE, crate::h1::response::TEXT)
-        .header(http::header::CONTENT_LENGTH, err.message().len());
-    let mut date = None;
-    crate::h1::response::with_date(|d| date = HeaderValue::from_bytes(d).ok());
-    if let Some(date) = date {
-        response = response.header(http::header::DATE, date);
-    }
-    if !server.is_empty() {
-        response = response.header(http::header::SERVER, server);
-    }
-    response.body(()).unwrap_or_default()
+        .header(http::header::CONTENT_LENGTH, err.message().len())
+        .body(())
+        .unwrap_or_default();
+    stamp(response.headers_mut(), false, false, server);
+    response
 }
 
 #[cfg(test)]
@@ -455,6 +518,45 @@ mod tests {
             refused(http::Request::builder().method("CONNECT").uri("/")),
             Some(Refused::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn bad_response_fields_are_refused_and_stamps_added_once() {
+        for (name, value) in [
+            ("X-A", "v\r\n"),
+            ("X-A", "\r\nX-B: 1"),
+            ("X A", "v"),
+            ("", "v"),
+        ] {
+            let head = ResponseHead::new("200 OK", [(name, value)]);
+            assert!(
+                response_head(&head, false, "S").is_err(),
+                "{name:?}: {value:?} accepted"
+            );
+        }
+        let head = ResponseHead::new("200 OK", [("Date", "then"), ("Server", "app")]);
+        let f = response_head(&head, false, "Stogie").unwrap();
+        assert_eq!(f.head.headers().get_all("date").iter().count(), 1);
+        assert_eq!(f.head.headers()["date"], "then");
+        assert_eq!(f.head.headers()["server"], "app");
+        let f = response_head(&ResponseHead::new("200 OK", [("A", "b")]), false, "").unwrap();
+        assert!(f.head.headers().contains_key("date"));
+        assert!(!f.head.headers().contains_key("server"));
+        for name in [
+            "Content-Type",
+            "content-type",
+            "ETag",
+            "Vary",
+            "X-Custom",
+            "set-cookie",
+        ] {
+            assert_eq!(
+                field_name(name.as_bytes()).unwrap(),
+                HeaderName::from_bytes(name.as_bytes()).unwrap()
+            );
+        }
+        let e = error_head(&HttpError::ServiceUnavailable, "Other");
+        assert_eq!(e.headers()["server"], "Other");
     }
 
     #[test]

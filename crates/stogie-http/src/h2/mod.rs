@@ -8,6 +8,7 @@ mod conn;
 mod head;
 mod meter;
 mod stream;
+mod streams;
 
 pub(crate) use conn::serve;
 

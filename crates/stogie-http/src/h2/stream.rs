@@ -103,9 +103,13 @@ pub(crate) async fn serve(
     };
     let mut vouched = forwarded(&head.head, &ctx.peer, &cfg);
     if let (Ok(v), true, Some(scheme)) = (&mut vouched, ctx.trusted, head.scheme) {
-        // A trusted proxy speaking h2c says in `:scheme` what its client used.
-        let f = v.get_or_insert_with(Default::default);
-        f.scheme.get_or_insert(scheme);
+        // A trusted proxy speaking h2c says in `:scheme` what its client used. The same
+        // scheme as the connection's says nothing new: no word from the proxies to carry
+        // (and apply to the environ) for it.
+        if scheme != ctx.shared.scheme {
+            let f = v.get_or_insert_with(Default::default);
+            f.scheme.get_or_insert(scheme);
+        }
     }
     let mut record = Record::begin(
         &cfg,
