@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::BufMut;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
@@ -27,8 +26,16 @@ use crate::transport::Transport;
 
 /// Bytes read per read call while a head or body is coming in.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
-/// The first read buffer of a request head.
+/// The least a request head's buffer grows by while the head trickles in.
 const HEAD_CHUNK: usize = 2 * 1024;
+/// The I/O thread's buffer for the first read of a request: a head with a body of up to
+/// the prefetch size comes in whole.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
+}
 
 /// What a partial head already passed through the parser, so that a client trickling a long
 /// head byte by byte does not cost a full parse per byte: the parser's answer can only
@@ -203,21 +210,26 @@ impl<S: Transport> Conn<S> {
 
     /// Reads what the socket has, without waiting: `None` if nothing yet, `Some(Ok(0))` at
     /// the client's end.
+    ///
+    /// The bytes land in the I/O thread's scratch buffer first and are copied into a buffer
+    /// of their size: a request with its body (a 4 KiB POST) comes in with one read, where
+    /// a small first buffer took three (one of them only to learn that nothing was left),
+    /// and an idle connection still holds no buffer until its client sends something.
     async fn read_now(&mut self) -> Option<std::io::Result<usize>> {
-        self.buf.reserve(HEAD_CHUNK);
         let stream = &mut self.stream;
         let buf = &mut self.buf;
         let got = std::future::poll_fn(move |cx| {
-            let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-            Poll::Ready(match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    // SAFETY: poll_read initialised the first `n` bytes of the spare capacity.
-                    unsafe { buf.advance_mut(n) };
-                    Some(Ok(n))
-                }
-                Poll::Ready(Err(e)) => Some(Err(e)),
-                Poll::Pending => None,
+            SCRATCH.with_borrow_mut(|scratch| {
+                let mut rb = ReadBuf::new(&mut scratch[..]);
+                Poll::Ready(match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let got = rb.filled();
+                        buf.extend_from_slice(got);
+                        Some(Ok(got.len()))
+                    }
+                    Poll::Ready(Err(e)) => Some(Err(e)),
+                    Poll::Pending => None,
+                })
             })
         })
         .await;
