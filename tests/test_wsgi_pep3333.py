@@ -766,3 +766,42 @@ def test_server_survives_failures(serve, caplog):
     assert conn.getresponse().read() == b"fine"
     conn.close()
     assert len(count) == 6
+
+
+def test_start_response_and_input_kept_by_the_app_stay_its_own(serve):
+    """The worker reuses a request's start_response and wsgi.input objects only when nothing
+    else holds them: ones the app kept are never handed to a later request, and a request
+    whose objects were reused sees nothing of the one before (its own body, a fresh start)."""
+    kept = []
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        fresh = all(sr is not start_response and i is not environ["wsgi.input"] for sr, i in kept)
+        if environ["PATH_INFO"] == "/keep":
+            kept.append((start_response, environ["wsgi.input"]))
+        out = b"%s %s %d" % (body, b"fresh" if fresh else b"reused", len(kept))
+        start_response("200 OK", [("Content-Length", str(len(out)))])
+        return [out]
+
+    server = serve(app, numthreads=1)
+    conn = http.client.HTTPConnection(*server.bind_addr, timeout=5)
+    answers = []
+    for i, path in enumerate(["/", "/keep", "/", "/", "/keep", "/", "/"]):
+        conn.request("POST", path, body=b"body%d" % i)
+        answers.append(conn.getresponse().read())
+    conn.close()
+    assert answers == [
+        b"body0 fresh 0",
+        b"body1 fresh 1",
+        b"body2 fresh 1",
+        b"body3 fresh 1",
+        b"body4 fresh 2",
+        b"body5 fresh 2",
+        b"body6 fresh 2",
+    ]
+    # A kept start_response belongs to a request that is over: it refuses a second status
+    # line as it would have then (PEP 3333: only with exc_info once headers went).
+    kept_sr, kept_input = kept[0]
+    assert kept_input.read() == b""
+    with pytest.raises(RuntimeError, match="second time"):
+        kept_sr("500 Oops", [])

@@ -58,6 +58,18 @@ fn read_py<T>(py: Python<'_>, l: &RwLock<Py<T>>) -> Py<T> {
     l.read().unwrap_or_else(|e| e.into_inner()).clone_ref(py)
 }
 
+/// The object kept from the last request (only one that nothing else held once the request
+/// was over is kept: an app that keeps its `start_response` or `wsgi.input` keeps them as
+/// they were, and the next request gets new ones). Reusing saves making and freeing a
+/// Python object per request.
+fn reuse<'py, T: pyo3::PyClass>(
+    py: Python<'py>,
+    spare: &mut Option<Py<T>>,
+) -> Option<Bound<'py, T>> {
+    let obj = spare.take()?;
+    (obj.get_refcnt(py) == 1).then(|| obj.into_bound(py))
+}
+
 impl Handler for std::sync::Arc<AppHandler> {
     type Local = KeyCache;
 
@@ -134,18 +146,18 @@ impl AppHandler {
             head_room,
             ..
         } = request;
-        let sr = match Bound::new(
-            py,
-            StartResponse::new(
-                response,
-                head_room,
-                Some(cache.checked.take().unwrap_or_default()),
-            ),
-        ) {
-            Ok(s) => s,
-            // The response sender went with the failed object: the connection, seeing the
-            // response dropped unfinished, answers 500.
-            Err(e) => return self.report(py, "Error preparing a request", e),
+        let checked = Some(cache.checked.take().unwrap_or_default());
+        let sr = match reuse(py, &mut cache.spare_sr) {
+            Some(sr) => {
+                *sr.borrow_mut() = StartResponse::new(response, head_room, checked);
+                sr
+            }
+            None => match Bound::new(py, StartResponse::new(response, head_room, checked)) {
+                Ok(s) => s,
+                // The response sender went with the failed object: the connection, seeing
+                // the response dropped unfinished, answers 500.
+                Err(e) => return self.report(py, "Error preparing a request", e),
+            },
         };
         // The worker's checked strings are lent to the request's start_response.
         'run: {
@@ -172,13 +184,20 @@ impl AppHandler {
                     break 'run;
                 }
             };
-            let input = match Bound::new(py, Input::new(body)) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
-                    break 'run;
+            let input = match reuse(py, &mut cache.spare_input) {
+                Some(input) => {
+                    *input.borrow_mut() = Input::new(body);
+                    input
                 }
+                None => match Bound::new(py, Input::new(body)) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
+                        break 'run;
+                    }
+                },
             };
+            cache.spare_input = Some(input.clone().unbind());
             if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
                 self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
                 break 'run;
@@ -215,6 +234,19 @@ impl AppHandler {
         }
         if let Ok(mut me) = sr.try_borrow_mut() {
             cache.checked = me.checked.take();
+        }
+        // What nobody else holds now is kept for the next request, emptied now (the
+        // connection waits for the response and the body to be let go).
+        if sr.get_refcnt() == 1 {
+            sr.borrow_mut().responder.release();
+            cache.spare_sr = Some(sr.unbind());
+        }
+        if let Some(input) = &cache.spare_input {
+            if input.get_refcnt(py) == 1 {
+                input.borrow_mut(py).release();
+            } else {
+                cache.spare_input = None;
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use pyo3::types::{PyDict, PyString};
 use stogie_http::ops::proxy::Forwarded;
 use stogie_http::{PeerAddr, RequestHead, TlsInfo};
 
-use super::respond::Checked;
+use super::input::Input;
+use super::respond::{Checked, StartResponse};
 
 /// What a worker keeps between requests to build the next environ with fewer new objects:
 /// `HTTP_*` key objects by header name spelling, the last requests' header fields by
@@ -27,6 +28,10 @@ pub struct KeyCache {
     path: Option<(Vec<u8>, Py<PyString>)>,
     /// Lent to the request in progress.
     pub checked: Option<Box<Checked>>,
+    /// The last request's `start_response` and `wsgi.input`, made anew only when something
+    /// else still holds them (see `handler::reuse`).
+    pub spare_sr: Option<Py<StartResponse>>,
+    pub spare_input: Option<Py<Input>>,
 }
 
 const KEY_CACHE_LIMIT: usize = 512;

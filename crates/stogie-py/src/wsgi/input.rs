@@ -46,6 +46,19 @@ impl Input {
         }
     }
 
+    /// Lets go of the body once the request is over, as dropping the object would (the
+    /// connection discards what the app left unread once the body is dropped); the object
+    /// is kept to serve the next request.
+    pub fn release(&mut self) {
+        *self = Input {
+            body: None,
+            piece: Bytes::new(),
+            joined: BytesMut::new(),
+            eof: true,
+            error: None,
+        };
+    }
+
     /// The framing error met while reading, if any.
     pub fn error(&self) -> Option<&BodyError> {
         self.error.as_ref()

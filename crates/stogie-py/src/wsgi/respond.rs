@@ -63,7 +63,8 @@ fn digits_value(v: &[u8]) -> Option<u64> {
 
 /// The response state shared by `start_response`, `write()` and the result loop.
 pub struct Responder {
-    sender: ResponseSender,
+    /// `None` once released (see [`Responder::release`]).
+    sender: Option<ResponseSender>,
     /// The engine's buffers for the head, until the head is built.
     room: Option<HeadRoom>,
     head: Option<ResponseHead>,
@@ -84,7 +85,7 @@ impl Responder {
     /// A responder sending to `sender`, building its head in `room`.
     pub fn new(sender: ResponseSender, room: HeadRoom) -> Self {
         Responder {
-            sender,
+            sender: Some(sender),
             room: Some(room),
             head: None,
             left: None,
@@ -117,6 +118,16 @@ impl Responder {
         self.head = Some(head);
     }
 
+    /// Lets go of the response once the request is over, as dropping the responder would:
+    /// the connection (and an HTTP/2 stream's place among its connection's jobs) waits for
+    /// its sender to go. What is kept is an object to reuse for the next request.
+    pub fn release(&mut self) {
+        self.sender = None;
+        self.room = None;
+        self.head = None;
+        self.finished = true;
+    }
+
     /// Body bytes still to come by the app's Content-Length, if it gave one.
     pub fn body_left(&self) -> Option<u64> {
         self.left
@@ -124,13 +135,13 @@ impl Responder {
 
     /// Sends `ev`; `last`: only the response's end can follow it.
     fn send(&mut self, py: Python<'_>, ev: ResponseEvent, last: bool) -> Result<(), ClientGone> {
-        let sent = match self.sender.try_send_as(ev, last) {
-            Ok(()) => Ok(()),
-            Err((_, true)) => Err(ClientGone),
-            Err((ev, false)) => {
-                let sender = &self.sender;
-                crate::gil::detach(py, || sender.blocking_send_as(ev, last))
-            }
+        let sent = match &self.sender {
+            None => Err(ClientGone),
+            Some(sender) => match sender.try_send_as(ev, last) {
+                Ok(()) => Ok(()),
+                Err((_, true)) => Err(ClientGone),
+                Err((ev, false)) => crate::gil::detach(py, || sender.blocking_send_as(ev, last)),
+            },
         };
         if sent.is_err() {
             // The connection is gone: the response is over, and the OSError an app's
