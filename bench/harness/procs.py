@@ -19,16 +19,20 @@ RUNNING: dict = {}  # pid -> Popen
 _seen_pids: dict = {}  # root pid -> set of pids seen in its tree
 
 
+def _threads(pid):
+    """The thread ids of a process (none once it is gone)."""
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
 def tree_pids(root):
     pids, stack = [], [root]
     while stack:
         pid = stack.pop()
         pids.append(pid)
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
+        for tid in _threads(pid):
             try:
                 with open(f"/proc/{pid}/task/{tid}/children") as f:
                     stack.extend(int(c) for c in f.read().split())
@@ -71,11 +75,7 @@ def tree_switches(root):
     ``root``: a request that makes one thread wake another costs one or two of them."""
     total = 0
     for pid in tree_pids(root):
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
+        for tid in _threads(pid):
             try:
                 with open(f"/proc/{pid}/task/{tid}/status") as f:
                     for line in f:
