@@ -29,13 +29,19 @@ import time
 import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types and flags (RFC 9113 §6); tests/h2kit.py takes them from here.
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
 WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM, END_HEADERS = 0x1, 0x4
-CANCEL = 0x8
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+# Error codes.
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+FRAME_SIZE_ERROR, CANCEL, ENHANCE_YOUR_CALM = 0x6, 0x8, 0xB
 
 
 def frame(kind, flags=0, stream=0, payload=b""):
+    """One frame's bytes."""
     return (
         struct.pack(">I", len(payload))[1:]
         + bytes([kind, flags])

@@ -17,10 +17,32 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2attack import (  # noqa: F401 (the wire's names, for the tests that import them from here)
+    ACK,
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    frame,
+)
 
 from conftest import Proc, free_port, wait_until_serving
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # The h2 package closes the whole connection when it receives a GOAWAY, but a graceful one
 # (RFC 9113 §6.8) lets the streams in flight go on (with a PING to answer): H2Client's
@@ -33,25 +55,6 @@ _TRANSITIONS = {
         h2.connection.ConnectionState.CLIENT_OPEN,
     ),
 }
-
-# Frame types and flags (RFC 9113 §6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
-
-# Error codes.
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-FRAME_SIZE_ERROR, CANCEL, ENHANCE_YOUR_CALM = 0x6, 0x8, 0xB
-
-
-def frame(kind, flags=0, stream=0, payload=b""):
-    """One frame's bytes."""
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes([kind, flags])
-        + struct.pack(">I", stream)
-        + bytes(payload)
-    )
 
 
 def settings_frame(**values):
