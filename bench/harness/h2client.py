@@ -15,6 +15,7 @@ import statistics
 import time
 
 from harness.base import HOST, TLS_CERT, WrongResponse
+from harness.idle import open_all
 from harness.procs import tree_rss
 from harness.results import Idle
 
@@ -236,15 +237,9 @@ async def _idle_h2_clients(w, port, n, quiet, root, result):
                 raise
             clients.append(c)
 
-    t0 = time.monotonic()
-    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
-    _, pending = await asyncio.wait(tasks, timeout=max(60.0, n / 100))
-    for t in pending:
-        t.cancel()
-    if pending:
-        failures["not done in time"] = len(pending)
-        await asyncio.gather(*pending, return_exceptions=True)
-    result.open_seconds = time.monotonic() - t0
+    result.open_seconds, late = await open_all(one, n, per_second=100)
+    if late:
+        failures["not done in time"] = late
     result.opened = len(clients)
     result.open_errors = ", ".join(f"{v} {k}" for k, v in failures.items())
 
