@@ -7,7 +7,6 @@ import contextlib
 import socket
 import ssl
 import struct
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from h2attack import (  # noqa: F401 (the wire's names, for the tests that impor
     frame,
 )
 
-from conftest import Proc, free_port, wait_until_serving
+from conftest import free_port, wait_until_serving
 
 # The h2 package closes the whole connection when it receives a GOAWAY, but a graceful one
 # (RFC 9113 §6.8) lets the streams in flight go on (with a PING to answer): H2Client's
@@ -413,38 +412,16 @@ def application(environ, start_response):
 def stogie_h2(tmp_path, *args, app=COUNTING_APP, env=None, wait=True):
     """``stogie`` in a subprocess serving h2c (prior knowledge, from 127.0.0.1) and HTTP/1
     on a free port, with ``app`` as ``h2app:application`` in ``tmp_path``; yields
-    (Proc, port). Stopped (then killed) on exit."""
-    import os
-    import subprocess
+    (the process, port). Stopped (then killed) on exit."""
+    from test_cli import stogie_process
 
     (tmp_path / "h2app.py").write_text(textwrap.dedent(app))
     port = free_port()
-    err_path = tmp_path / "stderr.txt"
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    full_env.pop("PYTHONPATH", None)
-    cmd = [sys.executable, "-m", "stogie", "--bind", f"127.0.0.1:{port}", "--http2-cleartext"]
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [*cmd, *args, "h2app:application"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-        )
-    running = Proc(proc, err_path)
-    try:
+    cmd = ["--bind", f"127.0.0.1:{port}", "--http2-cleartext", *args, "h2app:application"]
+    with stogie_process(cmd, tmp_path, env=env) as running:
         if wait:
             wait_until_serving(running, lambda: socket.create_connection(("127.0.0.1", port), 5))
         yield running, port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def count(port, what="count"):

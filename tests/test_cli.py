@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import stogie
-from conftest import connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
+from conftest import Proc, connect_tcp, connect_unix, free_port, wait_for, wait_until_serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 
@@ -65,17 +65,12 @@ def app_dir(tmp_path):
     return tmp_path
 
 
-class Running:
+class Running(Proc):
     """A ``stogie`` process and what it wrote."""
 
     def __init__(self, proc, out_path, err_path):
-        self.proc = proc
+        super().__init__(proc, err_path)
         self.out_path = out_path
-        self.err_path = err_path
-
-    @property
-    def stderr(self):
-        return Path(self.err_path).read_text()
 
     @property
     def stdout(self):
