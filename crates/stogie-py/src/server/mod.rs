@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use stogie_http::ops::accesslog::{AccessFormat, AccessLog, Destination};
-use stogie_http::ops::metrics::{render, Metrics, MetricsRegion, SupervisorCounts};
+use stogie_http::ops::metrics::{Metrics, MetricsRegion, SupervisorCounts};
 use stogie_http::ops::proxy::TrustedPeers;
 use stogie_http::{
     BindAddr, EngineOptions, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
@@ -17,6 +17,7 @@ use stogie_http::{
 };
 
 mod listen;
+mod metrics;
 mod pylog;
 mod settings;
 
@@ -776,30 +777,5 @@ impl NativeServer {
         if let Some(p) = &self.pool {
             p.clear_stats();
         }
-    }
-}
-
-impl NativeServer {
-    /// What renders the metrics of this process: a supervisor's sums over its workers'
-    /// shared slots, or this process's own counters (its gauges brought up to date first).
-    fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
-        if self.engine.is_none() {
-            if let Some(region) = self.region.clone() {
-                let counts = self.supervisor_counts.clone();
-                return Arc::new(move || {
-                    let c = *counts.lock().unwrap_or_else(|e| e.into_inner());
-                    render(&region, Some(c))
-                });
-            }
-        }
-        let stats = self.stats.clone();
-        let refresh = self.pool.clone();
-        Arc::new(move || {
-            if let Some(pool) = &refresh {
-                let (queued, busy, threads) = stogie_http::Gateway::load(pool);
-                stats.metrics().set_load(queued, busy, threads);
-            }
-            render(stats.metrics().region(), None)
-        })
     }
 }
