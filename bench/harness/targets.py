@@ -25,6 +25,22 @@ def best_stogie(results, servers, w):
     return best
 
 
+def ratio_row(results, servers, w, need):
+    """The target row "stogie / best peer >= need" of workload ``w``, or None while either
+    side has no number (or ``w`` was not run)."""
+    bs = best_stogie(results, servers, w) if w else None
+    bp = best_peer(results, servers, w) if w else None
+    if not (bs and bp and bp[1].rps):
+        return None
+    ratio = bs[1].rps / bp[1].rps
+    return [
+        f"{w.title}: stogie / best peer ({bp[0].title})",
+        f">= {need}x",
+        f"{ratio:.2f}x ({bs[0].title}, {fmt_rps(bs[1].rps)})",
+        yes(ratio >= need),
+    ]
+
+
 def h2_ratio(results, w):
     """stogie's HTTP/2 over its HTTP/1.1 on the same transport and connections."""
     h2 = results.runs.get(("stogie", w.key))
@@ -44,20 +60,9 @@ def target_rows(results, servers, workloads):
     keys = {w.key: w for w in workloads}
     ratios = {"hello": 1.1, "hello-256": 1.1, "post": 1.1, "flask": 1.1, "big": 1.2, "stream": 2.0}
     for key, need in ratios.items():
-        w = keys.get(key)
-        if not w:
-            continue
-        bs, bp = best_stogie(results, servers, w), best_peer(results, servers, w)
-        if bs and bp and bp[1].rps:
-            ratio = bs[1].rps / bp[1].rps
-            rows.append(
-                [
-                    f"{w.title}: stogie / best peer ({bp[0].title})",
-                    f">= {need}x",
-                    f"{ratio:.2f}x ({bs[0].title})",
-                    yes(ratio >= need),
-                ]
-            )
+        row = ratio_row(results, servers, keys.get(key), need)
+        if row:
+            rows.append(row)
     w = keys.get("hello")
     if w:
         bs = best_stogie(results, servers, w)
@@ -78,19 +83,9 @@ def target_rows(results, servers, workloads):
     # Issue 11: TLS keep-alive >= 1.3x the best peer and within 20% of stogie's plain hello;
     # handshakes at least as fast as the best peer's.
     for key, need in (("tls", 1.3), ("tls-handshake", 1.0)):
-        w = keys.get(key)
-        bs = best_stogie(results, servers, w) if w else None
-        bp = best_peer(results, servers, w) if w else None
-        if bs and bp and bp[1].rps:
-            ratio = bs[1].rps / bp[1].rps
-            rows.append(
-                [
-                    f"{w.title}: stogie / best peer ({bp[0].title})",
-                    f">= {need}x",
-                    f"{ratio:.2f}x ({bs[0].title}, {fmt_rps(bs[1].rps)})",
-                    yes(ratio >= need),
-                ]
-            )
+        row = ratio_row(results, servers, keys.get(key), need)
+        if row:
+            rows.append(row)
     if "tls" in keys and "hello" in keys:
         bt = best_stogie(results, servers, keys["tls"])
         bh = best_stogie(results, servers, keys["hello"])
@@ -161,14 +156,12 @@ def h2_target_rows(results, servers, workloads):
     for key, need in needs:
         w = keys.get(key)
         if w:
-            bs, bp = best_stogie(results, servers, w), best_peer(results, servers, w)
-            label = f"{w.title}: stogie / best peer" + (f" ({bp[0].title})" if bp else "")
-            if bs and bp and bp[1].rps:
-                ratio = bs[1].rps / bp[1].rps
-                measured = f"{ratio:.2f}x ({bs[0].title}, {fmt_rps(bs[1].rps)})"
-                rows.append([label, f">= {need}x", measured, yes(ratio >= need)])
-            else:
-                rows.append([label, f">= {need}x", why_not(w) if not bs else "no peer", "**no**"])
+            row = ratio_row(results, servers, w, need)
+            if not row:
+                bs = best_stogie(results, servers, w)
+                row = [f"{w.title}: stogie / best peer", f">= {need}x"]
+                row += [why_not(w) if not bs else "no peer", "**no**"]
+            rows.append(row)
             if key.endswith("-hello"):
                 label = f"{w.title}: stogie / its HTTP/1.1, {w.connections} connections"
                 ratio = h2_ratio(results, w)
