@@ -58,18 +58,6 @@ fn read_py<T>(py: Python<'_>, l: &RwLock<Py<T>>) -> Py<T> {
     l.read().unwrap_or_else(|e| e.into_inner()).clone_ref(py)
 }
 
-/// The object kept from the last request (only one that nothing else held once the request
-/// was over is kept: an app that keeps its `start_response` or `wsgi.input` keeps them as
-/// they were, and the next request gets new ones). Reusing saves making and freeing a
-/// Python object per request.
-fn reuse<'py, T: pyo3::PyClass>(
-    py: Python<'py>,
-    spare: &mut Option<Py<T>>,
-) -> Option<Bound<'py, T>> {
-    let obj = spare.take()?;
-    (obj.get_refcnt(py) == 1).then(|| obj.into_bound(py))
-}
-
 impl Handler for std::sync::Arc<AppHandler> {
     type Local = KeyCache;
 
@@ -147,7 +135,8 @@ impl AppHandler {
             ..
         } = request;
         let checked = Some(cache.checked.take().unwrap_or_default());
-        let sr = match reuse(py, &mut cache.spare_sr) {
+        // The last request's objects, if they were kept (see the end of this function).
+        let sr = match cache.spare_sr.take().map(|sr| sr.into_bound(py)) {
             Some(sr) => {
                 *sr.borrow_mut() = StartResponse::new(response, head_room, checked);
                 sr
@@ -159,6 +148,7 @@ impl AppHandler {
                 Err(e) => return self.report(py, "Error preparing a request", e),
             },
         };
+        let mut used_input = None;
         // The worker's checked strings are lent to the request's start_response.
         'run: {
             let template = read_py(py, &self.template);
@@ -184,7 +174,7 @@ impl AppHandler {
                     break 'run;
                 }
             };
-            let input = match reuse(py, &mut cache.spare_input) {
+            let input = match cache.spare_input.take().map(|i| i.into_bound(py)) {
                 Some(input) => {
                     *input.borrow_mut() = Input::new(body);
                     input
@@ -197,7 +187,7 @@ impl AppHandler {
                     }
                 },
             };
-            cache.spare_input = Some(input.clone().unbind());
+            used_input = Some(input.clone());
             if let Err(e) = env.set_item(intern!(py, "wsgi.input"), &input) {
                 self.fail(py, &mut sr.borrow_mut().responder, None, e, &peer);
                 break 'run;
@@ -235,18 +225,17 @@ impl AppHandler {
         if let Ok(mut me) = sr.try_borrow_mut() {
             cache.checked = me.checked.take();
         }
-        // What nobody else holds now is kept for the next request, emptied now (the
-        // connection waits for the response and the body to be let go).
+        // What nobody else holds now is kept for the next request (saving the making and
+        // freeing of a Python object each), emptied now: the connection waits for the
+        // response and the body to be let go. An app that kept its `start_response` or
+        // `wsgi.input` keeps them as they were; the next request gets new ones.
         if sr.get_refcnt() == 1 {
             sr.borrow_mut().responder.release();
             cache.spare_sr = Some(sr.unbind());
         }
-        if let Some(input) = &cache.spare_input {
-            if input.get_refcnt(py) == 1 {
-                input.borrow_mut(py).release();
-            } else {
-                cache.spare_input = None;
-            }
+        if let Some(input) = used_input.filter(|i| i.get_refcnt() == 1) {
+            input.borrow_mut().release();
+            cache.spare_input = Some(input.unbind());
         }
     }
 
