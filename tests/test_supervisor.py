@@ -36,6 +36,10 @@ HOARD = []
 
 
 def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        import time
+
+        time.sleep(float(environ["QUERY_STRING"]))
     if environ["PATH_INFO"] == "/grow":
         HOARD.append(bytearray(40 * 2**20))
         for i in range(0, len(HOARD[-1]), 4096):
@@ -328,6 +332,50 @@ def test_adding_or_removing_a_worker_during_a_reload(app_dir, change):
         assert load.errors == [], (load.errors[:5], running.stderr)
         assert "reload failed" not in running.stderr
         assert all(_version(connect) == "slow" for _ in range(10))
+
+
+def test_a_worker_draining_when_a_reload_ends_finishes_its_requests(app_dir):
+    # The removed slot's worker drains while the reload's workers import the app, and the
+    # reload ends before its slow requests do. It was killed then: its clients' requests went
+    # unanswered (a reset), as one of test_adding_or_removing_a_worker_during_a_reload's did
+    # on a loaded machine.
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
+        wait_until_serving(running, connect)
+        serving(running)
+        old = workers_of(running, 2)
+        answers, errors = [], []
+
+        def slow():
+            conn = http.client.HTTPConnection("localhost", timeout=10)
+            conn.sock = connect()
+            try:
+                conn.request("GET", "/slow?2")
+                resp = conn.getresponse()
+                answers.append((resp.status, int(resp.read().split()[0])))
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                errors.append(repr(exc))
+            finally:
+                conn.close()
+
+        # Connections are hashed over the two slots' sockets: among 12, both get some.
+        clients = [threading.Thread(target=slow) for _ in range(12)]
+        for client in clients:
+            client.start()
+        time.sleep(0.2)
+        (app_dir / "version.txt").write_text("slow two")
+        running.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reloading" in running.stderr)
+        running.proc.send_signal(signal.SIGTTOU)
+        assert wait_for(lambda: "reloaded" in running.stderr, 10), running.stderr
+        for client in clients:
+            client.join(15)
+        assert errors == [], (errors, running.stderr)
+        assert sorted(status for status, _ in answers) == [200] * 12
+        assert {pid for _, pid in answers} == old  # both old workers answered theirs
+        assert wait_for(lambda: not any(alive(pid) for pid in old), 10)
+        assert "killing it" not in running.stderr
 
 
 def test_connections_open_when_a_tcp_slot_is_removed_are_all_answered(app_dir):

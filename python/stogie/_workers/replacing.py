@@ -110,6 +110,11 @@ class Replacing:
         if worker.state == "serving":
             self._retire(worker)
             return
+        if worker.state == "retiring" and worker.drain_deadline is not None:
+            # It drains already (its slot was removed during a reload, say): killed, it
+            # would reset the clients whose requests it is still answering. Its deadline
+            # stands.
+            return
         worker.state = "retiring"
         _kill(worker.pid)
 
