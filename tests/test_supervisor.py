@@ -134,6 +134,18 @@ def serving(running, timeout=10.0):
     assert wait_for(lambda: "serving rapp" in running.stderr, timeout), running.stderr
 
 
+@contextlib.contextmanager
+def two_workers(app_dir, *args):
+    """``stogie --workers 2 ARGS rapp`` on a fresh port, once both workers imported the app:
+    ``(running, connect, workers)``."""
+    port = free_port()
+    connect = lambda: connect_tcp(port)  # noqa: E731
+    with serve(app_dir, "--workers", "2", *args, "--bind", f"127.0.0.1:{port}") as running:
+        wait_until_serving(running, connect)
+        serving(running)
+        yield running, connect, workers_of(running, 2)
+
+
 def workers_of(running, count, timeout=8.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,12 +183,7 @@ def keep_loading(load, seconds):
 
 @pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
 def test_sighup_reloads_the_app_under_load_without_losing_a_request(app_dir, keep_alive):
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        old = workers_of(running, 2)
+    with two_workers(app_dir) as (running, connect, old):
         with Load(connect, clients=4, keep_alive=keep_alive) as load:
             keep_loading(load, 0.5)
             (app_dir / "version.txt").write_text("two")
@@ -217,12 +224,7 @@ def test_reload_on_a_unix_socket_under_load(app_dir, tmp_path_factory):
 
 
 def test_a_reload_whose_app_fails_to_import_leaves_the_old_workers_serving(app_dir):
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        old = workers_of(running, 2)
+    with two_workers(app_dir) as (running, connect, old):
         good = (app_dir / "rapp.py").read_text()
         (app_dir / "rapp.py").write_text("raise RuntimeError('the new code is broken')\n")
         with Load(connect, clients=2) as load:
@@ -313,12 +315,7 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one_under_load(app_dir):
 
 @pytest.mark.parametrize("change", ["SIGTTIN", "SIGTTOU"])
 def test_adding_or_removing_a_worker_during_a_reload(app_dir, change):
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        workers_of(running, 2)
+    with two_workers(app_dir) as (running, connect, _):
         with Load(connect, clients=2, keep_alive=False) as load:
             (app_dir / "version.txt").write_text("slow two")
             running.proc.send_signal(signal.SIGHUP)
@@ -339,12 +336,7 @@ def test_a_worker_draining_when_a_reload_ends_finishes_its_requests(app_dir):
     # reload ends before its slow requests do. It was killed then: its clients' requests went
     # unanswered (a reset), as one of test_adding_or_removing_a_worker_during_a_reload's did
     # on a loaded machine.
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    with serve(app_dir, "--workers", "2", "--bind", f"127.0.0.1:{port}") as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        old = workers_of(running, 2)
+    with two_workers(app_dir) as (running, connect, old):
         answers, errors = [], []
 
         def slow():
@@ -488,17 +480,10 @@ def test_max_worker_memory(app_dir):
 # --- hung workers ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def two_workers_with_timeout(app_dir, seconds):
     """``stogie --workers 2 --worker-timeout SECONDS``, serving: ``(running, connect,
     workers)``."""
-    port = free_port()
-    connect = lambda: connect_tcp(port)  # noqa: E731
-    args = ["--workers", "2", "--worker-timeout", str(seconds), "--bind", f"127.0.0.1:{port}"]
-    with serve(app_dir, *args) as running:
-        wait_until_serving(running, connect)
-        serving(running)
-        yield running, connect, workers_of(running, 2)
+    return two_workers(app_dir, "--worker-timeout", str(seconds))
 
 
 def test_a_hung_worker_is_killed_and_replaced_and_what_waited_for_it_is_served(app_dir):
