@@ -4,6 +4,7 @@ passwords, reload, and the wrong protocol on the port."""
 
 import contextlib
 import datetime
+import http.client
 import json
 import logging
 import os
@@ -136,6 +137,36 @@ def test_tls12_environ(pki, tls_serve):
     assert env["SSL_PROTOCOL"] == "TLSv1.2"
     assert env["SSL_CIPHER"] == facts["cipher"][0]
     assert "ECDHE" in env["SSL_CIPHER"]
+
+
+def test_each_request_of_a_kept_alive_connection_gets_a_fresh_environ(pki, tls_serve):
+    # A TLS connection's environs start from a template made at its first request, with the
+    # SSL_* variables in: what an app does to its environ stays its own, and a setting
+    # changed while the connection is open shows in its next request.
+    def app(environ, start_response):
+        body = environ_app(environ, start_response)
+        environ["SSL_CLIENT_VERIFY"] = "tampered"
+        environ["HTTPS"] = "off"
+        environ["X_LEFT_BEHIND"] = "yes"
+        return body
+
+    srv = tls_serve(app, server_name="first.example")
+    conn = http.client.HTTPConnection(*srv.bind_addr, timeout=5)
+    conn.sock = tls_connect(srv.bind_addr, pki.client_context())
+    envs = []
+    for i in range(3):
+        if i == 2:
+            srv.server_name = "second.example"
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        envs.append(json.loads(resp.read()))
+    conn.close()
+    for env in envs:
+        assert (env["HTTPS"], env["SSL_CLIENT_VERIFY"]) == ("on", "NONE")
+        assert "X_LEFT_BEHIND" not in env
+        assert env["SSL_SESSION_ID"] == envs[0]["SSL_SESSION_ID"]
+    assert [env["SERVER_NAME"] for env in envs] == ["first.example"] * 2 + ["second.example"]
 
 
 def test_native_gateway_sees_ssl_env(pki):
@@ -312,6 +343,8 @@ def test_client_certificate_verified(pki, tls_serve, mode):
     else:
         env, _ = env_over(srv, pki.client_context())
         assert env["SSL_CLIENT_VERIFY"] == "NONE"
+        # Nothing of alice's connection in this one's environ.
+        assert not any(k.startswith("SSL_CLIENT_") and k != "SSL_CLIENT_VERIFY" for k in env)
     assert https_get(srv.bind_addr, pki.client_context(alice))[0] == 200
 
 

@@ -4,8 +4,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use std::any::Any;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use pyo3::types::{PyDict, PyString};
 use stogie_http::transport::tls::{MAKE_V3_CERTIFICATE, PLAIN_HTTP_ON_TLS_PORT};
@@ -84,31 +83,82 @@ pub fn acceptor(
     TlsAcceptor::new(config).map_err(err)
 }
 
-/// A dict of `vars` kept in `slot`: made by the first caller, reused by the rest (another
-/// worker may make one meanwhile: either will do). Keys are interned, shared by all dicts.
-fn cached<'py, 'a>(
+/// A dict of `vars`, its keys interned (shared by all dicts).
+fn vars_dict<'py, 'a>(
     py: Python<'py>,
-    slot: &OnceLock<Box<dyn Any + Send + Sync>>,
     vars: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
-        return Ok(dict.bind(py).clone());
-    }
     let dict = PyDict::new(py);
     for (k, v) in vars {
         dict.set_item(PyString::intern(py, k), v)?;
     }
+    Ok(dict)
+}
+
+/// What a connection keeps in its [`TlsInfo::gateway_slot`]: its SSL_* variables, and the
+/// environ template its requests start from.
+struct ConnectionEnviron {
+    vars: Py<PyDict>,
+    /// The server's environ template this was made from (held, so that its identity cannot
+    /// pass to another dict), and that template with the server's and the connection's
+    /// SSL_* variables merged in.
+    template: Mutex<Option<(Py<PyDict>, Py<PyDict>)>>,
+}
+
+/// The server certificate's SSL_* variables, made once and shared by every connection (its
+/// PEM alone is a kilobyte). Another worker may make them meanwhile: either will do.
+fn server_vars<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let slot = info.server().gateway_slot();
+    if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
+        return Ok(dict.bind(py).clone());
+    }
+    let dict = vars_dict(py, info.server().environ())?;
     let _ = slot.set(Box::new(dict.clone().unbind()));
     Ok(dict)
 }
 
-/// Puts the connection's SSL_* variables (and `HTTPS`) into an environ. They come from two
-/// dicts made once: the server certificate's, shared by every connection (its PEM alone is
-/// a kilobyte), and the connection's own.
+/// The connection's own, made at its first request.
+fn connection<'a>(py: Python<'_>, info: &'a TlsInfo) -> PyResult<&'a ConnectionEnviron> {
+    let slot = info.gateway_slot();
+    if slot.get().is_none() {
+        let made = ConnectionEnviron {
+            vars: vars_dict(py, info.connection_environ())?.unbind(),
+            template: Mutex::new(None),
+        };
+        let _ = slot.set(Box::new(made));
+    }
+    slot.get()
+        .and_then(|b| b.downcast_ref::<ConnectionEnviron>())
+        .ok_or_else(|| PyValueError::new_err("a TLS connection's slot holds something else"))
+}
+
+/// Puts the connection's SSL_* variables (and `HTTPS`) into an environ.
 pub fn update_environ(py: Python<'_>, env: &Bound<'_, PyDict>, info: &TlsInfo) -> PyResult<()> {
-    let server = info.server();
-    env.update(cached(py, server.gateway_slot(), server.environ())?.as_mapping())?;
-    env.update(cached(py, info.gateway_slot(), info.connection_environ())?.as_mapping())
+    env.update(server_vars(py, info)?.as_mapping())?;
+    env.update(connection(py, info)?.vars.bind(py).as_mapping())
+}
+
+/// The environ template of a request on this TLS connection: the server's `template` with
+/// the SSL_* variables in, made at the connection's first request (and again if the server's
+/// template changed). Merging some thirty variables into every request's environ cost more
+/// than the rest of the environ (6,000 instructions, a table resize among them); a copy of
+/// this costs a few hundred.
+pub fn request_template<'py>(
+    py: Python<'py>,
+    template: &Bound<'py, PyDict>,
+    info: &TlsInfo,
+) -> PyResult<Bound<'py, PyDict>> {
+    let conn = connection(py, info)?;
+    let lock = || conn.template.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((from, merged)) = lock().as_ref() {
+        if from.is(template) {
+            return Ok(merged.bind(py).clone());
+        }
+    }
+    let merged = template.copy()?;
+    update_environ(py, &merged, info)?;
+    *lock() = Some((template.clone().unbind(), merged.clone().unbind()));
+    Ok(merged)
 }
 
 /// The SSL_* variables as a new dict (Cheroot's `req.conn.ssl_env`, for native gateways).

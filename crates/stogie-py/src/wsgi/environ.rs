@@ -318,7 +318,11 @@ pub fn build<'py>(
     cache: &mut KeyCache,
     parts: &EnvironParts<'_>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = template.copy()?;
+    // A TLS connection's requests start from a template with its SSL_* variables in.
+    let env = match parts.tls {
+        Some(info) => crate::tls::request_template(py, template, info)?.copy()?,
+        None => template.copy()?,
+    };
     let head = parts.head;
     let method = match &head.method[..] {
         b"GET" => None, // the template's
@@ -384,9 +388,6 @@ pub fn build<'py>(
     }
     if parts.scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), parts.scheme)?;
-    }
-    if let Some(info) = parts.tls {
-        crate::tls::update_environ(py, &env, info)?;
     }
     match parts.peer {
         // A trusted proxy's word on the client is written below instead: the peer's would
