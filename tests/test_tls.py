@@ -703,21 +703,30 @@ def test_refusal_warnings_are_rate_limited_per_reason_and_address(pki, tls_serve
 
 
 def test_reload_tls_new_connections_see_the_new_certificate(pki, tls_serve, tmp_path):
-    srv = tls_serve(hello_app)
-    first = https_get(srv.bind_addr, pki.client_context())[2]["peer"]
-    keep = tls_connect(srv.bind_addr, pki.client_context())
-    keep.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"200 OK" in keep.recv(4096)
+    srv = tls_serve()
+    env, facts = env_over(srv, pki.client_context())
+    first = facts["peer"]
+    assert env["SSL_SERVER_CERT"] == ssl.DER_cert_to_PEM_cert(first).strip()
+    keep = http.client.HTTPConnection(*srv.bind_addr, timeout=5)
+    keep.sock = tls_connect(srv.bind_addr, pki.client_context())
+    keep.request("GET", "/")
+    assert keep.getresponse().read()
 
     renewed = pki.ca.issue_cert("127.0.0.1", "localhost", common_name="renewed")
     pki.write(renewed, "server")  # over the served files
     srv.reload_tls()
-    second = https_get(srv.bind_addr, pki.client_context())[2]["peer"]
+    env, facts = env_over(srv, pki.client_context())
+    second = facts["peer"]
     assert second != first
     assert second == ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
-    # The connection opened before goes on.
-    keep.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"200 OK" in keep.recv(4096)
+    # The environ tells the certificate the connection was made with.
+    assert env["SSL_SERVER_S_DN_CN"] == "renewed"
+    assert env["SSL_SERVER_CERT"] == ssl.DER_cert_to_PEM_cert(second).strip()
+    # The connection opened before goes on, with the certificate it was made with.
+    keep.request("GET", "/")
+    resp = keep.getresponse()
+    assert resp.status == 200
+    assert json.loads(resp.read())["SSL_SERVER_CERT"] == ssl.DER_cert_to_PEM_cert(first).strip()
     keep.close()
 
     # A bad pair is refused, and the served one stays.

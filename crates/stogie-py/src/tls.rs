@@ -4,7 +4,8 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use std::sync::Mutex;
+use std::any::Any;
+use std::sync::OnceLock;
 
 use pyo3::types::{PyDict, PyString};
 use stogie_http::transport::tls::{MAKE_V3_CERTIFICATE, PLAIN_HTTP_ON_TLS_PORT};
@@ -95,70 +96,35 @@ fn vars_dict<'py, 'a>(
     Ok(dict)
 }
 
-/// What a connection keeps in its [`TlsInfo::gateway_slot`]: its SSL_* variables, and the
-/// environ template its requests start from.
-struct ConnectionEnviron {
-    vars: Py<PyDict>,
-    /// The server's environ template this was made from (held, so that its identity cannot
-    /// pass to another dict), and that template with the server's and the connection's
-    /// SSL_* variables merged in.
-    template: Mutex<Option<(Py<PyDict>, Py<PyDict>)>>,
-}
-
 /// The server certificate's SSL_* variables, made once and shared by every connection (its
 /// PEM alone is a kilobyte). Another worker may make them meanwhile: either will do.
 fn server_vars<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
-    let slot = info.server().gateway_slot();
-    if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
-        return Ok(dict.bind(py).clone());
-    }
-    let dict = vars_dict(py, info.server().environ())?;
-    let _ = slot.set(Box::new(dict.clone().unbind()));
-    Ok(dict)
+    cached(py, info.server().gateway_slot(), || info.server().environ())
 }
 
 /// The connection's own, made at its first request.
-fn connection<'a>(py: Python<'_>, info: &'a TlsInfo) -> PyResult<&'a ConnectionEnviron> {
-    let slot = info.gateway_slot();
-    if slot.get().is_none() {
-        let made = ConnectionEnviron {
-            vars: vars_dict(py, info.connection_environ())?.unbind(),
-            template: Mutex::new(None),
-        };
-        let _ = slot.set(Box::new(made));
+fn connection_vars<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    cached(py, info.gateway_slot(), || info.connection_environ())
+}
+
+/// The dict of `vars` kept in `slot`, made by the first caller.
+fn cached<'py, 'a, I: Iterator<Item = (&'a str, &'a str)>>(
+    py: Python<'py>,
+    slot: &OnceLock<Box<dyn Any + Send + Sync>>,
+    vars: impl FnOnce() -> I,
+) -> PyResult<Bound<'py, PyDict>> {
+    if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
+        return Ok(dict.bind(py).clone());
     }
-    slot.get()
-        .and_then(|b| b.downcast_ref::<ConnectionEnviron>())
-        .ok_or_else(|| PyValueError::new_err("a TLS connection's slot holds something else"))
+    let dict = vars_dict(py, vars())?;
+    let _ = slot.set(Box::new(dict.clone().unbind()));
+    Ok(dict)
 }
 
 /// Puts the connection's SSL_* variables (and `HTTPS`) into an environ.
 pub fn update_environ(py: Python<'_>, env: &Bound<'_, PyDict>, info: &TlsInfo) -> PyResult<()> {
     env.update(server_vars(py, info)?.as_mapping())?;
-    env.update(connection(py, info)?.vars.bind(py).as_mapping())
-}
-
-/// The environ template of a request on this TLS connection: the server's `template` with
-/// the SSL_* variables in, made at the connection's first request (and again if the server's
-/// template changed). Merging some thirty variables into every request's environ cost more
-/// than the rest of the environ (6,000 instructions, a table resize among them); a copy of
-/// this costs a few hundred.
-pub fn request_template<'py>(
-    py: Python<'py>,
-    template: &Bound<'py, PyDict>,
-    info: &TlsInfo,
-) -> PyResult<Bound<'py, PyDict>> {
-    let conn = connection(py, info)?;
-    let lock = || conn.template.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((from, merged)) = lock().as_ref() {
-        if from.is(template) {
-            return Ok(merged.bind(py).clone());
-        }
-    }
-    let merged = template.copy()?;
-    update_environ(py, &merged, info)?;
-    *lock() = Some((template.clone().unbind(), merged.clone().unbind()));
-    Ok(merged)
+    env.update(connection_vars(py, info)?.as_mapping())
 }
 
 /// The SSL_* variables as a new dict (Cheroot's `req.conn.ssl_env`, for native gateways).
@@ -166,6 +132,55 @@ pub fn environ<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDi
     let dict = PyDict::new(py);
     update_environ(py, &dict, info)?;
     Ok(dict)
+}
+
+/// A worker's environ template for requests over TLS: the server's template with the server
+/// certificate's SSL_* variables in, and room in its table for a connection's own.
+///
+/// Merging some thirty variables into every request's environ cost 6,000 instructions, a
+/// resize of its table among them. A copy of this and the connection's ten variables cost
+/// a fifth of that. (A template per connection, with its variables in too, would cost less
+/// per request, but a kilobyte and a half per open connection.)
+#[derive(Default)]
+pub struct TlsTemplate(Option<(Py<PyDict>, Py<PyDict>, Py<PyDict>)>);
+
+impl TlsTemplate {
+    /// A new environ for a request on the connection of `info`, from the server's
+    /// `template`.
+    pub fn environ<'py>(
+        &mut self,
+        py: Python<'py>,
+        template: &Bound<'py, PyDict>,
+        info: &TlsInfo,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let server = server_vars(py, info)?;
+        let conn = connection_vars(py, info)?;
+        let merged = match &self.0 {
+            Some((t, s, merged)) if t.is(template) && s.is(&server) => merged.bind(py).clone(),
+            _ => {
+                // Made for the template and the server certificate of this request (they
+                // change with a setting or a certificate reload), held by this worker: their
+                // identities cannot pass to other dicts while it holds them.
+                let merged = template.copy()?;
+                merged.update(server.as_mapping())?;
+                // Room: a dict's table does not shrink when keys are deleted, and a copy of
+                // a dict keeps its table. (Placeholders left in would show another
+                // connection's keys in this one's environ: a client certificate's, say.)
+                for key in conn.keys() {
+                    if !merged.contains(&key)? {
+                        merged.set_item(&key, py.None())?;
+                        merged.del_item(&key)?;
+                    }
+                }
+                let made = (template.clone().unbind(), server.clone().unbind());
+                self.0 = Some((made.0, made.1, merged.clone().unbind()));
+                merged
+            }
+        };
+        let env = merged.copy()?;
+        env.update(conn.as_mapping())?;
+        Ok(env)
+    }
 }
 
 /// Registers the exception and constants in the module.

@@ -32,6 +32,8 @@ pub struct KeyCache {
     /// else still holds them (see `handler::reuse`).
     pub spare_sr: Option<Py<StartResponse>>,
     pub spare_input: Option<Py<Input>>,
+    /// The template of environs over TLS, with the SSL_* variables in.
+    tls_template: crate::tls::TlsTemplate,
 }
 
 const KEY_CACHE_LIMIT: usize = 512;
@@ -318,9 +320,8 @@ pub fn build<'py>(
     cache: &mut KeyCache,
     parts: &EnvironParts<'_>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    // A TLS connection's requests start from a template with its SSL_* variables in.
     let env = match parts.tls {
-        Some(info) => crate::tls::request_template(py, template, info)?.copy()?,
+        Some(info) => cache.tls_template.environ(py, template, info)?,
         None => template.copy()?,
     };
     let head = parts.head;
