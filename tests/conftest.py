@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import inspect
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -262,6 +263,17 @@ class ResponseReader:
 def header(headers, name):
     """All values of header ``name`` (case-insensitive) in a ResponseReader header list."""
     return [v for k, v in headers if k.lower() == name.lower()]
+
+
+def stop(proc, grace=10):
+    """Stops ``proc`` (a Popen) as a user would, with SIGTERM; kills it if it still runs
+    ``grace`` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 class Proc:

@@ -16,7 +16,7 @@ import time
 import pytest
 from test_ops_observe import sample, scrape
 
-from conftest import free_port, running, wait_for
+from conftest import free_port, running, stop, wait_for
 from stogie import wsgi
 
 CLIENT = "127.0.0.2"
@@ -85,12 +85,7 @@ def background(args, log_path):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 5)
 
 
 NGINX_CONF = """
@@ -373,5 +368,4 @@ def test_proxy_protocol_from_the_command_line(tmp_path):
             assert conn.getresponse().read() == CLIENT.encode()
             conn.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)

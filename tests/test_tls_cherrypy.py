@@ -10,7 +10,7 @@ import pytest
 import requests
 from tlskit import Pki
 
-from conftest import connect_tcp, free_port, wait_until_serving
+from conftest import connect_tcp, free_port, stop, wait_until_serving
 
 pytest.importorskip("cherrypy")
 
@@ -93,5 +93,4 @@ def test_cherrypy_app_over_https(tmp_path):
         assert (r.status_code, scheme, protocol, verify) == (200, "https", "TLSv1.3", "NONE")
         assert "Stogie/" in version
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)

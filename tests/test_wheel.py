@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, stop
 
 WHEEL = os.environ.get("STOGIE_WHEEL")
 pytestmark = pytest.mark.skipif(
@@ -83,15 +83,6 @@ def wait_listening(port, proc, timeout=20.0):
         except OSError:
             time.sleep(0.05)
     pytest.fail(f"nothing listens on port {port}")
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def output(venv, program, *args, cwd):
