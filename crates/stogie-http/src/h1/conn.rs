@@ -290,13 +290,14 @@ impl<S: Transport> Conn<S> {
                     deadline = None;
                 }
                 if scan.worth_parsing(&self.buf, &limits) {
-                    // The parser consumes a head it refuses: the access log's copy of its
-                    // line is taken first.
-                    let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
                     match head::parse(&mut self.buf, limits) {
                         Ok(Some(h)) => return HeadOutcome::Head(h),
                         Ok(None) => scan.parsed(&self.buf),
-                        Err(e) => return HeadOutcome::Refused(e, line),
+                        // The parser leaves a head it refuses in the buffer.
+                        Err(e) => {
+                            let line = cfg.access_log.is_some().then(|| first_line(&self.buf));
+                            return HeadOutcome::Refused(e, line);
+                        }
                     }
                 }
             }

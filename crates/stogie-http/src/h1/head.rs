@@ -141,7 +141,7 @@ pub fn bad_start(buf: &[u8]) -> Option<HttpError> {
 /// Tries to take one request head off the front of `buf`.
 ///
 /// `Ok(None)` means more bytes are needed; the caller must check the size limits with
-/// [`check_partial`] before reading more.
+/// [`check_partial`] before reading more. A head refused (`Err`) is left in `buf`.
 #[inline]
 pub fn parse(
     buf: &mut BytesMut,
@@ -221,7 +221,25 @@ fn parse_with(buf: &mut BytesMut, cfg: &HeadLimits) -> Result<Option<ParsedHead>
         .collect();
 
     let head = buf.split_to(end).freeze();
-    build(&head, method, target, version, fields, cfg).map(Some)
+    match build(&head, method, target, version, fields, cfg) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) => {
+            put_back(buf, head);
+            Err(e)
+        }
+    }
+}
+
+/// Puts a refused head back in front of `buf`, so that a refusal leaves the buffer as it
+/// was whatever refused it: the access log takes a refused request's first line from there
+/// (and no copy of it is made for the heads that are not refused).
+#[cold]
+fn put_back(buf: &mut BytesMut, head: Bytes) {
+    let mut whole = head
+        .try_into_mut()
+        .unwrap_or_else(|head| BytesMut::from(&head[..]));
+    whole.unsplit(std::mem::take(buf));
+    *buf = whole;
 }
 
 /// Refuses a partial head that is already past a limit, so that no buffer grows without
@@ -538,6 +556,18 @@ mod tests {
     fn p(raw: &[u8]) -> Result<Option<ParsedHead>, HttpError> {
         let mut buf = BytesMut::from(raw);
         parse(&mut buf, &ServerConfig::default())
+    }
+
+    #[test]
+    fn a_refused_head_is_left_in_the_buffer() {
+        for raw in [
+            &b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n"[..],
+            b"GET / HTTP/9.1\r\nHost: x\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            assert!(parse(&mut buf, &ServerConfig::default()).is_err());
+            assert_eq!(&buf[..], raw);
+        }
     }
 
     #[test]

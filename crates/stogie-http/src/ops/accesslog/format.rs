@@ -1,5 +1,10 @@
 //! How a line looks: gunicorn's `%(h)s %(l)s ...` atoms or JSON, written from the values a
 //! request's record holds.
+//!
+//! A line is written in two steps: what the request shows, when its head arrives, into a
+//! [`Draft`]; the rest (status, size, times, the client), when the response is done. So the
+//! request's head need not be kept (a copy of its fields and headers cost more than writing
+//! them), and only the short end of the line is written under the log's lock.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +23,8 @@ enum Piece {
     User,
     /// `[04/Dec/2026:05:12:33 +0100]`
     Time,
+    /// `2026-12-04T05:12:33.120+01:00` (JSON lines only).
+    IsoTime,
     /// The request line: `GET /path?q HTTP/1.1`.
     RequestLine,
     Method,
@@ -45,24 +52,125 @@ enum Piece {
     RequestHeader(String),
     /// A response header, lower-cased name.
     ResponseHeader(String),
+    /// Where a late piece goes (in [`AccessFormat::early`] only).
+    Late,
+}
+
+impl Piece {
+    /// Whether the piece is written when the response is done, not when the head arrives.
+    /// The client is: the record has it only then (and it costs little).
+    fn is_late(&self) -> bool {
+        matches!(
+            self,
+            Piece::Host
+                | Piece::Time
+                | Piece::IsoTime
+                | Piece::Status
+                | Piece::Bytes
+                | Piece::BytesClf
+                | Piece::Seconds
+                | Piece::Millis
+                | Piece::Micros
+                | Piece::DecimalSeconds
+                | Piece::ResponseHeader(_)
+        )
+    }
+}
+
+/// JSON lines: the same pieces, values written as JSON strings and numbers.
+fn json_pieces() -> Vec<Piece> {
+    let text = |t: &str| Piece::Text(t.to_string());
+    vec![
+        text("{\"time\":"),
+        Piece::IsoTime,
+        text(",\"remote_addr\":"),
+        Piece::Host,
+        text(",\"method\":"),
+        Piece::Method,
+        text(",\"path\":"),
+        Piece::Path,
+        text(",\"query\":"),
+        Piece::Query,
+        text(",\"protocol\":"),
+        Piece::Protocol,
+        text(",\"status\":"),
+        Piece::Status,
+        text(",\"bytes\":"),
+        Piece::Bytes,
+        text(",\"duration_us\":"),
+        Piece::Micros,
+        text(",\"referer\":"),
+        Piece::Referer,
+        text(",\"user_agent\":"),
+        Piece::UserAgent,
+        text(",\"pid\":"),
+        Piece::Pid,
+        text("}"),
+    ]
 }
 
 /// How lines look.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessFormat {
     pieces: Vec<Piece>,
+    /// The pieces a draft is written from: [`Piece::Late`] for each late piece, `%(l)s` as
+    /// text, and adjacent texts merged (each piece costs more than its bytes).
+    early: Vec<Piece>,
+    /// The late pieces, in order: where each goes is marked in a [`Draft`].
+    late: Vec<Piece>,
     json: bool,
 }
+
+/// A line begun when its request's head arrived: the pieces known then, written, after one
+/// mark a late piece (`u32`, native order: where in the text the piece goes).
+#[derive(Debug)]
+pub struct Draft {
+    text: Vec<u8>,
+}
+
+/// What a line shows of the request.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessRequest<'a> {
+    /// The method as sent (empty for a request refused before it could be read).
+    pub method: &'a [u8],
+    /// The request-target as sent.
+    pub target: &'a [u8],
+    /// The path part of the target.
+    pub path: &'a [u8],
+    /// The query part of the target.
+    pub query: &'a [u8],
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub protocol: &'a str,
+    /// The request's header fields.
+    pub request_headers: &'a [Header],
+}
+
+/// What a line shows of the answer, known when it is done.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessOutcome<'a> {
+    /// The client's address as the app sees it (after trusted proxy headers), or `-`.
+    pub client: &'a [u8],
+    /// When the line is made.
+    pub time: SystemTime,
+    /// How long it took, to the end of the response.
+    pub duration: Duration,
+    /// The status code sent.
+    pub status: u16,
+    /// Body bytes sent.
+    pub body_bytes: u64,
+    /// The response headers the format asked for (see [`AccessFormat::response_headers`]).
+    pub response_headers: &'a [(String, Vec<u8>)],
+}
+
+/// Room for a draft's text: a line with a browser's user agent, without growing.
+const DRAFT_ROOM: usize = 256;
 
 impl AccessFormat {
     /// Parses `json`, or a gunicorn format string: `%(NAME)s` atoms (h l u t r m U q H s B
     /// b f a T M D L p, `{header}i`, `{header}o`), `%%` for a percent sign, and text.
     pub fn parse(spec: &str) -> Result<AccessFormat, String> {
         if spec.trim().eq_ignore_ascii_case("json") {
-            return Ok(AccessFormat {
-                pieces: Vec::new(),
-                json: true,
-            });
+            return Ok(AccessFormat::new(json_pieces(), true));
         }
         let mut pieces = Vec::new();
         let mut text = String::new();
@@ -96,10 +204,29 @@ impl AccessFormat {
         if !text.is_empty() {
             pieces.push(Piece::Text(text));
         }
-        Ok(AccessFormat {
+        Ok(AccessFormat::new(pieces, false))
+    }
+
+    fn new(pieces: Vec<Piece>, json: bool) -> AccessFormat {
+        let late = pieces.iter().filter(|p| p.is_late()).cloned().collect();
+        let mut early: Vec<Piece> = Vec::new();
+        for piece in &pieces {
+            let piece = match piece {
+                Piece::Ident => Piece::Text("-".into()),
+                p if p.is_late() => Piece::Late,
+                p => p.clone(),
+            };
+            match (early.last_mut(), piece) {
+                (Some(Piece::Text(before)), Piece::Text(t)) => before.push_str(&t),
+                (_, piece) => early.push(piece),
+            }
+        }
+        AccessFormat {
             pieces,
-            json: false,
-        })
+            early,
+            late,
+            json,
+        }
     }
 
     /// The names (lower case) of the response headers the format shows, which the
@@ -116,9 +243,6 @@ impl AccessFormat {
 
     /// The names (lower case) of the request headers the format shows.
     pub fn request_headers(&self) -> Vec<String> {
-        if self.json {
-            return vec!["referer".into(), "user-agent".into()];
-        }
         let mut names: Vec<String> = Vec::new();
         for p in &self.pieces {
             let name = match p {
@@ -137,68 +261,131 @@ impl AccessFormat {
 
     /// Appends the line for `rec` to `out`, newline included.
     pub fn write(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
-        if self.json {
-            return write_json(rec, out);
-        }
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
-                Piece::Host => out.extend_from_slice(rec.client.as_bytes()),
-                Piece::Ident => out.push(b'-'),
-                Piece::User => match basic_user(rec.request_headers) {
-                    Some(user) => escape(&user, out),
-                    None => out.push(b'-'),
-                },
-                Piece::Time => with_clf_time(rec.time, |t| out.extend_from_slice(t)),
-                // A request refused before its head could be read: what its first line
-                // began with, as it came (or `-`).
-                Piece::RequestLine if rec.method.is_empty() => {
-                    if rec.target.is_empty() {
-                        out.push(b'-');
-                    } else {
-                        escape(rec.target, out);
-                    }
-                }
-                Piece::RequestLine => {
-                    escape(rec.method, out);
-                    out.push(b' ');
-                    escape(rec.target, out);
-                    out.push(b' ');
-                    out.extend_from_slice(rec.protocol.as_bytes());
-                }
-                Piece::Method => escape(rec.method, out),
-                Piece::Path => escape(rec.path, out),
-                Piece::Query => escape(rec.query, out),
-                Piece::Protocol => out.extend_from_slice(rec.protocol.as_bytes()),
-                Piece::Status => push_num(out, rec.status.into()),
-                Piece::Bytes => push_num(out, rec.body_bytes),
-                Piece::BytesClf if rec.body_bytes == 0 => out.push(b'-'),
-                Piece::BytesClf => push_num(out, rec.body_bytes),
-                Piece::Referer => header_or_dash(rec.request_headers, "referer", out),
-                Piece::UserAgent => header_or_dash(rec.request_headers, "user-agent", out),
-                Piece::Seconds => push_num(out, rec.duration.as_secs()),
-                Piece::Millis => push_num(out, rec.duration.as_millis() as u64),
-                Piece::Micros => push_num(out, rec.duration.as_micros() as u64),
-                Piece::DecimalSeconds => {
-                    let mut s = String::new();
-                    let _ = write!(s, "{:.6}", rec.duration.as_secs_f64());
-                    out.extend_from_slice(s.as_bytes());
-                }
-                Piece::Pid => push_num(out, u64::from(std::process::id())),
-                Piece::RequestHeader(name) => header_or_dash(rec.request_headers, name, out),
-                Piece::ResponseHeader(name) => {
-                    match rec
-                        .response_headers
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    {
-                        Some((_, v)) => escape(v, out),
-                        None => out.push(b'-'),
-                    }
-                }
+        self.end(&self.begin(&rec.request()), &rec.outcome(), out);
+    }
+
+    /// Writes what the line shows of `req`, marking where the late pieces go.
+    pub fn begin(&self, req: &AccessRequest<'_>) -> Draft {
+        let marks = 4 * self.late.len();
+        let mut text = Vec::with_capacity(marks + DRAFT_ROOM);
+        text.resize(marks, 0);
+        let mut mark = 0;
+        for piece in &self.early {
+            if let Piece::Late = piece {
+                // A head is far shorter than 4 GiB.
+                let at = text.len() as u32;
+                text[mark..mark + 4].copy_from_slice(&at.to_ne_bytes());
+                mark += 4;
+            } else {
+                self.write_early(piece, req, &mut text);
             }
         }
+        Draft { text }
+    }
+
+    /// Appends the line `draft` began to `out`, with the late pieces of `outcome` and a
+    /// newline.
+    pub fn end(&self, draft: &Draft, outcome: &AccessOutcome<'_>, out: &mut Vec<u8>) {
+        let text = &draft.text;
+        let (marks, text) = text.split_at(4 * self.late.len());
+        let mut from = 0;
+        for (piece, mark) in self.late.iter().zip(marks.chunks_exact(4)) {
+            let at =
+                u32::from_ne_bytes([mark[0], mark[1], mark[2], mark[3]]) as usize - marks.len();
+            out.extend_from_slice(&text[from..at]);
+            self.write_late(piece, outcome, out);
+            from = at;
+        }
+        out.extend_from_slice(&text[from..]);
         out.push(b'\n');
+    }
+
+    fn write_early(&self, piece: &Piece, req: &AccessRequest<'_>, out: &mut Vec<u8>) {
+        match piece {
+            Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Piece::User => match basic_user(req.request_headers) {
+                Some(user) => escape(&user, out),
+                None => out.push(b'-'),
+            },
+            // A request refused before its head could be read: what its first line
+            // began with, as it came (or `-`).
+            Piece::RequestLine if req.method.is_empty() => {
+                if req.target.is_empty() {
+                    out.push(b'-');
+                } else {
+                    escape(req.target, out);
+                }
+            }
+            Piece::RequestLine => {
+                escape(req.method, out);
+                out.push(b' ');
+                escape(req.target, out);
+                out.push(b' ');
+                out.extend_from_slice(req.protocol.as_bytes());
+            }
+            Piece::Method => self.value(req.method, out),
+            Piece::Path => self.value(req.path, out),
+            Piece::Query => self.value(req.query, out),
+            Piece::Protocol if self.json => json_str(req.protocol.as_bytes(), out),
+            Piece::Protocol => out.extend_from_slice(req.protocol.as_bytes()),
+            Piece::Referer => self.header(req.request_headers, "referer", out),
+            Piece::UserAgent => self.header(req.request_headers, "user-agent", out),
+            Piece::Pid => push_num(out, u64::from(std::process::id())),
+            Piece::RequestHeader(name) => self.header(req.request_headers, name, out),
+            // Late pieces are written by `write_late`.
+            _ => {}
+        }
+    }
+
+    fn write_late(&self, piece: &Piece, o: &AccessOutcome<'_>, out: &mut Vec<u8>) {
+        match piece {
+            Piece::Host if self.json => json_str(o.client, out),
+            Piece::Host => out.extend_from_slice(o.client),
+            Piece::Time => with_clf_time(o.time, |t| out.extend_from_slice(t)),
+            Piece::IsoTime => iso_time(o.time, out),
+            Piece::Status => push_num(out, o.status.into()),
+            Piece::Bytes => push_num(out, o.body_bytes),
+            Piece::BytesClf if o.body_bytes == 0 => out.push(b'-'),
+            Piece::BytesClf => push_num(out, o.body_bytes),
+            Piece::Seconds => push_num(out, o.duration.as_secs()),
+            Piece::Millis => push_num(out, o.duration.as_millis() as u64),
+            Piece::Micros => push_num(out, o.duration.as_micros() as u64),
+            Piece::DecimalSeconds => {
+                let mut s = String::new();
+                let _ = write!(s, "{:.6}", o.duration.as_secs_f64());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Piece::ResponseHeader(name) => {
+                match o
+                    .response_headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                {
+                    Some((_, v)) => escape(v, out),
+                    None => out.push(b'-'),
+                }
+            }
+            // Early pieces are in the draft.
+            _ => {}
+        }
+    }
+
+    /// A value as the format writes it: escaped, or a JSON string.
+    fn value(&self, v: &[u8], out: &mut Vec<u8>) {
+        if self.json {
+            json_str(v, out);
+        } else {
+            escape(v, out);
+        }
+    }
+
+    /// A request header's value; if it is missing or empty, `-` (JSON: `""`).
+    fn header(&self, headers: &[Header], name: &str, out: &mut Vec<u8>) {
+        match headers.iter().find(|h| is_named(&h.name, name)) {
+            Some(h) if !h.value.is_empty() => self.value(&h.value, out),
+            _ if self.json => out.extend_from_slice(b"\"\""),
+            _ => out.push(b'-'),
+        }
     }
 }
 
@@ -253,7 +440,7 @@ fn atom(name: &str) -> Result<Piece, String> {
 #[derive(Clone, Copy, Debug)]
 pub struct AccessRecord<'a> {
     /// The client's address as the app sees it (after trusted proxy headers), or `-`.
-    pub client: &'a str,
+    pub client: &'a [u8],
     /// When the request began (its head arrived).
     pub time: SystemTime,
     /// How long it took, to the end of the response.
@@ -278,6 +465,31 @@ pub struct AccessRecord<'a> {
     pub response_headers: &'a [(String, Vec<u8>)],
 }
 
+impl<'a> AccessRecord<'a> {
+    fn request(&self) -> AccessRequest<'a> {
+        AccessRequest {
+            method: self.method,
+            target: self.target,
+            path: self.path,
+            query: self.query,
+            protocol: self.protocol,
+            request_headers: self.request_headers,
+        }
+    }
+
+    fn outcome(&self) -> AccessOutcome<'a> {
+        AccessOutcome {
+            client: self.client,
+            time: self.time,
+            duration: self.duration,
+            status: self.status,
+            body_bytes: self.body_bytes,
+            response_headers: self.response_headers,
+        }
+    }
+}
+
+#[inline]
 fn push_num(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -294,37 +506,76 @@ fn push_num(out: &mut Vec<u8>, mut n: u64) {
 
 /// Copies a client-supplied value, writing `"`, `\`, control bytes and non-ASCII bytes as
 /// `\xHH`, as Apache does: a line can be neither broken nor forged by what a client sends.
+#[inline(always)]
 fn escape(v: &[u8], out: &mut Vec<u8>) {
-    for &b in v {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            out.push(b);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]);
-        }
+    // Most values need no escape: copied whole, as a byte at a time cost more than the rest
+    // of the line.
+    if all_plain(v) {
+        out.extend_from_slice(v);
+    } else {
+        escape_each(v, out);
     }
 }
 
-fn header_or_dash(headers: &[Header], name: &str, out: &mut Vec<u8>) {
-    match headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-    {
-        Some(h) if !h.value.is_empty() => escape(&h.value, out),
-        _ => out.push(b'-'),
+/// Whether no byte of `v` needs an escape, eight bytes at a time (a browser's user agent
+/// is a hundred bytes and more).
+#[inline(always)]
+fn all_plain(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bytes of `x` (all below 0x80) below `n`, or equal to `b`: their high bits.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let equal = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        if x & HIGH != 0 || below(x, 0x20) | equal(x, b'"') | equal(x, b'\\') | equal(x, 0x7f) != 0
+        {
+            return false;
+        }
     }
+    chunks.remainder().iter().all(|&b| is_plain(b))
+}
+
+#[cold]
+fn escape_each(mut v: &[u8], out: &mut Vec<u8>) {
+    while let Some(at) = v.iter().position(|&b| !is_plain(b)) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let b = v[at];
+        out.extend_from_slice(&v[..at]);
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 15)],
+        ]);
+        v = &v[at + 1..];
+    }
+    out.extend_from_slice(v);
+}
+
+/// Whether `b` goes into a line as it is.
+fn is_plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether a field is named `lower` (a lower-case name): half the work of
+/// `eq_ignore_ascii_case`, which lower-cases both sides.
+fn is_named(name: &[u8], lower: &str) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower.as_bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
 /// The user name of `Authorization: Basic ...`, if any.
 pub(super) fn basic_user(headers: &[Header]) -> Option<Vec<u8>> {
     let value = &headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(b"authorization"))?
+        .find(|h| is_named(&h.name, "authorization"))?
         .value;
     let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"basic") {
@@ -437,10 +688,10 @@ fn json_str(v: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-fn write_json(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
-    let (y, mo, d, h, mi, s, off) = local_time(rec.time);
-    let millis = rec
-        .time
+/// `2026-12-04T05:12:33.120+01:00`, as a JSON string.
+fn iso_time(t: SystemTime, out: &mut Vec<u8>) {
+    let (y, mo, d, h, mi, s, off) = local_time(t);
+    let millis = t
         .duration_since(UNIX_EPOCH)
         .map_or(0, |t| t.subsec_millis());
     let off = offset_text(off);
@@ -451,35 +702,27 @@ fn write_json(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
         &off[..3],
         &off[3..]
     );
-    let header = |name: &str| {
-        rec.request_headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .map_or(&b""[..], |h| &h.value[..])
-    };
-    out.extend_from_slice(b"{\"time\":");
     json_str(time.as_bytes(), out);
-    out.extend_from_slice(b",\"remote_addr\":");
-    json_str(rec.client.as_bytes(), out);
-    out.extend_from_slice(b",\"method\":");
-    json_str(rec.method, out);
-    out.extend_from_slice(b",\"path\":");
-    json_str(rec.path, out);
-    out.extend_from_slice(b",\"query\":");
-    json_str(rec.query, out);
-    out.extend_from_slice(b",\"protocol\":");
-    json_str(rec.protocol.as_bytes(), out);
-    out.extend_from_slice(b",\"status\":");
-    push_num(out, rec.status.into());
-    out.extend_from_slice(b",\"bytes\":");
-    push_num(out, rec.body_bytes);
-    out.extend_from_slice(b",\"duration_us\":");
-    push_num(out, rec.duration.as_micros() as u64);
-    out.extend_from_slice(b",\"referer\":");
-    json_str(header("referer"), out);
-    out.extend_from_slice(b",\"user_agent\":");
-    json_str(header("user-agent"), out);
-    out.extend_from_slice(b",\"pid\":");
-    push_num(out, u64::from(std::process::id()));
-    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_plain_is_is_plain_on_every_byte() {
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                let mut v = vec![b'a'; 17];
+                v[at] = b;
+                assert_eq!(all_plain(&v), v.iter().all(|&b| is_plain(b)), "{b} at {at}");
+                assert_eq!(
+                    all_plain(&v[..at + 1]),
+                    is_plain(b),
+                    "{b} last of {}",
+                    at + 1
+                );
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use crate::log::{ErrorLog, LogLevel};
 
 mod format;
 
-pub use format::{AccessFormat, AccessRecord};
+pub use format::{AccessFormat, AccessOutcome, AccessRecord, AccessRequest, Draft};
 
 /// Apache's combined log format, in gunicorn's atoms: gunicorn's default.
 pub const COMBINED: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
@@ -123,7 +123,6 @@ pub struct AccessLog {
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     response_headers: Vec<String>,
-    request_headers: Vec<String>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -160,7 +159,6 @@ impl AccessLog {
         };
         Ok(AccessLog {
             response_headers: format.response_headers(),
-            request_headers: format.request_headers(),
             format,
             destination,
             shared,
@@ -173,13 +171,22 @@ impl AccessLog {
         &self.response_headers
     }
 
-    /// The request headers lines show (lower-case names): only these are kept for a line.
-    pub fn wanted_request_headers(&self) -> &[String] {
-        &self.request_headers
-    }
-
     /// Queues the line for `rec`. Never waits for the disk.
     pub fn log(&self, rec: &AccessRecord<'_>) {
+        self.queue(|out| self.format.write(rec, out));
+    }
+
+    /// Begins the line of a request whose head arrived: see [`Self::end`].
+    pub fn begin(&self, req: &AccessRequest<'_>) -> Draft {
+        self.format.begin(req)
+    }
+
+    /// Queues the line `draft` began, ended with `outcome`. Never waits for the disk.
+    pub fn end(&self, draft: &Draft, outcome: &AccessOutcome<'_>) {
+        self.queue(|out| self.format.end(draft, outcome, out));
+    }
+
+    fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self
             .shared
             .pending
@@ -189,7 +196,7 @@ impl AccessLog {
             self.shared.dropped.fetch_add(1, Relaxed);
             return;
         }
-        self.format.write(rec, &mut pending);
+        write(&mut pending);
         if pending.len() >= WAKE_AT {
             self.shared.wake.notify_one();
         }
@@ -304,7 +311,7 @@ mod tests {
 
     fn record<'a>(req: &'a [Header], resp: &'a [(String, Vec<u8>)]) -> AccessRecord<'a> {
         AccessRecord {
-            client: "192.0.2.7",
+            client: b"192.0.2.7",
             time: UNIX_EPOCH + Duration::from_secs(1_780_000_000),
             duration: Duration::from_micros(1234),
             method: b"GET",
