@@ -217,6 +217,8 @@ def bench_one(server, variant, w, opts):
         return cls(variant=variant.label, fail=str(e)[:90])
     finally:
         kill_server(proc)
+        # What the server wrote for this run alone (the access log's file).
+        (LOGS / f"access-{port}.log").unlink(missing_ok=True)
 
 
 def describe(result):
