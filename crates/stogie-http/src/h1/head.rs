@@ -81,10 +81,9 @@ fn scan(buf: &[u8], cfg: &HeadLimits) -> Result<Option<usize>, HttpError> {
     let mut count = 0usize;
     let mut i = 0;
     let end = loop {
-        let Some(pos) = buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+        let Some(at) = next_line_byte(buf, i) else {
             break None;
         };
-        let at = i + pos;
         i = at + 1;
         if buf[at] == b'\r' {
             // Only a complete head's line ends are judged, and its last byte is a LF.
@@ -131,6 +130,37 @@ fn scan(buf: &[u8], cfg: &HeadLimits) -> Result<Option<usize>, HttpError> {
         return Err(bad("HTTP requires CRLF terminators"));
     }
     Ok(end)
+}
+
+/// Where the first CR or LF at or after `from` is.
+///
+/// Eight bytes at a time: a word with no byte below 0x0E (CR and LF are 0x0D and 0x0A) is
+/// skipped whole. A byte-by-byte search cost about ten instructions a byte (callgrind).
+#[inline]
+fn next_line_byte(buf: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut i = from;
+    while let Some(word) = buf.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // A high bit set for a byte below 0x0E; exact at the lowest flagged byte (a borrow
+        // can only flag bytes above it).
+        let below = x.wrapping_sub(ONES * 0x0E) & !x & HIGH;
+        if below == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (below.trailing_zeros() / 8) as usize;
+        if buf[at] == b'\r' || buf[at] == b'\n' {
+            return Some(at);
+        }
+        // Another control byte (a tab, say): the search goes on after it.
+        i = at + 1;
+    }
+    buf[i..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|p| i + p)
 }
 
 /// [`check_limits`]'s test of the request line (`len` bytes, with its CR if any).
@@ -581,12 +611,15 @@ fn trim(v: Bytes) -> Bytes {
 
 /// Content-Length is digits only; anything else (sign, list, spaces inside) is refused.
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || v.len() > 19 {
         return Err(bad("Malformed Content-Length Header."));
     }
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
+    // Summed by hand: `str::parse` cost about 400 instructions a request (callgrind).
+    // Nineteen digits cannot overflow a u64.
+    v.iter()
+        .try_fold(0u64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        })
         .ok_or(bad("Malformed Content-Length Header."))
 }
 
@@ -619,6 +652,30 @@ mod tests {
                 Ok(Some(end))
             }
             None => check_partial(buf, cfg).map(|()| None),
+        }
+    }
+
+    #[test]
+    fn line_bytes_found_word_by_word_as_byte_by_byte() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for _ in 0..20000 {
+            let mut buf = [0u8; 40];
+            let len = (seed % 41) as usize;
+            for b in buf.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly bytes near the ones that matter: controls, CR, LF, and 0x80+.
+                *b = [b'\r', b'\n', b'\t', 0, 0x0c, 0x0e, 0x8d, b'a', 0xff][(seed % 9) as usize];
+            }
+            let buf = &buf[..len];
+            for from in 0..=len {
+                let want = buf[from..]
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .map(|p| from + p);
+                assert_eq!(next_line_byte(buf, from), want, "{buf:?} from {from}");
+            }
         }
     }
 
