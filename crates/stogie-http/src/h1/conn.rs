@@ -404,9 +404,20 @@ impl<S: Transport> Conn<S> {
             let wrote = match self.wbuf.contiguous() {
                 Some(data) => timed(cfg.timeout, self.stream.write(data)).await,
                 None => {
-                    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
-                    self.wbuf.slices(&mut slices);
-                    timed(cfg.timeout, self.stream.write_vectored(&slices)).await
+                    // A response of a few pieces (a head and a body referenced, the usual
+                    // case) lists them on the stack: a Vec per write was an allocation per
+                    // response on the I/O thread.
+                    let mut stack = [IoSlice::new(&[]); 8];
+                    let mut heap: Vec<IoSlice<'_>>;
+                    let slices = match self.wbuf.slices_into(&mut stack) {
+                        Some(n) => &stack[..n],
+                        None => {
+                            heap = Vec::with_capacity(16);
+                            self.wbuf.slices(&mut heap);
+                            &heap[..]
+                        }
+                    };
+                    timed(cfg.timeout, self.stream.write_vectored(slices)).await
                 }
             };
             match wrote {
