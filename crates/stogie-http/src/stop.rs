@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::futures::Notified;
+use tokio::sync::futures::{Notified, OwnedNotified};
 use tokio::sync::Notify;
 
 /// The server's stop signal, as connections and accept loops see it.
@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 pub(crate) struct Stop {
     stopping: AtomicBool,
     ending: AtomicBool,
-    notify: Notify,
+    /// Shared, so that a connection can keep one notification for its whole life
+    /// ([`Stop::notified_owned`]).
+    notify: Arc<Notify>,
     ending_notify: Notify,
     /// Accept loops still running: until they have seen the signal, one may still take a
     /// connection.
@@ -82,5 +84,10 @@ impl Stop {
     /// every signal sent after it was made, polled or not, so none falls in between.
     pub fn notified(&self) -> Notified<'_> {
         self.notify.notified()
+    }
+
+    /// As [`Stop::notified`], for a connection to keep between its requests.
+    pub fn notified_owned(&self) -> OwnedNotified {
+        self.notify.clone().notified_owned()
     }
 }

@@ -138,7 +138,9 @@ impl AppHandler {
         // The last request's objects, if they were kept (see the end of this function).
         let sr = match cache.spare_sr.take().map(|sr| sr.into_bound(py)) {
             Some(sr) => {
-                *sr.borrow_mut() = StartResponse::new(response, head_room, checked);
+                let mut fresh = StartResponse::new(response, head_room, checked);
+                fresh.write = cache.spare_write.take();
+                *sr.borrow_mut() = fresh;
                 sr
             }
             None => match Bound::new(py, StartResponse::new(response, head_room, checked)) {
@@ -222,16 +224,21 @@ impl AppHandler {
                 },
             }
         }
+        let mut write = None;
         if let Ok(mut me) = sr.try_borrow_mut() {
             cache.checked = me.checked.take();
+            write = me.write.take().map(|w| w.into_bound(py));
         }
         // What nobody else holds now is kept for the next request (saving the making and
         // freeing of a Python object each), emptied now: the connection waits for the
         // response and the body to be let go. An app that kept its `start_response` or
         // `wsgi.input` keeps them as they were; the next request gets new ones.
-        if sr.get_refcnt() == 1 {
+        // Its bound `write`, when made, holds it once more; the two are kept together.
+        let holders = 1 + isize::from(write.is_some());
+        if sr.get_refcnt() == holders && write.as_ref().is_none_or(|w| w.get_refcnt() == 1) {
             sr.borrow_mut().responder.release();
             cache.spare_sr = Some(sr.unbind());
+            cache.spare_write = write.map(Bound::unbind);
         }
         if let Some(input) = used_input.filter(|i| i.get_refcnt() == 1) {
             input.borrow_mut().release();

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
 
 use super::body::{BodyDecoder, Decoded};
-use super::conn::{Conn, READ_CHUNK};
+use super::conn::{timed, Conn, READ_CHUNK};
 use super::encoder::BodyEncoder;
 use super::head::{BodyFraming, ParsedHead};
 use super::response::{self, ResponseContext, ResponseFraming};
@@ -539,7 +538,7 @@ impl<S: Transport> Conn<S> {
         let end = offset + len;
         while off < end {
             let want = (end - off).min(1 << 30) as usize;
-            match timeout(cfg.timeout, self.stream.sendfile(&file, off, want)).await {
+            match timed(cfg.timeout, self.stream.sendfile(&file, off, want)).await {
                 Ok(Ok(0)) => return Err(()),
                 Ok(Ok(n)) => {
                     off += n as u64;
@@ -566,7 +565,7 @@ async fn read_body<S: Transport>(
     want: usize,
 ) -> Result<(), BodyError> {
     buf.reserve(want);
-    match timeout(wait, stream.read_buf(buf)).await {
+    match timed(wait, stream.read_buf(buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Truncated),
         Ok(Ok(n)) => {
             stats.add_read(n);

@@ -75,6 +75,15 @@ impl OutBuf {
         }
     }
 
+    /// Fills `out` with the unwritten bytes in order and returns how many slices that took,
+    /// or `None` (and `out` partly filled) when they do not fit.
+    pub fn slices_into<'a>(&'a self, out: &mut [IoSlice<'a>]) -> Option<usize> {
+        match &self.inner {
+            Some(q) => q.slices_into(out),
+            None => Some(0),
+        }
+    }
+
     /// The unwritten bytes when they are all in one place (no referenced pieces).
     pub fn contiguous(&self) -> Option<&[u8]> {
         match &self.inner {
@@ -130,24 +139,42 @@ impl Queue {
         }
     }
 
-    /// Fills `out` with the unwritten bytes in order.
-    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+    /// Calls `f` with each unwritten piece, in order.
+    fn unwritten<'a>(&'a self, mut f: impl FnMut(&'a [u8])) {
         let mut skip = self.written;
-        let mut at = 0;
-        let mut add = |s: &'a [u8], skip: &mut usize| {
-            if *skip >= s.len() {
-                *skip -= s.len();
+        let mut add = |s: &'a [u8]| {
+            if skip >= s.len() {
+                skip -= s.len();
             } else {
-                out.push(IoSlice::new(&s[*skip..]));
-                *skip = 0;
+                f(&s[skip..]);
+                skip = 0;
             }
         };
+        let mut at = 0;
         for (pos, piece) in &self.pieces {
-            add(&self.buf[at..*pos], &mut skip);
-            add(piece, &mut skip);
+            add(&self.buf[at..*pos]);
+            add(piece);
             at = *pos;
         }
-        add(&self.buf[at..], &mut skip);
+        add(&self.buf[at..]);
+    }
+
+    /// Fills `out` with the unwritten bytes in order.
+    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        self.unwritten(|s| out.push(IoSlice::new(s)));
+    }
+
+    fn slices_into<'a>(&'a self, out: &mut [IoSlice<'a>]) -> Option<usize> {
+        // At most one slice before each piece, the piece, and one after the last.
+        if self.pieces.len() * 2 + 1 > out.len() {
+            return None;
+        }
+        let mut n = 0;
+        self.unwritten(|s| {
+            out[n] = IoSlice::new(s);
+            n += 1;
+        });
+        Some(n)
     }
 
     /// The unwritten bytes when they are all in one place (no referenced pieces).
@@ -184,10 +211,17 @@ impl Queue {
 mod tests {
     use super::*;
 
+    /// The unwritten bytes, listed both ways (on the stack when they fit): the same.
     fn collect(q: &OutBuf) -> Vec<u8> {
         let mut v = Vec::new();
         q.slices(&mut v);
-        v.iter().flat_map(|s| s.iter().copied()).collect()
+        let listed: Vec<u8> = v.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut stack = [IoSlice::new(&[]); 8];
+        if let Some(n) = q.slices_into(&mut stack) {
+            let on_stack: Vec<u8> = stack[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            assert_eq!(on_stack, listed);
+        }
+        listed
     }
 
     #[test]

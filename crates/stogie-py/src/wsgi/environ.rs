@@ -32,6 +32,8 @@ pub struct KeyCache {
     /// else still holds them (see `handler::reuse`).
     pub spare_sr: Option<Py<StartResponse>>,
     pub spare_input: Option<Py<Input>>,
+    /// `spare_sr`'s bound `write`, which start_response returns.
+    pub spare_write: Option<Py<PyAny>>,
     /// The template of environs over TLS, with the SSL_* variables in.
     tls_template: crate::tls::TlsTemplate,
 }
