@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.base import BENCH, BIN, LOGS, PY, ROOT, say
-from harness.install import pip_install, target_dir
+from harness.install import pip_install
 
 BUILDS = BENCH / ".builds"
 CHECKOUT = "checkout"
@@ -70,7 +70,9 @@ def _build_rev(spec, name):
     desc = f"{spec} = {sha[:10]} ({subject})" if spec != sha else f"{sha[:10]} ({subject})"
     venv = BUILDS / f"rev-{sha[:12]}"
     stogie = venv / "bin" / "stogie"
-    if stogie.exists() and (venv / ".built").exists():
+    # (Builds made before revision trees were dated anew have the old mark: made again.)
+    built = venv / ".built-anew"
+    if stogie.exists() and built.exists():
         return Build(stogie, desc + ", built before")
     say(f"building stogie {sha[:10]} in release mode into {venv.relative_to(BENCH)}/")
     BUILDS.mkdir(exist_ok=True)
@@ -82,15 +84,22 @@ def _build_rev(spec, name):
             rc = subprocess.call(["git", "archive", sha], cwd=ROOT, stdout=f)
         if rc != 0:
             return Build(fail=f"git archive {sha[:10]} failed")
+        tree = Path(src) / "tree"
         with tarfile.open(archive) as tar:
-            tar.extractall(Path(src) / "tree", filter="data")
-        # The checkout's cargo target directory: dependencies already built are reused.
-        env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir()))
-        args = ["--force-reinstall", "--no-deps", str(Path(src) / "tree")]
+            tar.extractall(tree, filter="data")
+        # git archive dates every file at its commit: older than what a target directory
+        # built since holds, so cargo took that for this revision's build and compiled
+        # nothing (an A/B then compared a build with itself). Dated now, its crates are
+        # compiled, in a target directory of the revision builds' own (its dependencies
+        # kept for the next one; the checkout's own build is left alone).
+        for path in tree.rglob("*"):
+            os.utime(path)
+        env = dict(os.environ, CARGO_TARGET_DIR=str(BUILDS / "target"))
+        args = ["--force-reinstall", "--no-deps", str(tree)]
         why = pip_install(args, log_name, python=venv / "bin" / "python", env=env)
     if why:
         return Build(fail=f"build failed, see {LOGS / log_name}")
-    (venv / ".built").touch()
+    built.touch()
     return Build(stogie, desc)
 
 
