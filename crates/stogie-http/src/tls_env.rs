@@ -59,6 +59,16 @@ impl TlsInfo {
         self.vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
+    /// [`TlsInfo::connection_environ`], each value with whether it is common text: one of
+    /// the few values any connection may have (`on`, a protocol or cipher name, `NONE`), never
+    /// one of the connection's own (its session ID, the server name its client sent, its
+    /// client certificate's fields). A gateway may share one copy of those among connections.
+    pub fn connection_environ_common(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref(), matches!(v, Cow::Borrowed(_))))
+    }
+
     /// The variables every connection made with the same server certificate shares.
     pub fn server(&self) -> &ServerVars {
         &self.server

@@ -85,17 +85,24 @@ pub fn acceptor(
 }
 
 /// A dict of `vars` kept in `slot`: made by the first caller, reused by the rest (another
-/// worker may make one meanwhile: either will do). Keys are interned, shared by all dicts.
+/// worker may make one meanwhile: either will do). Keys are interned, shared by all dicts,
+/// and so are the values marked common (`on`, `TLSv1.3`, a cipher's name: a dict is kept for
+/// each connection's life, and its own copies of those were half of its memory).
 fn cached<'py, 'a>(
     py: Python<'py>,
     slot: &OnceLock<Box<dyn Any + Send + Sync>>,
-    vars: impl Iterator<Item = (&'a str, &'a str)>,
+    vars: impl Iterator<Item = (&'a str, &'a str, bool)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if let Some(dict) = slot.get().and_then(|b| b.downcast_ref::<Py<PyDict>>()) {
         return Ok(dict.bind(py).clone());
     }
     let dict = PyDict::new(py);
-    for (k, v) in vars {
+    for (k, v, common) in vars {
+        let v = if common {
+            PyString::intern(py, v)
+        } else {
+            PyString::new(py, v)
+        };
         dict.set_item(PyString::intern(py, k), v)?;
     }
     let _ = slot.set(Box::new(dict.clone().unbind()));
@@ -107,8 +114,9 @@ fn cached<'py, 'a>(
 /// a kilobyte), and the connection's own.
 pub fn update_environ(py: Python<'_>, env: &Bound<'_, PyDict>, info: &TlsInfo) -> PyResult<()> {
     let server = info.server();
-    env.update(cached(py, server.gateway_slot(), server.environ())?.as_mapping())?;
-    env.update(cached(py, info.gateway_slot(), info.connection_environ())?.as_mapping())
+    let server_vars = server.environ().map(|(k, v)| (k, v, false));
+    env.update(cached(py, server.gateway_slot(), server_vars)?.as_mapping())?;
+    env.update(cached(py, info.gateway_slot(), info.connection_environ_common())?.as_mapping())
 }
 
 /// The SSL_* variables as a new dict (Cheroot's `req.conn.ssl_env`, for native gateways).
