@@ -8,6 +8,7 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::Reason;
@@ -21,6 +22,10 @@ use crate::addr::PeerAddr;
 use crate::log::LogLevel;
 use crate::shared::{Open, Shared};
 use crate::transport::Transport;
+
+/// How long a connection is idle before its streams' storage is freed (it has one request
+/// after another, or is idle for long: a browser's, a proxy's spare connection).
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves an HTTP/2 connection until it closes. `open` counts it among the server's open
 /// connections for as long as it lives.
@@ -86,8 +91,8 @@ pub(crate) async fn serve<S: Transport>(io: S, peer: PeerAddr, shared: Arc<Share
     let mut trip = pin!(tripped.wait());
     let mut ending = pin!(shared.stop.ending_notified());
     // Armed once and moved on only when it fires early: a connection that is never idle
-    // for long costs no timer work per request.
-    let mut idle_timer = pin!(sleep(cfg.timeout));
+    // for long costs no timer work per request (at most a reset per RELEASE_AFTER).
+    let mut idle_timer = pin!(sleep(cfg.timeout.min(RELEASE_AFTER)));
     let mut idle_since = Some(Instant::now());
     let ended = poll_fn(|cx| {
         if !calmed {
@@ -138,14 +143,23 @@ pub(crate) async fn serve<S: Transport>(io: S, peer: PeerAddr, shared: Arc<Share
         }
         let since = *idle_since.get_or_insert_with(Instant::now);
         while idle_timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= since + cfg.timeout {
+            let now = Instant::now();
+            if now >= since + cfg.timeout {
                 // Idle for the timeout: told to go away (and reconnect when it needs to).
                 conn.graceful_shutdown();
                 closing = true;
                 cx.waker().wake_by_ref();
                 break;
             }
-            idle_timer.as_mut().reset(since + cfg.timeout);
+            if now >= since + RELEASE_AFTER {
+                streams.release();
+            }
+            let next = if streams.holds_storage() {
+                since + RELEASE_AFTER
+            } else {
+                since + cfg.timeout
+            };
+            idle_timer.as_mut().reset(next);
         }
         Poll::Pending
     })
