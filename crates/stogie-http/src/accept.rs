@@ -205,7 +205,10 @@ async fn drive<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>, ope
     if h2c_allowed(&shared, &peer) {
         return Box::pin(h2c_or_http1(stream, peer, shared, open)).await;
     }
-    http1(stream, peer, shared, open).await
+    // Boxed too: the task around this (a TLS handshake's, a PROXY header's) then keeps no
+    // room for the protocol not chosen, for the connection's life (an HTTP/2 connection over
+    // TLS kept 0.8 KB for HTTP/1's). A connection costs one allocation more, a request none.
+    Box::pin(http1(stream, peer, shared, open)).await
 }
 
 /// A plain (not TLS) connection's driver, spawned as it is: the common case spawns the
@@ -225,7 +228,9 @@ async fn http1<S: Transport>(stream: S, peer: PeerAddr, shared: Arc<Shared>, ope
     if shared.config.get().protocols.http1 {
         return conn::serve(stream, peer, shared, open).await;
     }
-    refuse_http1(stream, &peer, &shared).await;
+    // Boxed: its future (a write with a timeout) is twice a served connection's; inline,
+    // every HTTP/1 connection's future here would keep room for it.
+    Box::pin(refuse_http1(stream, &peer, &shared)).await;
 }
 
 /// Whether a peer may speak cleartext HTTP/2 (h2c by prior knowledge): only when it is on,

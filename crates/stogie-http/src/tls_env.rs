@@ -3,6 +3,7 @@
 //! when the handshake ends, and shared by every request of the connection.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
@@ -28,7 +29,9 @@ pub struct TlsInfo {
     pub resumed: bool,
     /// The client's certificate chain, verified, when the server asked for one and got it.
     pub peer_certificates: Vec<CertificateDer<'static>>,
-    vars: Vec<(String, String)>,
+    /// Names and most values are static text: kept for the connection's life, a copy of
+    /// each would be a dozen small allocations per connection.
+    vars: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     server: Arc<ServerVars>,
     gateway_slot: OnceLock<Box<dyn Any + Send + Sync>>,
 }
@@ -53,7 +56,17 @@ impl TlsInfo {
     /// The variables of this connection (protocol, cipher, session, SNI, the client's
     /// certificate, `SSL_SERVER_V_REMAIN`).
     pub fn connection_environ(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// [`TlsInfo::connection_environ`], each value with whether it is common text: one of
+    /// the few values any connection may have (`on`, a protocol or cipher name, `NONE`), never
+    /// one of the connection's own (its session ID, the server name its client sent, its
+    /// client certificate's fields). A gateway may share one copy of those among connections.
+    pub fn connection_environ_common(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref(), matches!(v, Cow::Borrowed(_))))
     }
 
     /// The variables every connection made with the same server certificate shares.
@@ -87,41 +100,49 @@ impl TlsInfo {
         } else {
             Vec::new()
         };
-        let mut vars: Vec<(String, String)> = Vec::with_capacity(24);
-        let mut put = |k: &str, v: String| vars.push((k.to_owned(), v));
+        let mut vars = Vec::with_capacity(12);
+        let mut put = |k: &'static str, v: Cow<'static, str>| vars.push((k.into(), v));
         put("HTTPS", "on".into());
         put("SSL_PROTOCOL", protocol.into());
         put("SSL_CIPHER", cipher.into());
-        put("SSL_CIPHER_EXPORT", String::new());
-        put("SSL_CIPHER_USEKEYSIZE", bits.to_string());
-        put("SSL_CIPHER_ALGKEYSIZE", bits.to_string());
+        put("SSL_CIPHER_EXPORT", "".into());
+        let bits: Cow<'static, str> = match bits {
+            128 => "128".into(),
+            256 => "256".into(),
+            b => b.to_string().into(),
+        };
+        put("SSL_CIPHER_USEKEYSIZE", bits.clone());
+        put("SSL_CIPHER_ALGKEYSIZE", bits);
         // rustls does not show the session ID it may have sent; a value exported from the
         // session's secrets names the session as uniquely.
         if let Ok(id) = conn.export_keying_material([0u8; 32], b"EXPORTER-stogie-session-id", None)
         {
-            put("SSL_SESSION_ID", hex_lower(&id));
+            put("SSL_SESSION_ID", hex_lower(&id).into());
         }
         put(
             "SSL_SESSION_RESUMED",
             if resumed { "Resumed" } else { "Initial" }.into(),
         );
         if let Some(name) = &sni {
-            put("SSL_TLS_SNI", name.clone());
+            put("SSL_TLS_SNI", name.clone().into());
         }
         let now = unix_now();
         if let Some(not_after) = server.not_after {
-            put("SSL_SERVER_V_REMAIN", days_left(not_after, now));
+            put("SSL_SERVER_V_REMAIN", days_left(not_after, now).into());
         }
         match peer_certificates.first() {
             Some(cert) => {
                 put("SSL_CLIENT_VERIFY", "SUCCESS".into());
-                if let Some(not_after) = cert_vars("SSL_CLIENT", cert, &mut vars) {
-                    vars.push(("SSL_CLIENT_V_REMAIN".into(), days_left(not_after, now)));
+                let mut client = Vec::new();
+                if let Some(not_after) = cert_vars("SSL_CLIENT", cert, &mut client) {
+                    client.push(("SSL_CLIENT_V_REMAIN".into(), days_left(not_after, now)));
                 }
-                vars.push(("SSL_CLIENT_CERT".into(), pem(cert)));
+                client.push(("SSL_CLIENT_CERT".into(), pem(cert)));
+                vars.extend(client.into_iter().map(|(k, v)| (k.into(), v.into())));
             }
             None => put("SSL_CLIENT_VERIFY", "NONE".into()),
         }
+        vars.shrink_to_fit();
         TlsInfo {
             protocol,
             cipher,

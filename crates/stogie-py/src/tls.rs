@@ -84,13 +84,20 @@ pub fn acceptor(
     TlsAcceptor::new(config).map_err(err)
 }
 
-/// A dict of `vars`, its keys interned (shared by all dicts).
+/// A dict of `vars`. Keys are interned, shared by all dicts, and so are the values marked
+/// common (`on`, `TLSv1.3`, a cipher's name: a dict is kept for each connection's life, and
+/// its own copies of those were half of its memory).
 fn vars_dict<'py, 'a>(
     py: Python<'py>,
-    vars: impl Iterator<Item = (&'a str, &'a str)>,
+    vars: impl Iterator<Item = (&'a str, &'a str, bool)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for (k, v) in vars {
+    for (k, v, common) in vars {
+        let v = if common {
+            PyString::intern(py, v)
+        } else {
+            PyString::new(py, v)
+        };
         dict.set_item(PyString::intern(py, k), v)?;
     }
     Ok(dict)
@@ -99,16 +106,19 @@ fn vars_dict<'py, 'a>(
 /// The server certificate's SSL_* variables, made once and shared by every connection (its
 /// PEM alone is a kilobyte). Another worker may make them meanwhile: either will do.
 fn server_vars<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
-    cached(py, info.server().gateway_slot(), || info.server().environ())
+    let server = info.server();
+    cached(py, server.gateway_slot(), || {
+        server.environ().map(|(k, v)| (k, v, false))
+    })
 }
 
 /// The connection's own, made at its first request.
 fn connection_vars<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
-    cached(py, info.gateway_slot(), || info.connection_environ())
+    cached(py, info.gateway_slot(), || info.connection_environ_common())
 }
 
 /// The dict of `vars` kept in `slot`, made by the first caller.
-fn cached<'py, 'a, I: Iterator<Item = (&'a str, &'a str)>>(
+fn cached<'py, 'a, I: Iterator<Item = (&'a str, &'a str, bool)>>(
     py: Python<'py>,
     slot: &OnceLock<Box<dyn Any + Send + Sync>>,
     vars: impl FnOnce() -> I,

@@ -125,6 +125,25 @@ impl StreamSet {
         self.slots[slot].waker.wake_by_ref();
     }
 
+    /// Whether [`StreamSet::release`] would free anything.
+    pub fn holds_storage(&self) -> bool {
+        self.slots.capacity() != 0
+    }
+
+    /// Frees the set's storage (its places, their wakers, its lists) while it has no stream:
+    /// an idle connection's memory. The next stream makes them anew. A waker of a freed place
+    /// may still wake (one kept by a stream's channel): its index is then out of range, or
+    /// names a place made since, polled once for nothing.
+    pub fn release(&mut self) {
+        if self.live != 0 {
+            return;
+        }
+        self.slots = Vec::new();
+        self.free = Vec::new();
+        self.batch = Vec::new();
+        self.ready.lock().ids = Vec::new();
+    }
+
     /// Polls the streams woken since the last call (each once: one woken again meanwhile
     /// waits for the next call, which the connection's task is woken for). Returns how
     /// many ended.
@@ -142,7 +161,10 @@ impl StreamSet {
         }
         let mut ended = 0;
         for i in 0..self.batch.len() {
-            let slot = &mut self.slots[self.batch[i]];
+            // A waker of a place since released: nothing to poll.
+            let Some(slot) = self.slots.get_mut(self.batch[i]) else {
+                continue;
+            };
             slot.waker.queued.store(false, Ordering::Release);
             let Some(stream) = slot.stream.as_mut() else {
                 continue;
@@ -219,6 +241,47 @@ mod tests {
         // The place is used again.
         set.push(Box::pin(async {}));
         assert_eq!(set.slots.len(), 2);
+        assert!(set.poll_all_ended(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn storage_is_released_and_a_stale_waker_is_harmless() {
+        let waker = Waker::from(Arc::new(Count::default()));
+        let mut cx = Context::from_waker(&waker);
+        let mut set = StreamSet::new();
+        // A stream that leaves its waker behind (as one kept by a channel would be).
+        let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
+        for _ in 0..3 {
+            let kept = kept.clone();
+            set.push(Box::pin(std::future::poll_fn(move |cx| {
+                *kept.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Ready(())
+            })));
+        }
+        assert_eq!(set.poll(&mut cx), 3);
+        assert!(set.holds_storage());
+        set.release();
+        assert!(!set.holds_storage());
+        // The third place's waker: out of range now.
+        kept.lock().unwrap().take().unwrap().wake();
+        assert_eq!(set.poll(&mut cx), 0);
+        // A stream in the place made anew, woken by a waker of the place freed.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        set.push(Box::pin(async {
+            let _ = rx.await;
+        }));
+        assert_eq!(set.poll(&mut cx), 0);
+        let stale = Waker::from(Arc::new(SlotWaker {
+            slot: 0,
+            queued: AtomicBool::new(false),
+            ready: set.ready.clone(),
+        }));
+        stale.wake();
+        assert_eq!(set.poll(&mut cx), 0, "polled for nothing, still pending");
+        // Not released while a stream lives.
+        set.release();
+        assert!(set.holds_storage());
+        tx.send(()).unwrap();
         assert!(set.poll_all_ended(&mut cx).is_ready());
     }
 }
