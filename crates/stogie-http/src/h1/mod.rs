@@ -1,4 +1,4 @@
-//! HTTP/1.1: the codec (bytes in, values out: nothing in [`head`], [`body`] or [`response`]
+//! HTTP/1.1: the codec (bytes in, values out: nothing in [`head`] (with `scan`), [`body`] or [`response`]
 //! touches a socket, so all of it can be unit-tested and fuzzed) and the connection that
 //! drives it.
 
@@ -9,3 +9,4 @@ mod exchange;
 pub mod head;
 pub(crate) mod outbuf;
 pub mod response;
+mod scan;
