@@ -196,13 +196,18 @@ pub fn response_field_error(name: &[u8], value: &[u8]) -> Option<String> {
 /// spaces. `+5` or a Unicode space would parse with `str::parse` and then be framed
 /// differently, or refused, by the client.
 pub fn content_length_value(value: &[u8]) -> Option<u64> {
-    let v = value.trim_ascii();
-    if v.is_empty() {
+    digits_value(value.trim_ascii())
+}
+
+/// The number `digits` spells: ASCII digits only (no sign, no space), `None` when empty or
+/// past a u64.
+pub fn digits_value(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
         return None;
     }
-    // Digits summed by hand: every response with a length comes through here, and
-    // `str::parse` cost three times as much.
-    v.iter().try_fold(0u64, |n, &b| {
+    // Summed by hand: every request and response with a length comes through here, and
+    // `str::parse` cost three times as much (about 400 instructions a request, callgrind).
+    digits.iter().try_fold(0u64, |n, &b| {
         if !b.is_ascii_digit() {
             return None;
         }
@@ -457,6 +462,29 @@ impl std::fmt::Debug for ResponseHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_length_values() {
+        for (v, want) in [
+            (&b"0"[..], Some(0)),
+            (b"13", Some(13)),
+            (b"007", Some(7)),
+            (b"123456789012345678", Some(123_456_789_012_345_678)),
+            (b"1234567890123456789", Some(1_234_567_890_123_456_789)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b" 13", Some(13)),
+            (b"13 ", Some(13)),
+            (b"", None),
+            (b" ", None),
+            (b"1a", None),
+            (b"-1", None),
+            (b"+1", None),
+            (b"1 3", None),
+        ] {
+            assert_eq!(content_length_value(v), want, "{v:?}");
+        }
+    }
 
     #[test]
     fn a_head_from_text_keeps_its_ranges_inside_the_text() {

@@ -8,7 +8,8 @@ use std::ops::Deref;
 use super::scan;
 use crate::error::HttpError;
 use crate::message::{
-    has_bad_byte, is_tchar, is_token, is_valid_host, HeadLimits, Header, RequestHead, Version,
+    digits_value, has_bad_byte, is_tchar, is_token, is_valid_host, HeadLimits, Header, RequestHead,
+    Version,
 };
 
 /// How the request body is delimited.
@@ -457,16 +458,11 @@ fn trim(v: Bytes) -> Bytes {
 
 /// Content-Length is digits only; anything else (sign, list, spaces inside) is refused.
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    if v.is_empty() || v.len() > 19 {
-        return Err(bad("Malformed Content-Length Header."));
+    // Nineteen digits at most, as Cheroot: a longer value is refused, not read.
+    match digits_value(v) {
+        Some(n) if v.len() <= 19 => Ok(n),
+        _ => Err(bad("Malformed Content-Length Header.")),
     }
-    // Summed by hand: `str::parse` cost about 400 instructions a request (callgrind).
-    // Nineteen digits cannot overflow a u64.
-    v.iter()
-        .try_fold(0u64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-        })
-        .ok_or(bad("Malformed Content-Length Header."))
 }
 
 fn parse_transfer_encoding(te: &[u8]) -> Result<BodyFraming, HttpError> {

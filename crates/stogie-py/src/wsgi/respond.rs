@@ -50,17 +50,6 @@ pub fn body_bytes(data: &Bound<'_, PyBytes>) -> Bytes {
     })
 }
 
-/// A Content-Length value as apps nearly always give it, a few plain digits, read without
-/// the general parse (`None` for anything else, which that then reads).
-fn digits_value(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 18 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
 /// The response state shared by `start_response`, `write()` and the result loop.
 pub struct Responder {
     /// `None` once released (see [`Responder::release`]).
@@ -114,7 +103,7 @@ impl Responder {
         self.left = head
             .headers()
             .find(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
-            .and_then(|(_, v)| digits_value(v).or_else(|| content_length_value(v)));
+            .and_then(|(_, v)| content_length_value(v));
         self.head = Some(head);
     }
 
@@ -695,35 +684,4 @@ pub fn sendfile_source(py: Python<'_>, wrapper: &FileWrapper) -> Option<(std::fs
     let file = unsafe { std::fs::File::from_raw_fd(dup) };
     let meta = file.metadata().ok()?;
     meta.is_file().then_some((file, offset))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::digits_value;
-    use stogie_http::message::content_length_value;
-
-    #[test]
-    fn digits_value_agrees_with_content_length_value() {
-        for v in [
-            &b"0"[..],
-            b"13",
-            b"007",
-            b"123456789012345678",
-            b"1234567890123456789",
-            b"18446744073709551616",
-            b" 13",
-            b"13 ",
-            b"",
-            b"1a",
-            b"-1",
-            b"+1",
-        ] {
-            let fast = digits_value(v);
-            assert!(fast.is_none() || fast == content_length_value(v), "{v:?}");
-            assert_eq!(
-                fast.or_else(|| content_length_value(v)),
-                content_length_value(v)
-            );
-        }
-    }
 }
