@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use pyo3::types::{PyDict, PyString};
 use stogie_http::transport::tls::{MAKE_V3_CERTIFICATE, PLAIN_HTTP_ON_TLS_PORT};
-use stogie_http::{ClientAuth, Identity, TlsAcceptor, TlsConfig, TlsError, TlsInfo, TlsVersion};
+use stogie_http::{ClientAuth, Identity, TlsError, TlsInfo, TlsVersion};
 
 pyo3::create_exception!(
     _native,
@@ -18,7 +18,8 @@ pyo3::create_exception!(
     "A certificate, key or TLS setting that cannot be served; the message names it."
 );
 
-fn err(e: TlsError) -> PyErr {
+/// A TLS configuration error as the TLSError Python sees.
+pub fn err(e: TlsError) -> PyErr {
     TLSError::new_err(e.to_string())
 }
 
@@ -37,7 +38,8 @@ pub fn identity(
     }
 }
 
-fn version(setting: &str, v: &str) -> PyResult<TlsVersion> {
+/// A protocol version by its name (`TLSv1.2`, `TLSv1.3`); `setting` names it in the error.
+pub fn version(setting: &str, v: &str) -> PyResult<TlsVersion> {
     match v {
         "TLSv1.2" => Ok(TlsVersion::Tls12),
         "TLSv1.3" => Ok(TlsVersion::Tls13),
@@ -47,41 +49,18 @@ fn version(setting: &str, v: &str) -> PyResult<TlsVersion> {
     }
 }
 
-/// Everything [`crate::server::NativeServer::set_tls`] takes, checked and built.
-#[allow(clippy::too_many_arguments)]
-pub fn acceptor(
-    identity: Identity,
-    client_verify: &str,
-    client_cas: Vec<Vec<u8>>,
-    min_version: &str,
-    max_version: &str,
-    ciphers: Option<Vec<String>>,
-    session_tickets: bool,
-    prefer_server_ciphers: bool,
-    interface: String,
-    refusal_log_interval: std::time::Duration,
-) -> PyResult<TlsAcceptor> {
-    let cas = client_cas.into_iter().map(Into::into).collect();
-    let client_auth = match client_verify {
-        "none" => ClientAuth::None,
-        "optional" => ClientAuth::Optional(cas),
-        "required" => ClientAuth::Required(cas),
-        other => {
-            return Err(TLSError::new_err(format!(
-                "client verification {other:?}: use 'none', 'optional' or 'required'"
-            )))
-        }
-    };
-    let mut config = TlsConfig::new(identity);
-    config.client_auth = client_auth;
-    config.min_version = version("minimum_version", min_version)?;
-    config.max_version = version("maximum_version", max_version)?;
-    config.cipher_suites = ciphers;
-    config.session_tickets = session_tickets;
-    config.prefer_server_ciphers = prefer_server_ciphers;
-    config.interface = interface;
-    config.refusal_log_interval = refusal_log_interval;
-    TlsAcceptor::new(config).map_err(err)
+/// Client verification `mode` ("none", "optional" or "required") against the CA
+/// certificates `cas` (DER).
+pub fn client_auth(mode: &str, cas: Vec<Vec<u8>>) -> PyResult<ClientAuth> {
+    let cas = cas.into_iter().map(Into::into).collect();
+    match mode {
+        "none" => Ok(ClientAuth::None),
+        "optional" => Ok(ClientAuth::Optional(cas)),
+        "required" => Ok(ClientAuth::Required(cas)),
+        other => Err(TLSError::new_err(format!(
+            "client verification {other:?}: use 'none', 'optional' or 'required'"
+        ))),
+    }
 }
 
 /// A dict of `vars`. Keys are interned, shared by all dicts, and so are the values marked

@@ -13,7 +13,7 @@ use stogie_http::ops::metrics::{Metrics, MetricsRegion, SupervisorCounts};
 use stogie_http::ops::proxy::TrustedPeers;
 use stogie_http::{
     BindAddr, EngineOptions, HttpServer, ListenOptions, Listener, LiveConfig, LocalAddr,
-    MetricsEndpoint, ServerConfig, Stats,
+    MetricsEndpoint, ServerConfig, Stats, TlsAcceptor, TlsConfig,
 };
 
 mod listen;
@@ -452,20 +452,19 @@ impl NativeServer {
             .map(|c| (c, chain_name.unwrap_or("certificate chain")));
         let acceptor = gil::detach(py, || {
             let identity = crate::tls::identity(&cert, cert_name, &key, key_name, chain)?;
-            crate::tls::acceptor(
-                identity,
-                client_verify,
-                client_cas,
-                min_version,
-                max_version,
-                ciphers,
-                session_tickets,
-                prefer_server_ciphers,
-                interface,
-                Duration::try_from_secs_f64(refusal_log_interval).map_err(|_| {
+            let mut config = TlsConfig::new(identity);
+            config.client_auth = crate::tls::client_auth(client_verify, client_cas)?;
+            config.min_version = crate::tls::version("minimum_version", min_version)?;
+            config.max_version = crate::tls::version("maximum_version", max_version)?;
+            config.cipher_suites = ciphers;
+            config.session_tickets = session_tickets;
+            config.prefer_server_ciphers = prefer_server_ciphers;
+            config.interface = interface;
+            config.refusal_log_interval = Duration::try_from_secs_f64(refusal_log_interval)
+                .map_err(|_| {
                     PyValueError::new_err("refusal_log_interval must be a number of seconds")
-                })?,
-            )
+                })?;
+            TlsAcceptor::new(config).map_err(crate::tls::err)
         })?;
         self.tls = Some(acceptor);
         Ok(())
